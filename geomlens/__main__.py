@@ -1,0 +1,5 @@
+import sys
+
+from geomlens.cli import main
+
+sys.exit(main())

@@ -1,0 +1,119 @@
+"""The bundled real-text corpus (vendored from shared/data/corpus; see data/corpus/DATA.md).
+
+Splits:
+    eval       5 domains x 300 segments (40-256 words), one row per segment
+    train_cpu  4.0 MB of documents, disjoint from eval, one row per document
+    train_gpu  12.7 MB of documents, disjoint from eval, one row per document
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+from typing import Literal, Sequence
+
+from datasets import Dataset
+
+from geomlens.errors import InputError
+
+CORPUS_DIR = Path(__file__).parent / "corpus"
+DOMAINS: tuple[str, ...] = ("news", "encyclopedic", "fiction", "technical", "computing_lexicon")
+Split = Literal["eval", "train_cpu", "train_gpu"]
+
+
+def _read_jsonl(path: Path, domain: str | None = None) -> list[dict]:
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for i, line in enumerate(f):
+            if not line.strip():
+                continue
+            row = json.loads(line)
+            if "text" not in row:
+                raise InputError(f"{path}:{i + 1}: each JSON line needs a 'text' field")
+            rows.append(
+                {
+                    "domain": str(row.get("domain", domain or path.stem)),
+                    "id": str(row.get("id", f"{path.stem}-{i}")),
+                    "text": row["text"],
+                }
+            )
+    return rows
+
+
+def _read_documents(path: Path, domain: str) -> list[dict]:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as f:
+        docs = [d.strip() for d in f.read().split("\n\n")]
+    return [{"domain": domain, "id": f"{domain}-{i}", "text": d} for i, d in enumerate(docs) if d]
+
+
+def _as_list(domain: str | Sequence[str] | None) -> list[str] | None:
+    if domain is None:
+        return None
+    if isinstance(domain, str):
+        return [d for d in domain.split(",") if d]
+    return list(domain)
+
+
+def load_corpus(
+    domain: str | Sequence[str] | None = None,
+    split: Split = "eval",
+    *,
+    path: str | Path | None = None,
+    n_segments: int | None = None,
+) -> Dataset:
+    """Load text segments as a `datasets.Dataset` with columns ``domain``, ``id``, ``text``.
+
+    Args:
+        domain: one domain, a list, a comma-separated string, or None for all five.
+            Applies to the bundled ``eval`` split.
+        split: ``"eval"``, ``"train_cpu"`` or ``"train_gpu"`` (bundled files).
+        path: instead of the bundled corpus, a local ``.txt`` (documents separated by blank
+            lines), ``.txt.gz`` or ``.jsonl`` file (one ``{"text": ...}`` per line), or a
+            Hugging Face dataset name (needs hub access; column ``text``).
+        n_segments: keep at most this many segments *per domain* (first ones, file order).
+    """
+    if path is not None:
+        p = Path(path)
+        if p.exists():
+            rows = _read_jsonl(p) if p.suffix == ".jsonl" else _read_documents(p, p.name.split(".")[0])
+        elif str(path).endswith((".jsonl", ".txt", ".gz")):
+            raise InputError(f"Text file {path} does not exist.")
+        else:
+            rows = _load_hf_dataset(str(path))
+    elif split == "eval":
+        wanted = _as_list(domain) or list(DOMAINS)
+        unknown = [d for d in wanted if d not in DOMAINS]
+        if unknown:
+            raise InputError(f"Unknown domain(s) {unknown}. Available: {', '.join(DOMAINS)}")
+        rows = [r for d in wanted for r in _read_jsonl(CORPUS_DIR / "eval" / f"{d}.jsonl", d)]
+    elif split in ("train_cpu", "train_gpu"):
+        rows = _read_documents(CORPUS_DIR / f"{split}.txt.gz", split)
+    else:
+        raise InputError(f"Unknown split {split!r}; use 'eval', 'train_cpu' or 'train_gpu'.")
+    if n_segments is not None:
+        kept: dict[str, int] = {}
+        out = []
+        for r in rows:
+            if kept.get(r["domain"], 0) < n_segments:
+                kept[r["domain"]] = kept.get(r["domain"], 0) + 1
+                out.append(r)
+        rows = out
+    if not rows:
+        raise InputError("No text segments were loaded (empty file or filter).")
+    return Dataset.from_list(rows)
+
+
+def _load_hf_dataset(name: str) -> list[dict]:
+    import datasets
+
+    try:
+        ds = datasets.load_dataset(name, split="train")
+    except Exception as exc:  # noqa: BLE001 - hub/network errors come in many types
+        raise InputError(
+            f"Could not load {name!r}: not a local file, and the Hugging Face hub could not "
+            f"provide it ({type(exc).__name__}). Offline, pass a local .txt/.jsonl path or use "
+            f"the bundled domains: {', '.join(DOMAINS)}."
+        ) from None
+    return [{"domain": name, "id": f"{name}-{i}", "text": t} for i, t in enumerate(ds["text"])]
