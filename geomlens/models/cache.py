@@ -1,0 +1,88 @@
+"""On-disk cache of converted HookedTransformers: ``<cache>/models/<name>/`` holds
+``model.safetensors`` (raw, unprocessed weights), ``config.json`` (the HookedTransformerConfig)
+and ``tokenizer/``. The cache root is ``$GEOMLENS_CACHE`` or ``~/.cache/geomlens``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+CACHE_VERSION = 1
+
+
+def cache_root() -> Path:
+    root = os.environ.get("GEOMLENS_CACHE") or Path.home() / ".cache" / "geomlens"
+    return Path(root)
+
+
+def model_cache_dir(name: str) -> Path:
+    return cache_root() / "models" / f"{name}-v{CACHE_VERSION}"
+
+
+def _cfg_to_json(cfg: HookedTransformerConfig) -> dict:
+    out = {}
+    for key, value in cfg.to_dict().items():
+        if key in ("device", "tokenizer_name") or callable(value):
+            continue
+        if isinstance(value, torch.dtype):
+            value = str(value).removeprefix("torch.")
+        try:
+            json.dumps(value)
+        except TypeError:
+            continue
+        out[key] = value
+    return out
+
+
+def save_to_cache(model: HookedTransformer, name: str, tokenizer) -> Path:
+    """Cache raw weights, config and the model's *native* tokenizer (not TL's BOS-wrapped one)."""
+    from safetensors.torch import save_file
+
+    path = model_cache_dir(name)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    save_file(state, str(tmp / "model.safetensors"))
+    (tmp / "config.json").write_text(json.dumps(_cfg_to_json(model.cfg), indent=1))
+    tokenizer.save_pretrained(str(tmp / "tokenizer"))
+    if path.exists():
+        import shutil
+
+        shutil.rmtree(path)
+    tmp.rename(path)  # atomic: a half-written cache is never read
+    return path
+
+
+def load_from_cache(name: str, *, device: str = "cpu") -> HookedTransformer | None:
+    """Return the cached model, or None if it is not cached."""
+    path = model_cache_dir(name)
+    if not (path / "model.safetensors").exists():
+        return None
+    from safetensors.torch import load_file
+    from transformers import AutoTokenizer
+
+    cfg_dict = json.loads((path / "config.json").read_text())
+    cfg_dict["dtype"] = getattr(torch, cfg_dict.get("dtype", "float32"))
+    cfg_dict["device"] = device
+    cfg_dict["init_weights"] = False
+    for derived in ("n_params", "d_vocab_out"):  # recomputed by __post_init__
+        cfg_dict.pop(derived, None)
+    cfg = HookedTransformerConfig(**cfg_dict)
+    tokenizer = AutoTokenizer.from_pretrained(str(path / "tokenizer"))
+    model = HookedTransformer(cfg, tokenizer=tokenizer, move_to_device=False)
+    model.load_state_dict(load_file(str(path / "model.safetensors")), strict=True)
+    set_native_tokenizer(model, tokenizer)
+    return model
+
+
+def set_native_tokenizer(model: HookedTransformer, tokenizer) -> None:
+    """Use the model's own tokenizer as-is. TransformerLens swaps in a copy that always adds
+    BOS; SmolLM2 was trained without one, so geomlens keeps the native convention
+    (``model.to_tokens`` still adds BOS when ``prepend_bos=True`` or the config says so)."""
+    model.tokenizer = tokenizer
+    model.cfg.tokenizer_prepends_bos = len(tokenizer.encode("")) > 0

