@@ -34,7 +34,7 @@ def _hub_model(name: str, device: torch.device, dtype, processing: dict) -> Hook
         return HookedTransformer.from_pretrained(
             name, device=str(device), dtype=dtype or torch.float32, **processing
         )
-    except OSError as exc:  # hub unreachable / gated
+    except (OSError, ConnectionError) as exc:  # hub unreachable, gated or not cached
         raise UnknownModelError(
             f"{name!r} is a TransformerLens model but its weights could not be fetched from the "
             f"Hugging Face hub ({type(exc).__name__}). Offline, use one of: "
@@ -71,8 +71,6 @@ def load_model(
         "center_unembed": center_unembed,
     }
     if name not in OFFLINE_MODELS:
-        if "/" not in name:
-            get_offline_model(name)  # raises UnknownModelError listing the options
         model = _hub_model(name, dev, dtype, processing)
         _annotate(model, name=name, tied=None, processing=processing, source="huggingface hub")
         return model.eval()

@@ -12,7 +12,9 @@ pytestmark = pytest.mark.integration
 
 
 def _parity(model, name, texts, max_tokens=64):
-    hf, tok = load_hf_from_gguf(get_offline_model(name).locate())
+    spec = get_offline_model(name)
+    hf, tok = load_hf_from_gguf(spec.locate())
+    assert sum(p.numel() for p in hf.parameters()) == spec.n_params  # tied: counted once
     seqs = tokenize_segments(tok, texts, max_tokens=max_tokens)
     worst, scale = 0.0, 0.0
     with torch.no_grad():
