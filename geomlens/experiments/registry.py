@@ -46,10 +46,16 @@ def register_experiment(
     _REGISTRY[name] = ExperimentKind(name, config_cls, run, resumable)
 
 
+#: extra provider modules, comma-separated (e.g. a plugin, or a test kind in child processes)
+PROVIDERS_ENV = "GEOMLENS_EXPERIMENT_PROVIDERS"
+
+
 def _load_providers() -> None:
     import importlib
+    import os
 
-    for mod in _PROVIDERS:
+    extra = tuple(m.strip() for m in os.environ.get(PROVIDERS_ENV, "").split(",") if m.strip())
+    for mod in (*_PROVIDERS, *extra):
         try:
             importlib.import_module(mod)
         except ModuleNotFoundError as exc:

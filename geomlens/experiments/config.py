@@ -1,0 +1,369 @@
+"""Experiment YAML files: hierarchical defaults, command-line overrides, typed validation.
+
+A config file looks like::
+
+    # experiments/configs/<name>.yaml
+    defaults: [base]          # parent files in the same folder, deep-merged first, in order
+    experiment: train         # a registered experiment kind (see registry.py)
+    out: runs/<name>          # root directory; each sweep point gets its own sub-directory
+    config:                   # fields of the kind's dataclass config (nested maps for nested dataclasses)
+      model: micro-1m
+    sweep:                    # optional grid: config keys -> lists of values
+      seed: [0, 1, 2]
+
+Overrides from the command line (``model.name=gemma3-270m head=hybrid seed=1``) are dotted keys;
+a key whose first part is not a top-level key (``experiment``, ``out``, ``config``, ``sweep``,
+``description``, ``defaults``) means ``config.<key>``. Values are parsed as YAML scalars or
+lists (``yaml.safe_load``; nothing is ever ``eval``-ed). Overriding a swept key pins it (the key
+leaves the sweep).
+
+Every leaf value remembers the file it came from, so an unknown key or a wrong type is reported
+with that file (or "command line").
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+from geomlens.errors import GeomlensError
+
+logger = logging.getLogger(__name__)
+
+TOP_LEVEL_KEYS = ("defaults", "description", "experiment", "out", "config", "sweep")
+COMMAND_LINE = "command line"
+_FLOAT_RE = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$|^[+-]?(inf|nan)$", re.IGNORECASE)
+
+
+class ConfigError(GeomlensError, ValueError):
+    """A bad experiment config: the message names the key and the file it came from."""
+
+
+@dataclass(kw_only=True)
+class ExperimentSpec:
+    """A loaded experiment file after defaults and overrides, before sweep expansion."""
+
+    experiment: str
+    """Name of the registered experiment kind."""
+    out: str
+    """Root output directory (sweep points go in sub-directories)."""
+    config: dict[str, Any]
+    """Merged raw values for the kind's dataclass config (nested dicts for nested dataclasses)."""
+    sweep: dict[str, list[Any]] = field(default_factory=dict)
+    """Dotted config key -> list of values; the grid is their product (in this order)."""
+    sources: dict[str, str] = field(default_factory=dict)
+    """Full dotted key (``config.lr``, ``sweep.seed``, ``out``) -> the file it came from."""
+    path: Path | None = None
+    """The YAML file this spec was loaded from (None when built in code)."""
+    overrides: list[str] = field(default_factory=list)
+    """The command-line overrides applied, verbatim (re-passed to ``--jobs`` subprocesses)."""
+    description: str | None = None
+    """Free text from the file."""
+
+    def source(self, key: str) -> str:
+        """The file that set ``key`` (or its closest parent key)."""
+        parts = re.sub(r"\[\d+\]", "", key).split(".")
+        for i in range(len(parts), 0, -1):
+            src = self.sources.get(".".join(parts[:i]))
+            if src is not None:
+                return src
+        return str(self.path) if self.path else "<unknown>"
+
+
+# --------------------------------------------------------------------------- loading + merging
+
+
+def _record_sources(tree: Any, prefix: str, src: str, sources: dict[str, str]) -> None:
+    sources[prefix] = src
+    if isinstance(tree, dict):
+        for key, value in tree.items():
+            _record_sources(value, f"{prefix}.{key}", src, sources)
+
+
+def _deep_merge(base: dict, top: dict, prefix: str, src: str, sources: dict[str, str]) -> dict:
+    """Merge ``top`` into a copy of ``base``: maps merge recursively, anything else replaces."""
+    out = dict(base)
+    for key, value in top.items():
+        full = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            sources[full] = src
+            out[key] = _deep_merge(out[key], value, full, src, sources)
+        else:
+            for old in [k for k in sources if k == full or k.startswith(full + ".")]:
+                del sources[old]
+            _record_sources(value, full, src, sources)
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _resolve_default(name: str, folder: Path, src: Path) -> Path:
+    path = Path(name)
+    if path.suffix not in (".yaml", ".yml"):
+        path = path.with_name(path.name + ".yaml")
+    path = path if path.is_absolute() else folder / path
+    if not path.exists():
+        raise ConfigError(f"{src}: defaults entry {name!r} not found (looked for {path}).")
+    return path
+
+
+def load_yaml_tree(path: str | Path, *, _stack: tuple[Path, ...] = ()) -> tuple[dict, dict[str, str]]:
+    """Read one YAML file with its ``defaults`` merged in, and the source file of every key."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"Config file {path} does not exist.")
+    if path.resolve() in _stack:
+        chain = " -> ".join(str(p) for p in (*_stack, path.resolve()))
+        raise ConfigError(f"{path}: circular defaults: {chain}")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping, got {type(raw).__name__}.")
+    for key in raw:
+        if key not in TOP_LEVEL_KEYS:
+            raise ConfigError(
+                f"{path}: unknown top-level key {key!r}; allowed: {', '.join(TOP_LEVEL_KEYS)}."
+            )
+    for key in ("config", "sweep"):
+        if key in raw and raw[key] is not None and not isinstance(raw[key], dict):
+            raise ConfigError(f"{path}: {key!r} must be a mapping, got {type(raw[key]).__name__}.")
+    defaults = raw.pop("defaults", None) or []
+    if isinstance(defaults, str):
+        defaults = [defaults]
+    merged: dict = {}
+    sources: dict[str, str] = {}
+    for name in defaults:
+        parent = _resolve_default(str(name), path.parent, path)
+        tree, parent_sources = load_yaml_tree(parent, _stack=(*_stack, path.resolve()))
+        merged = _deep_merge(merged, tree, "", str(parent), sources)
+        sources.update(parent_sources)
+    raw = {k: ({} if v is None and k in ("config", "sweep") else v) for k, v in raw.items()}
+    merged = _deep_merge(merged, raw, "", str(path), sources)
+    return merged, sources
+
+
+# --------------------------------------------------------------------------- overrides
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``"model.name=gemma3-270m"`` -> ``("model.name", "gemma3-270m")`` (value via safe YAML)."""
+    if "=" not in text:
+        raise ConfigError(f"Bad override {text!r} on the command line: expected KEY=VALUE.")
+    key, value = text.split("=", 1)
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"Bad override {text!r} on the command line: empty key.")
+    try:
+        return key, yaml.safe_load(value)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"Bad override {text!r} on the command line: {exc}") from exc
+
+
+def _set_dotted(tree: dict, key: str, value: Any) -> None:
+    parts = key.split(".")
+    node = tree
+    for part in parts[:-1]:
+        if not isinstance(node.get(part), dict):
+            node[part] = {}
+        node = node[part]
+    node[parts[-1]] = value
+
+
+def apply_overrides(tree: dict, sources: dict[str, str], overrides: list[str]) -> dict:
+    """Apply ``KEY=VALUE`` overrides to a merged tree (bare keys mean ``config.KEY``)."""
+    tree = copy.deepcopy(tree)
+    for text in overrides:
+        key, value = parse_override(text)
+        if key.split(".")[0] not in TOP_LEVEL_KEYS:
+            key = f"config.{key}"
+        if key == "defaults":
+            raise ConfigError("'defaults' cannot be overridden on the command line.")
+        if key.startswith("config."):
+            swept = key[len("config."):]
+            if swept in (tree.get("sweep") or {}):
+                logger.info("Override %s pins swept key %r (removed from the sweep).", text, swept)
+                del tree["sweep"][swept]
+                sources.pop(f"sweep.{swept}", None)
+        for old in [k for k in sources if k == key or k.startswith(key + ".")]:
+            del sources[old]
+        _set_dotted(tree, key, value)
+        _record_sources(value, key, COMMAND_LINE, sources)
+    return tree
+
+
+def load_experiment(path: str | Path, overrides: list[str] | None = None) -> ExperimentSpec:
+    """Load a config file, merge its defaults, apply overrides; check the top-level fields."""
+    path = Path(path)
+    overrides = list(overrides or [])
+    tree, sources = load_yaml_tree(path)
+    tree = apply_overrides(tree, sources, overrides)
+    experiment = tree.get("experiment")
+    if not isinstance(experiment, str) or not experiment:
+        raise ConfigError(f"{path}: missing 'experiment: <kind>' (e.g. analyze, ablate, train).")
+    out = tree.get("out")
+    if not isinstance(out, str) or not out:
+        raise ConfigError(f"{sources.get('out', path)}: 'out' must be a directory path string.")
+    if not isinstance(tree.get("sweep") or {}, dict):
+        raise ConfigError(
+            f"{sources.get('sweep', path)}: 'sweep' must be a mapping of config keys to lists "
+            "(for a config field named 'sweep', write config.sweep=...)."
+        )
+    sweep = {}
+    for key, values in (tree.get("sweep") or {}).items():
+        src = sources.get(f"sweep.{key}", str(path))
+        if values is None:  # `key: null` in a child file drops a parent's sweep
+            continue
+        if not isinstance(values, list) or not values:
+            raise ConfigError(f"{src}: sweep.{key} must be a non-empty list, got {values!r}.")
+        sweep[str(key)] = values
+    description = tree.get("description")
+    return ExperimentSpec(
+        experiment=experiment, out=out, config=tree.get("config") or {}, sweep=sweep,
+        sources=sources, path=path, overrides=overrides,
+        description=description if isinstance(description, str) else None,
+    )
+
+
+# --------------------------------------------------------------------------- typed validation
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, key: str, source_of: Callable[[str], str]) -> Any:
+    """Check ``value`` against annotation ``tp``; return it (int->float, list->tuple converted)."""
+
+    def fail(expected: str | None = None) -> ConfigError:
+        return ConfigError(
+            f"{source_of(key)}: key {key!r} expects {expected or _type_name(tp)}, "
+            f"got {type(value).__name__} {value!r}."
+        )
+
+    if tp is Any or tp is object:
+        return value
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin is typing.Union or origin is types.UnionType:
+        if value is None and type(None) in args:
+            return None
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(value, arg, key, source_of)
+            except ConfigError:
+                continue
+        raise fail(" or ".join(_type_name(a) for a in args))
+    if origin is typing.Literal:
+        if any(value == a and type(value) is type(a) for a in args):
+            return value
+        raise fail("one of " + ", ".join(repr(a) for a in args))
+    if origin in (list, tuple) or tp in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise fail()
+        if origin is tuple and args and not (len(args) == 2 and args[1] is Ellipsis):
+            if len(value) != len(args):
+                raise fail(f"{len(args)} items")
+            return tuple(_coerce(v, a, f"{key}[{i}]", source_of) for i, (v, a) in enumerate(zip(value, args)))
+        item = args[0] if args else Any
+        items = [_coerce(v, item, f"{key}[{i}]", source_of) for i, v in enumerate(value)]
+        return tuple(items) if (origin is tuple or tp is tuple) else items
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            raise fail()
+        return value
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, dict):
+            raise fail(f"a mapping for {tp.__name__}")
+        return _build(tp, value, key, source_of)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise fail()
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise fail()
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str) and _FLOAT_RE.match(value.strip()):  # YAML 1.1 reads 1e-3 as str
+            return float(value)
+        raise fail()
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise fail()
+    if tp is Path:
+        if isinstance(value, (str, Path)):
+            return Path(value)
+        raise fail()
+    if tp is type(None):
+        if value is None:
+            return None
+        raise fail("null")
+    if isinstance(tp, type):
+        if isinstance(value, tp):
+            return value
+        raise fail()
+    return value  # an annotation we do not understand: accept
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    try:
+        return typing.get_type_hints(cls)
+    except Exception:  # unresolvable forward references: skip type checks for this class
+        logger.debug("Cannot resolve type hints of %s; skipping type checks.", cls.__name__)
+        return {}
+
+
+def _build(cls: type, values: dict, prefix: str, source_of: Callable[[str], str]) -> Any:
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    hints = _hints(cls)
+    kwargs = {}
+    for key, value in values.items():
+        full = f"{prefix}.{key}" if prefix else str(key)
+        if key not in fields:
+            raise ConfigError(
+                f"{source_of(full)}: unknown key {full!r} for {cls.__name__}; "
+                f"known keys: {', '.join(sorted(fields))}."
+            )
+        tp = hints.get(key, Any)
+        kwargs[key] = _coerce(value, tp, full, source_of)
+    missing = [
+        name for name, f in fields.items()
+        if name not in kwargs and f.default is dataclasses.MISSING
+        and f.default_factory is dataclasses.MISSING
+    ]
+    if missing:
+        full = ", ".join(repr(f"{prefix}.{m}" if prefix else m) for m in missing)
+        raise ConfigError(f"{source_of(prefix)}: missing required key(s) {full} for {cls.__name__}.")
+    try:
+        return cls(**kwargs)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"{source_of(prefix)}: invalid {cls.__name__} ({prefix}): {exc}") from exc
+
+
+def build_config(cls: type, values: dict, *, spec: ExperimentSpec | None = None) -> Any:
+    """Validate raw ``values`` into dataclass ``cls`` (keys are checked and types coerced).
+
+    Errors are ConfigError naming the dotted key (``config.lr``) and the file it came from.
+    """
+    if not dataclasses.is_dataclass(cls):
+        raise TypeError(f"{cls!r} is not a dataclass")
+
+    def source_of(key: str) -> str:
+        return spec.source(key) if spec is not None else "<config>"
+
+    return _build(cls, values, "config", source_of)
