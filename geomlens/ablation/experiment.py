@@ -1,0 +1,85 @@
+"""The ``ablate`` experiment kind: config -> run dir with a table, heatmaps and a summary.
+
+Outputs in ``run_dir``:
+    ablation.csv              one row per condition (columns: see `geomlens.ablation.sweep`)
+    heatmap_delta_loss.png    layer x component heatmap of delta_loss
+    heatmap_delta_metric.png  the same for delta NDCG@k
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from transformer_lens import HookedTransformer
+
+from geomlens.ablation.config import AblateConfig
+from geomlens.ablation.sweep import Condition, ablation_table, sweep_conditions
+from geomlens.errors import InputError
+from geomlens.experiments.registry import register_experiment
+
+logger = logging.getLogger(__name__)
+
+
+def conditions_for(cfg: AblateConfig, n_layers: int) -> list[Condition]:
+    """The conditions a config asks for, checked against the model's depth."""
+    layers = list(range(n_layers)) if cfg.layers is None else list(cfg.layers)
+    bad = [layer for layer in layers if layer >= n_layers]
+    if bad:
+        raise InputError(f"layers {bad} do not exist: the model has {n_layers} layers (0..{n_layers - 1})")
+    if cfg.sweep:
+        return sweep_conditions(layers)
+    return [Condition(tuple(layers), cfg.component)]
+
+
+def run_ablation(cfg: AblateConfig, run_dir: Path, *, model: HookedTransformer | None = None) -> dict:
+    """Run the ablations of ``cfg`` and write their outputs into ``run_dir``.
+
+    ``model`` (optional) is used instead of loading ``cfg.model``; it needs a tokenizer.
+    """
+    from geomlens.data import batch_sequences, load_corpus, tokenize_segments
+    from geomlens.plotting import plot_ablation_heatmap
+
+    if model is None:
+        from geomlens.models import load_model
+
+        model = load_model(cfg.model, device=cfg.device)
+    if model.tokenizer is None:
+        raise InputError("The model has no tokenizer; `ablate` tokenizes corpus text.")
+    conditions = conditions_for(cfg, model.cfg.n_layers)
+    corpus = load_corpus(cfg.domains, n_segments=cfg.n_segments)
+    max_tokens = min(cfg.max_tokens, model.cfg.n_ctx)
+    seqs = tokenize_segments(model.tokenizer, corpus["text"], max_tokens=max_tokens)
+    pad = model.tokenizer.eos_token_id or 0
+    batches = list(batch_sequences(seqs, batch_size=cfg.batch_size, pad_id=pad))
+    if cfg.method == "resample" and len(batches[-1][0]) < 2:
+        logger.warning("Dropping the last batch: one sequence cannot be resampled.")
+        batches = batches[:-1]
+    if not batches:
+        raise InputError("No batch to evaluate; load more segments.")
+    logger.info("ablate: %d conditions x %d sequences (%s)", len(conditions), len(seqs), cfg.method)
+    table, clean = ablation_table(
+        model, batches, conditions, method=cfg.method, k=cfg.k, seed=cfg.seed, chunk_size=cfg.chunk_size
+    )
+    run_dir = Path(run_dir)
+    table.to_csv(run_dir / "ablation.csv", index=False)
+    plot_ablation_heatmap(table, run_dir / "heatmap_delta_loss.png", value="delta_loss")
+    plot_ablation_heatmap(table, run_dir / "heatmap_delta_metric.png", value="delta_metric")
+    worst = table.loc[table["delta_loss"].idxmax()]
+    return {
+        "model": cfg.model,
+        "method": cfg.method,
+        "metric": f"ndcg@{cfg.k}",
+        "n_sequences": sum(len(t) for t, _ in batches),
+        "n_tokens": clean["n_tokens"],
+        "clean_loss": clean["loss"],
+        "clean_metric": clean["metric"],
+        "clean_top1_agree": clean["top1_agree"],
+        "n_conditions": len(table),
+        "max_delta_loss": {"layer": worst["layer"], "component": worst["component"],
+                           "delta_loss": float(worst["delta_loss"])},
+        "table": "ablation.csv",
+    }
+
+
+register_experiment("ablate", AblateConfig, run_ablation)

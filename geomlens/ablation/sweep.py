@@ -1,0 +1,132 @@
+"""Run ablation conditions over token batches and tabulate their effects.
+
+A *condition* ablates one component (``attn_out``, ``mlp_out`` or ``both``) in a set of layers
+at once. `ablation_table` evaluates the clean model and every condition on the same batches
+(same resample permutation per batch for all conditions) and returns one row per condition:
+
+    layer         the ablated layer (sweep) or the comma-joined layers ablated together
+    component     attn_out | mlp_out | both
+    method        zero | mean | resample
+    loss          mean next-token cross-entropy over all valid positions (token-weighted)
+    delta_loss    loss - clean loss
+    metric        mean NDCG@k between -||h - W_E|| and p (see `geomlens.ablation.metrics`)
+    delta_metric  metric - clean metric
+    top1_agree    share of positions whose nearest embedding is the arg-max of p
+    delta_top1_agree
+    n_tokens      positions averaged for metric/top1 (the loss uses one fewer per sequence)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+import pandas as pd
+import torch
+from jaxtyping import Int
+from torch import Tensor
+from transformer_lens import HookedTransformer
+
+from geomlens.ablation.ablate import ablation_hooks, derangement
+from geomlens.ablation.metrics import agreement, next_token_ce
+
+Batch = tuple[Int[Tensor, "batch pos"], Int[Tensor, "batch"]]
+
+
+@dataclass(frozen=True)
+class Condition:
+    layers: tuple[int, ...]
+    """Layers ablated together."""
+    component: str
+    """attn_out | mlp_out | both"""
+
+    @property
+    def label(self) -> int | str:
+        return self.layers[0] if len(self.layers) == 1 else ",".join(map(str, self.layers))
+
+
+def sweep_conditions(layers: Sequence[int]) -> list[Condition]:
+    """Every layer x {attn_out, mlp_out}, one at a time."""
+    return [Condition((layer,), comp) for layer in layers for comp in ("attn_out", "mlp_out")]
+
+
+class _Totals:
+    def __init__(self) -> None:
+        self.ce = self.ndcg = self.top1 = 0.0
+        self.n_ce = self.n_pos = 0
+
+    def row(self) -> dict[str, float]:
+        return {"loss": self.ce / max(self.n_ce, 1), "metric": self.ndcg / max(self.n_pos, 1),
+                "top1_agree": self.top1 / max(self.n_pos, 1), "n_tokens": self.n_pos}
+
+
+@torch.no_grad()
+def _evaluate(
+    model: HookedTransformer,
+    tokens: Int[Tensor, "batch pos"],
+    lengths: Int[Tensor, "batch"],
+    fwd_hooks: list,
+    totals: _Totals,
+    *,
+    k: int,
+    chunk_size: int,
+) -> None:
+    grabbed: dict[str, Tensor] = {}
+
+    def grab(tensor: Tensor, *, hook) -> Tensor:
+        grabbed["h"] = tensor
+        return tensor
+
+    logits = model.run_with_hooks(
+        tokens, fwd_hooks=fwd_hooks + [("ln_final.hook_normalized", grab)], return_type="logits"
+    )
+    ce_sum, n_ce = next_token_ce(logits, tokens, lengths)
+    valid = torch.arange(tokens.shape[1], device=tokens.device)[None, :] < lengths[:, None]
+    ndcg, top1 = agreement(grabbed["h"][valid], logits[valid], model.W_E, k=k, chunk_size=chunk_size)
+    totals.ce += ce_sum
+    totals.n_ce += n_ce
+    totals.ndcg += float(ndcg.sum())
+    totals.top1 += float(top1.sum())
+    totals.n_pos += int(valid.sum())
+
+
+def ablation_table(
+    model: HookedTransformer,
+    batches: Iterable[Batch],
+    conditions: Sequence[Condition],
+    *,
+    method: str,
+    k: int = 10,
+    seed: int = 0,
+    chunk_size: int = 8192,
+) -> tuple[pd.DataFrame, dict[str, float]]:
+    """Evaluate the clean model and each condition; returns ``(table, clean)`` where ``clean``
+    has the clean ``loss``, ``metric``, ``top1_agree`` and ``n_tokens``.
+
+    For ``method="resample"`` each batch gets one seeded `derangement` shared by all
+    conditions; a batch with a single sequence cannot be resampled and raises ValueError.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    clean = _Totals()
+    totals = [_Totals() for _ in conditions]
+    device = model.cfg.device
+    for tokens, lengths in batches:
+        tokens, lengths = tokens.to(device), lengths.to(device)
+        valid = torch.arange(tokens.shape[1], device=device)[None, :] < lengths[:, None]
+        perm = derangement(len(tokens), generator=generator) if method == "resample" else None
+        _evaluate(model, tokens, lengths, [], clean, k=k, chunk_size=chunk_size)
+        for cond, tot in zip(conditions, totals):
+            hooks = ablation_hooks(cond.layers, cond.component, method, valid, perm=perm)
+            _evaluate(model, tokens, lengths, hooks, tot, k=k, chunk_size=chunk_size)
+    base = clean.row()
+    rows = []
+    for cond, tot in zip(conditions, totals):
+        r = tot.row()
+        rows.append({
+            "layer": cond.label, "component": cond.component, "method": method,
+            "loss": r["loss"], "delta_loss": r["loss"] - base["loss"],
+            "metric": r["metric"], "delta_metric": r["metric"] - base["metric"],
+            "top1_agree": r["top1_agree"], "delta_top1_agree": r["top1_agree"] - base["top1_agree"],
+            "n_tokens": r["n_tokens"],
+        })
+    return pd.DataFrame(rows), base

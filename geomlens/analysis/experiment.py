@@ -1,0 +1,73 @@
+"""The ``analyze`` experiment kind: corpus -> tokens -> `analyze_tokens` -> files in a run dir.
+
+Outputs: per_token.parquet, per_segment.csv, controls.csv, per_layer.csv (+ per_layer_domain.csv)
+when trajectories are on, figures/*.png, table61.md, and the returned summary (summary.json).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from geomlens.analysis.config import AnalyzeConfig
+from geomlens.experiments.registry import register_experiment
+
+logger = logging.getLogger(__name__)
+
+
+def load_segments(cfg: AnalyzeConfig, tokenizer) -> tuple[list, list[str], list[str]]:
+    """Tokenize the configured corpus: (token sequences, segment ids, domains)."""
+    from geomlens.data import load_corpus, tokenize_segments
+
+    ds = load_corpus(cfg.domains, "eval", path=cfg.texts, n_segments=cfg.n_segments)
+    seqs, ids, domains = [], [], []
+    for row in ds:
+        pieces = tokenize_segments(tokenizer, [row["text"]], max_tokens=cfg.max_tokens,
+                                   overflow=cfg.overflow)
+        for j, piece in enumerate(pieces):
+            seqs.append(piece)
+            ids.append(row["id"] if len(pieces) == 1 else f"{row['id']}#{j}")
+            domains.append(row["domain"])
+    return seqs, ids, domains
+
+
+def run_analysis(cfg: AnalyzeConfig, run_dir: Path) -> dict[str, Any]:
+    """Run the whole analysis for ``cfg`` and write its outputs into ``run_dir``."""
+    import torch
+
+    from geomlens.analysis.figures import plot_metric_bars
+    from geomlens.analysis.pipeline import analyze_tokens
+    from geomlens.analysis.summary import summarize, table_markdown
+    from geomlens.models import load_model, model_info
+
+    run_dir = Path(run_dir)
+    torch.manual_seed(cfg.seed)
+    model = load_model(cfg.model, device=cfg.device)
+    seqs, ids, domains = load_segments(cfg, model.tokenizer)
+    logger.info("analyze: %d segments, %d tokens", len(seqs), sum(len(s) for s in seqs))
+    result = analyze_tokens(model, seqs, cfg, segment_ids=ids, domains=domains,
+                            per_token_path=run_dir / "per_token.parquet")
+    result.per_segment.to_csv(run_dir / "per_segment.csv", index=False)
+    result.controls.to_csv(run_dir / "controls.csv", index=False)
+    figures = plot_metric_bars(result.per_segment, result.metrics, run_dir / "figures")
+    if result.per_layer_tokens is not None:
+        from geomlens.geometry.trajectory import summarize_layers
+
+        per_layer = summarize_layers(result.per_layer_tokens)
+        per_layer.to_csv(run_dir / "per_layer.csv", index=False)
+        summarize_layers(result.per_layer_tokens, by=("domain", "layer")).to_csv(
+            run_dir / "per_layer_domain.csv", index=False)
+        try:
+            from geomlens.plotting import plot_layer_curves
+        except ImportError:  # plotting module absent in this checkout
+            logger.warning("geomlens.plotting not available: no per-layer figures")
+        else:
+            figures += plot_layer_curves(per_layer, run_dir / "figures")
+    summary = summarize(result, cfg, model_info=model_info(model), n_layers=model.cfg.n_layers)
+    summary["figures"] = [str(p.relative_to(run_dir)) for p in figures]
+    (run_dir / "table61.md").write_text(table_markdown(summary))
+    return summary
+
+
+register_experiment("analyze", AnalyzeConfig, run_analysis)

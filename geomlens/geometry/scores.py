@@ -1,0 +1,158 @@
+"""Vocabulary scores derived from the geometry of h and the target matrix, by name.
+
+Every score is a function of `ScoreParts` (the dot products ``h·e`` and squared distances
+``‖h − e‖²`` of one chunk of positions against the whole vocabulary) and returns one score per
+token, higher = closer/more likely, used for the rankings (NDCG, Spearman, top-k). Each score
+also defines the distribution q compared with p by the JSD, as logits (q = softmax(logits)):
+
+    name              ranking score          distribution q
+    inv_dist          1 / (d + eps)          q ∝ 1/(d + eps)          eq. 5.1 (logits log(1/(d+eps)))
+    softmax_inv_dist  1 / (d + eps)          q = softmax(1/(d + eps))  eq. 5.2
+    neg_dist          −d                     softmax(−d)
+    neg_sq_dist       −d²                    softmax(−d²)
+    cosine            h·e / (‖h‖ ‖e‖)       softmax(cosine)   (cosine is 0 where a norm is 0)
+    dot               h·e                    softmax(h·e)      (= the LM distribution when the
+                                                                target is W_U, or W_E tied to it,
+                                                                and b_U = 0)
+
+inv_dist and softmax_inv_dist rank identically (softmax is monotone); they differ only in q.
+
+``eps`` (default `DEFAULT_EPS` = 1e-6) makes d = 0 give the finite score 1e6 instead of Inf;
+it is far below the distances seen in practice (order 1–100), so it changes no ranking.
+
+Add a score with ``register_score("name", fn)``; duplicates raise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from geomlens.geometry.distances import dot_and_sq_dist, row_sq_norms
+
+DEFAULT_EPS = 1e-6
+"""Added to the distance in inv_dist / softmax_inv_dist: 1/(0 + 1e-6) = 1e6 is finite."""
+
+
+@dataclass
+class ScoreParts:
+    """Geometry of n positions against a vocabulary matrix, shared by all scores."""
+
+    dot: Float[Tensor, "n d_vocab"]
+    """h·e_v."""
+    sq_dist: Float[Tensor, "n d_vocab"]
+    """‖h − e_v‖², clamped at 0."""
+    h_norm: Float[Tensor, "n"]
+    """‖h‖."""
+    e_norm: Float[Tensor, "d_vocab"]
+    """‖e_v‖."""
+    eps: float = DEFAULT_EPS
+    """Added to d in the inverse-distance scores."""
+    _dist: Tensor | None = field(default=None, repr=False)
+
+    @property
+    def dist(self) -> Float[Tensor, "n d_vocab"]:
+        """‖h − e_v‖ (computed once, on first use)."""
+        if self._dist is None:
+            self._dist = self.sq_dist.sqrt()
+        return self._dist
+
+
+def score_parts(
+    h: Float[Tensor, "n d_model"],
+    targets: Float[Tensor, "d_vocab d_model"],
+    *,
+    targets_sq: Float[Tensor, "d_vocab"] | None = None,
+    eps: float = DEFAULT_EPS,
+    vocab_chunk: int | None = None,
+) -> ScoreParts:
+    """Compute the dot products and squared distances of ``h`` to every row of ``targets``."""
+    if targets_sq is None:
+        targets_sq = row_sq_norms(targets)
+    dot, sq = dot_and_sq_dist(h, targets, targets_sq=targets_sq, vocab_chunk=vocab_chunk)
+    return ScoreParts(
+        dot=dot, sq_dist=sq, h_norm=h.norm(dim=-1), e_norm=targets_sq.sqrt(), eps=eps
+    )
+
+
+ScoreFn = Callable[[ScoreParts], Float[Tensor, "n d_vocab"]]
+LogitsFn = Callable[[Float[Tensor, "n d_vocab"]], Float[Tensor, "n d_vocab"]]
+
+
+@dataclass(frozen=True)
+class ScoreSpec:
+    """A registered score: how to rank the vocabulary and which distribution it implies."""
+
+    score: ScoreFn
+    """ScoreParts -> ranking score (higher = ranked first)."""
+    logits: LogitsFn | None = None
+    """ranking score -> logits of the distribution q (None = the score itself: q = softmax)."""
+
+    def q_logits(self, score: Tensor) -> Tensor:
+        return score if self.logits is None else self.logits(score)
+
+
+SCORES: dict[str, ScoreSpec] = {}
+
+
+def register_score(name: str, fn: ScoreFn, *, logits: LogitsFn | None = None) -> None:
+    """Register a score by name (``logits`` maps it to the JSD distribution); raises on a duplicate."""
+    if name in SCORES:
+        raise ValueError(f"Score {name!r} is already registered")
+    SCORES[name] = ScoreSpec(fn, logits)
+
+
+def get_score(name: str) -> ScoreSpec:
+    if name not in SCORES:
+        raise KeyError(f"Unknown score {name!r}. Registered: {sorted(SCORES)}")
+    return SCORES[name]
+
+
+def _inv_dist(parts: ScoreParts) -> Tensor:
+    return (parts.dist + parts.eps).reciprocal()
+
+
+def _neg_dist(parts: ScoreParts) -> Tensor:
+    return -parts.dist
+
+
+def _neg_sq_dist(parts: ScoreParts) -> Tensor:
+    return -parts.sq_dist
+
+
+def _cosine(parts: ScoreParts) -> Tensor:
+    denom = parts.h_norm[:, None] * parts.e_norm[None, :]
+    return torch.where(denom > 0, parts.dot / denom.clamp_min(1e-30), torch.zeros_like(denom))
+
+
+def _dot(parts: ScoreParts) -> Tensor:
+    return parts.dot
+
+
+register_score("inv_dist", _inv_dist, logits=torch.log)  # q ∝ 1/(d+eps)
+register_score("softmax_inv_dist", _inv_dist)  # q = softmax(1/(d+eps))
+register_score("neg_dist", _neg_dist)
+register_score("neg_sq_dist", _neg_sq_dist)
+register_score("cosine", _cosine)
+register_score("dot", _dot)
+
+ALL_SCORES: tuple[str, ...] = tuple(SCORES)
+
+
+def compute_scores(
+    parts: ScoreParts, names: list[str] | tuple[str, ...] = ALL_SCORES
+) -> dict[str, Float[Tensor, "n d_vocab"]]:
+    """Every requested ranking score, by name."""
+    return {name: get_score(name).score(parts) for name in names}
+
+
+def score_distribution(
+    parts: ScoreParts, name: str
+) -> Float[Tensor, "n d_vocab"]:
+    """The distribution q of a score (sums to 1 over the vocabulary)."""
+    spec = get_score(name)
+    return torch.softmax(spec.q_logits(spec.score(parts)), dim=-1)

@@ -1,0 +1,43 @@
+"""Dot-product heads: ``linear`` (untied W_U h + b, eq. 4.1) and ``tied`` (W_E h)."""
+
+from __future__ import annotations
+
+import torch
+from jaxtyping import Float
+from torch import Tensor, nn
+from transformer_lens import HookedTransformerConfig
+
+from geomlens.heads.base import Head
+from geomlens.heads.registry import register_head
+
+
+class LinearHead(Head):
+    """logits = h W_U + b_U with its own (untied) W_U: the baseline, |V|·d + |V| parameters.
+
+    Initialised as TransformerLens's gpt2 init: W_U ~ N(0, initializer_range²), b_U = 0.
+    """
+
+    kernel_group = False
+
+    def __init__(self, cfg: HookedTransformerConfig, embed: nn.Module) -> None:
+        super().__init__(cfg, embed)
+        self.W_U: Float[Tensor, "d_model d_vocab"] = nn.Parameter(
+            torch.empty(cfg.d_model, cfg.d_vocab_out, dtype=cfg.dtype)
+        )
+        self.b_U: Float[Tensor, "d_vocab"] = nn.Parameter(torch.zeros(cfg.d_vocab_out, dtype=cfg.dtype))
+        if self.W_U.device.type != "meta":
+            nn.init.normal_(self.W_U, std=cfg.initializer_range)
+
+    def logits(self, h: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_vocab"]:
+        return h @ self.W_U + self.b_U
+
+
+class TiedHead(Head):
+    """logits = h W_Eᵀ: the embedding read back as the unembedding, no parameters of its own."""
+
+    def logits(self, h: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_vocab"]:
+        return h @ self.W_E.T
+
+
+register_head("linear", LinearHead)
+register_head("tied", TiedHead)

@@ -1,0 +1,156 @@
+"""Figures (seaborn PNGs) for trajectories, lenses and ablations.
+
+Every function writes files and returns their paths and closes its figure; nothing is shown
+interactively, so the functions work headless (notebooks display the PNGs).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import pandas as pd
+import seaborn as sns
+import torch
+from jaxtyping import Int
+from torch import Tensor
+from transformer_lens import HookedTransformer
+
+from geomlens.errors import InputError
+
+
+def _long(per_layer: pd.DataFrame, columns: dict[str, str], hue: str | None) -> pd.DataFrame:
+    """Melt ``columns`` (name in table -> legend label) into long form for seaborn."""
+    missing = [c for c in columns if c not in per_layer.columns]
+    if missing:
+        raise InputError(f"The per-layer table lacks columns {missing}; pass summarize_layers(df).")
+    keep = ["layer"] + ([hue] if hue else [])
+    long = per_layer[keep + list(columns)].melt(id_vars=keep, var_name="quantity", value_name="value")
+    long["quantity"] = long["quantity"].map(columns)
+    return long
+
+
+def _save(fig: plt.Figure, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_layer_curves(
+    per_layer_df: pd.DataFrame, out_dir: str | Path, *, stat: str = "median"
+) -> list[Path]:
+    """Write three figures from a `summarize_layers` table (``stat`` = "median" or "mean"):
+
+    ``step_norms.png``   ||dh||, ||attn_out||, ||mlp_out|| by layer
+    ``inertia.png``      cosine between consecutive steps by layer
+    ``lens_ranks.png``   distance-lens vs logit-lens rank of the model's top-1 token and of the
+                         next token by layer (log-scale y; rank + 1 is plotted so rank 0 shows)
+
+    A ``domain`` column, if present, becomes the line style.
+    """
+    out = Path(out_dir)
+    hue = "domain" if "domain" in per_layer_df.columns else None
+    s = f"_{stat}"
+    paths = []
+
+    long = _long(per_layer_df, {f"step_norm{s}": "total step", f"attn_norm{s}": "attention",
+                                f"mlp_norm{s}": "MLP"}, hue)
+    fig, ax = plt.subplots(figsize=(7, 4))
+    sns.lineplot(long, x="layer", y="value", hue="quantity", style=hue, marker="o", ax=ax)
+    ax.set(ylabel=f"{stat} norm", title="Step size per layer: ||Δh|| and its attention/MLP parts")
+    paths.append(_save(fig, out / "step_norms.png"))
+
+    long = _long(per_layer_df, {f"inertia_cos{s}": "cos(Δh^l, Δh^(l-1))"}, hue)
+    fig, ax = plt.subplots(figsize=(7, 4))
+    sns.lineplot(long.dropna(), x="layer", y="value", hue=hue, marker="o", ax=ax)
+    ax.axhline(0.0, color="grey", lw=0.8)
+    ax.set(ylabel=f"{stat} cosine", title="Inertia: cosine between consecutive steps")
+    paths.append(_save(fig, out / "inertia.png"))
+
+    cols = {f"dlens_rank_top1{s}": "distance lens, top-1", f"dlens_rank_next{s}": "distance lens, next",
+            f"logit_rank_top1{s}": "logit lens, top-1", f"logit_rank_next{s}": "logit lens, next"}
+    long = _long(per_layer_df, cols, hue)
+    long["value"] = long["value"] + 1.0
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    sns.lineplot(long, x="layer", y="value", hue="quantity", style=hue, marker="o", ax=ax)
+    ax.set_yscale("log")
+    ax.set(ylabel=f"{stat} rank + 1 (log)", title="Distance lens vs logit lens")
+    paths.append(_save(fig, out / "lens_ranks.png"))
+    return paths
+
+
+def _labels(model: HookedTransformer, ids: list[int]) -> list[str]:
+    tok = getattr(model, "tokenizer", None)
+    if tok is None:
+        return [str(i) for i in ids]
+    return [repr(tok.decode([i]))[1:-1] for i in ids]
+
+
+@torch.no_grad()
+def plot_pca_trajectories(
+    model: HookedTransformer,
+    tokens: Int[Tensor, "pos"] | Int[Tensor, "1 pos"],
+    out_path: str | Path,
+    n_tokens: int = 5,
+    n_neighbors: int = 10,
+) -> Path:
+    """One 2-D PCA picture of a few token trajectories among their nearest embeddings.
+
+    Takes the last ``n_tokens`` positions of one sequence, their points ``h^0..h^L``
+    (`geomlens.geometry.trajectory`, raw residual stream) and, for each, the ``n_neighbors``
+    rows of ``W_E`` nearest to its final point ``h^L``. PCA (2 components, centred SVD) is fit
+    on all these points together; trajectories are drawn as lines from the embedding (o) to
+    the last layer (x), the neighbour embeddings as labelled grey dots.
+    """
+    from geomlens.geometry.lens import sq_distance_chunks
+    from geomlens.geometry.trajectory import trajectory
+
+    tokens = tokens.reshape(-1)
+    if len(tokens) == 0:
+        raise InputError("plot_pca_trajectories: empty token sequence")
+    traj = trajectory(model, tokens).float()  # [layer pos d_model]
+    positions = list(range(max(0, len(tokens) - n_tokens), len(tokens)))
+    W_E = model.W_E
+    neighbors: list[int] = []
+    for p in positions:  # [1, d_vocab] squared distances, computed in vocabulary chunks
+        sq = torch.cat([d for _, d in sq_distance_chunks(traj[-1, p][None], W_E)], dim=1)[0]
+        nearest = sq.topk(min(n_neighbors, len(sq)), largest=False).indices.tolist()
+        neighbors.extend(i for i in nearest if i not in neighbors)
+    points = torch.cat([traj[:, positions].reshape(-1, traj.shape[-1]), W_E[neighbors].float()])
+    mean = points.mean(0, keepdim=True)
+    _, _, V = torch.linalg.svd(points - mean, full_matrices=False)
+    proj = lambda x: ((x - mean) @ V[:2].T).cpu().numpy()  # noqa: E731
+
+    fig, ax = plt.subplots(figsize=(7, 6))
+    nb = proj(W_E[neighbors].float())
+    ax.scatter(nb[:, 0], nb[:, 1], c="lightgrey", s=18, zorder=1)
+    for (x, y), label in zip(nb, _labels(model, neighbors)):
+        ax.annotate(label, (x, y), fontsize=7, color="grey")
+    colors = sns.color_palette("husl", len(positions))
+    for color, p, label in zip(colors, positions, _labels(model, tokens[positions].tolist())):
+        xy = proj(traj[:, p])
+        ax.plot(xy[:, 0], xy[:, 1], "-", color=color, lw=1.2, label=f"pos {p}: {label}", zorder=2)
+        ax.plot(xy[0, 0], xy[0, 1], "o", color=color, zorder=3)
+        ax.plot(xy[-1, 0], xy[-1, 1], "x", color=color, ms=8, zorder=3)
+    ax.set(xlabel="PC 1", ylabel="PC 2", title="Residual trajectories (o = embedding, x = last layer)")
+    ax.legend(fontsize=7, loc="best")
+    return _save(fig, Path(out_path))
+
+
+def plot_ablation_heatmap(
+    df: pd.DataFrame, out_path: str | Path, *, value: str = "delta_loss"
+) -> Path:
+    """Heatmap layer x component of ``value`` (a column of the ablation table, e.g.
+    ``delta_loss`` or ``delta_metric``), annotated with the numbers."""
+    for col in ("layer", "component", value):
+        if col not in df.columns:
+            raise InputError(f"plot_ablation_heatmap: the table lacks the column {col!r}")
+    grid = df.pivot_table(index="layer", columns="component", values=value, aggfunc="mean", sort=False)
+    fig, ax = plt.subplots(figsize=(2.2 + 1.3 * grid.shape[1], 1.2 + 0.32 * grid.shape[0]))
+    vmax = float(grid.abs().max().max()) or 1.0
+    sns.heatmap(grid, annot=True, fmt=".3g", cmap="RdBu_r", vmin=-vmax, vmax=vmax, ax=ax,
+                annot_kws={"fontsize": 7})
+    ax.set(title=value, xlabel="component", ylabel="layer")
+    return _save(fig, Path(out_path))

@@ -1,0 +1,63 @@
+"""JSD / KL against scipy and torch.distributions, plus symmetry and bounds."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy.spatial.distance import jensenshannon
+from torch.distributions import Categorical, kl_divergence
+
+from geomlens.metrics.divergence import (
+    js_divergence,
+    js_divergence_fast,
+    js_divergence_from_logprobs,
+)
+from geomlens.metrics.divergence import kl_divergence as our_kl
+
+
+def _logits(n, vocab, scale=2.0, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, vocab, generator=g) * scale
+
+
+def test_jsd_matches_scipy_and_torch_distributions():
+    a, b = _logits(5, 100), _logits(5, 100, seed=1)
+    ours = js_divergence(a, b)
+    p, q = torch.softmax(a.double(), -1), torch.softmax(b.double(), -1)
+    ref_scipy = jensenshannon(p.numpy(), q.numpy(), axis=-1) ** 2  # sqrt(JSD), base e
+    np.testing.assert_allclose(ours.numpy(), ref_scipy, rtol=1e-4)
+    m = Categorical(probs=(p + q) / 2)
+    ref_torch = 0.5 * kl_divergence(Categorical(probs=p), m) + 0.5 * kl_divergence(Categorical(probs=q), m)
+    np.testing.assert_allclose(ours.numpy(), ref_torch.numpy(), rtol=1e-4)
+    bits = js_divergence(a, b, base="bits")
+    np.testing.assert_allclose(bits.numpy(), jensenshannon(p.numpy(), q.numpy(), axis=-1, base=2) ** 2, rtol=1e-4)
+
+
+def test_kl_matches_torch_distributions():
+    a, b = _logits(4, 50), _logits(4, 50, seed=2)
+    ref = kl_divergence(Categorical(logits=a), Categorical(logits=b))
+    torch.testing.assert_close(our_kl(a, b), ref, rtol=1e-4, atol=1e-6)
+
+
+def test_jsd_properties():
+    a, b = _logits(6, 80, scale=5.0), _logits(6, 80, scale=5.0, seed=3)
+    torch.testing.assert_close(js_divergence(a, b), js_divergence(b, a))  # symmetric
+    assert torch.allclose(js_divergence(a, a), torch.zeros(6), atol=1e-6)  # 0 for identical
+    v = js_divergence(a, b)
+    assert bool(((v >= 0) & (v <= math.log(2) + 1e-6)).all())
+    disjoint_p = torch.tensor([[0.0, -1e9]]), torch.tensor([[-1e9, 0.0]])  # near-disjoint support
+    assert js_divergence(*disjoint_p).item() == pytest.approx(math.log(2), abs=1e-5)
+    assert js_divergence(*disjoint_p, base="bits").item() == pytest.approx(1.0, abs=1e-5)
+
+
+@pytest.mark.parametrize("scale", [0.5, 3.0, 20.0])
+def test_fast_jsd_matches_exact(scale):
+    a, b = _logits(8, 5000, scale=scale), _logits(8, 5000, scale=scale, seed=4)
+    logp = torch.log_softmax(a, -1)
+    p = logp.exp()
+    fast = js_divergence_fast(p, torch.xlogy(p, p).sum(-1), b)
+    exact = js_divergence_from_logprobs(logp, torch.log_softmax(b, -1))
+    torch.testing.assert_close(fast, exact, atol=2e-5, rtol=1e-4)
+    same = js_divergence_fast(p, torch.xlogy(p, p).sum(-1), a)
+    assert float(same.max()) < 2e-5
