@@ -25,6 +25,7 @@ import pandas as pd
 import torch
 from jaxtyping import Int
 from torch import Tensor
+from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 
 from geomlens.ablation.ablate import ablation_hooks, derangement
@@ -110,7 +111,7 @@ def ablation_table(
     clean = _Totals()
     totals = [_Totals() for _ in conditions]
     device = model.cfg.device
-    for tokens, lengths in batches:
+    for tokens, lengths in tqdm(batches, desc=f"ablate ({len(conditions)} conditions)", unit="batch"):
         tokens, lengths = tokens.to(device), lengths.to(device)
         valid = torch.arange(tokens.shape[1], device=device)[None, :] < lengths[:, None]
         perm = derangement(len(tokens), generator=generator) if method == "resample" else None
