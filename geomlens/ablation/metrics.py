@@ -3,8 +3,10 @@
 next-token loss
     mean cross-entropy of the next token over valid positions ``pos < length - 1``.
 distance-vs-probability agreement (at every valid position)
-    h = ``ln_final.hook_normalized`` (the final residual stream, normalised as the head sees
-    it). Tokens are ranked by ``-||h - e_t||`` (``e_t`` = rows of W_E) and compared with the
+    h = ``unembed.hook_in``: the output of the final norm *including* its weight, i.e. exactly
+    what the LM head multiplies (= HF ``hidden_states[-1]``; the same default h as
+    `geomlens analyze --hidden ln_final`). Note ``ln_final.hook_normalized`` is taken before
+    the RMSNorm weight in TransformerLens, so it is not that vector. Tokens are ranked by ``-||h - e_t||`` (``e_t`` = rows of W_E) and compared with the
     LM distribution ``p = softmax(logits)``:
 
     ndcg@k       NDCG of the distance ranking with graded relevance ``p_t`` and gain

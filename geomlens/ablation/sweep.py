@@ -79,7 +79,7 @@ def _evaluate(
         return tensor
 
     logits = model.run_with_hooks(
-        tokens, fwd_hooks=fwd_hooks + [("ln_final.hook_normalized", grab)], return_type="logits"
+        tokens, fwd_hooks=fwd_hooks + [("unembed.hook_in", grab)], return_type="logits"
     )
     ce_sum, n_ce = next_token_ce(logits, tokens, lengths)
     valid = torch.arange(tokens.shape[1], device=tokens.device)[None, :] < lengths[:, None]

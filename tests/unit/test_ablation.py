@@ -172,7 +172,7 @@ def test_sweep_table_rows_and_clean_reference(tiny_model):
         logits, cache = tiny_model.run_with_cache(tokens)
         ref_loss = tiny_model(tokens, return_type="loss")
     assert np.isclose(clean["loss"], float(ref_loss), rtol=1e-5)
-    h = cache["ln_final.hook_normalized"].reshape(-1, 32).numpy().astype(np.float64)
+    h = cache["unembed.hook_in"].reshape(-1, 32).numpy().astype(np.float64)
     d = cdist(h, tiny_model.W_E.detach().numpy().astype(np.float64))
     gains = 2.0 ** logits.softmax(-1).reshape(-1, 50).double().numpy() - 1.0
     ref_ndcg = np.mean([ndcg_score(gains[i : i + 1], -d[i : i + 1], k=10) for i in range(len(d))])
