@@ -86,7 +86,7 @@ def main(root: Path) -> None:
         "2 runs at a time on a shared 2-core machine). Validation: the last 2% of the stream, "
         f"{cfg0['eval_tokens']} tokens in fixed windows. Mean ± std (ddof=1) over seeds.",
         "",
-        "| head | logits | val loss | val ppl | top-1 acc | seeds | head params (here) | head params (|V|=50k, d=768) | tokens/s | thesis draft | thesis final |",
+        "| head | logits | val loss | val ppl | top-1 acc | seeds | head params (here) | head params at V=50,000, d=768 | tokens/s | thesis draft | thesis final |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     formula = {"linear": "W_U h + b", "tied": "W_E h", "neg_dist": "−d", "sigma": "−d·σ_v",

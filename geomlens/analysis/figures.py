@@ -29,7 +29,7 @@ def plot_metric_bars(per_segment: pd.DataFrame, metrics: list[str], out_dir: str
     grid = sns.catplot(data=long, x="score", y="value", hue="h/target", col="metric",
                        col_wrap=4, kind="bar", errorbar=("ci", 95), sharey=False,
                        height=3, aspect=1.3)
-    grid.set_xticklabels(rotation=45, ha="right")
+    _rotate(grid)
     paths.append(out / "metrics_by_score.png")
     grid.savefig(paths[-1], dpi=110)
     plt.close(grid.figure)
@@ -37,9 +37,15 @@ def plot_metric_bars(per_segment: pd.DataFrame, metrics: list[str], out_dir: str
     sub = long[long["h/target"] == first]
     grid = sns.catplot(data=sub, x="domain", y="value", hue="score", col="metric", col_wrap=4,
                        kind="bar", errorbar=("ci", 95), sharey=False, height=3, aspect=1.3)
-    grid.set_xticklabels(rotation=45, ha="right")
+    _rotate(grid)
     grid.figure.suptitle(first, y=1.02)
     paths.append(out / "metrics_by_domain.png")
     grid.savefig(paths[-1], dpi=110)
     plt.close(grid.figure)
     return paths
+
+
+def _rotate(grid) -> None:
+    for ax in grid.axes.flat:
+        ax.tick_params(axis="x", labelbottom=True, labelrotation=45)
+    grid.figure.subplots_adjust(hspace=0.7, bottom=0.2)

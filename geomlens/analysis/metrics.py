@@ -10,10 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from jaxtyping import Float
+from jaxtyping import Float, Int
 from torch import Tensor
 
-from geomlens.metrics.correlation import average_ranks, spearman_from_ranks
+from geomlens.geometry.scores import ScoreParts, get_score
+from geomlens.metrics.correlation import centered_ranks, spearman_from_ranks
 from geomlens.metrics.divergence import js_divergence_fast
 from geomlens.metrics.ranking import IdealDCG, ideal_dcg, ndcg_topk, overlap_at_k
 
@@ -50,7 +51,7 @@ class Reference:
     ideal: IdealDCG
     """Ideal DCG of relevance p (top-K of p, prefix sums, bracket on the rest)."""
     ranks: Float[Tensor, "n d_vocab"] | None
-    """Average ranks of p (None when Spearman is off)."""
+    """Centered average ranks of p (None when Spearman is off)."""
 
     def head(self, n: int) -> Reference:
         """The same reference restricted to the first ``n`` positions."""
@@ -75,8 +76,34 @@ def reference(
     return Reference(
         logp=logp, p=p, sum_plogp=torch.xlogy(p, p).sum(-1),
         ideal=ideal_dcg(p, topk=k_eff, gain=gain),
-        ranks=average_ranks(logp) if spearman else None,
+        ranks=centered_ranks(logp) if spearman else None,
     )
+
+
+def rank_metrics(
+    rank_score: Float[Tensor, "n d_vocab"],
+    ref: Reference,
+    *,
+    ks: list[int | None],
+    spearman: bool = True,
+) -> dict[str, Float[Tensor, "n"]]:
+    """The metrics that depend only on the ranking: ndcg@k, spearman (rho(score, p) over the
+    vocabulary), top1 (argmax score == argmax p), top10 (|top10(score) ∩ top10(p)| / 10), plus
+    ``ndcg_full_err`` (the NDCG@full error bound)."""
+    rank_score = rank_score.float()
+    k_eff = ref.ideal.top_indices.shape[-1]
+    top = rank_score.topk(k_eff, dim=-1).indices
+    nd = ndcg_topk(rank_score, ref.ideal, ks=ks, score_top_indices=top)
+    out: dict[str, Tensor] = {ndcg_name(k): v for k, v in nd.values.items()}
+    if spearman:
+        if ref.ranks is None:
+            raise ValueError("rank_metrics(spearman=True) needs a reference with ranks")
+        out["spearman"] = spearman_from_ranks(centered_ranks(rank_score), ref.ranks)
+    out["top1"] = (top[:, 0] == ref.ideal.top_indices[:, 0]).float()
+    k10 = min(10, k_eff)
+    out["top10"] = overlap_at_k(top[:, :k10], ref.ideal.top_indices[:, :k10])
+    out["ndcg_full_err"] = nd.full_error_bound
+    return out
 
 
 def score_metrics(
@@ -88,25 +115,35 @@ def score_metrics(
     jsd_base: str = "nats",
     spearman: bool = True,
 ) -> dict[str, Float[Tensor, "n"]]:
-    """Every metric of ``score`` against p, per position, plus ``ndcg_full_err`` (the bound).
-
-    ndcg@k, top1 (argmax score == argmax p), top10 (|top10(score) ∩ top10(p)| / 10) and
-    spearman (rho(score, p) over the vocabulary) use the ranking ``score``;
-    jsd is JSD(p ‖ softmax(q_logits)) (q_logits = the score's distribution, see
-    `geomlens.geometry.scores`).
-    """
-    score = score.float()
-    k_eff = ref.ideal.top_indices.shape[-1]
-    top = score.topk(k_eff, dim=-1).indices
-    nd = ndcg_topk(score, ref.ideal, ks=ks, score_top_indices=top)
-    out: dict[str, Tensor] = {ndcg_name(k): v for k, v in nd.values.items()}
+    """`rank_metrics` of ``score`` plus jsd = JSD(p ‖ softmax(q_logits)) (q_logits = the
+    score's distribution, see `geomlens.geometry.scores`)."""
+    out = rank_metrics(score, ref, ks=ks, spearman=spearman)
     out["jsd"] = js_divergence_fast(ref.p, ref.sum_plogp, q_logits.float(), base=jsd_base)
-    if spearman:
-        if ref.ranks is None:
-            raise ValueError("score_metrics(spearman=True) needs a reference with ranks")
-        out["spearman"] = spearman_from_ranks(average_ranks(score), ref.ranks)
-    out["top1"] = (top[:, 0] == ref.ideal.top_indices[:, 0]).float()
-    k10 = min(10, k_eff)
-    out["top10"] = overlap_at_k(top[:, :k10], ref.ideal.top_indices[:, :k10])
-    out["ndcg_full_err"] = nd.full_error_bound
+    return out
+
+
+def all_score_metrics(
+    parts: ScoreParts,
+    names: list[str],
+    ref: Reference,
+    *,
+    ks: list[int | None],
+    jsd_base: str = "nats",
+    spearman: bool = True,
+    perm: Int[Tensor, "d_vocab"] | None = None,
+) -> dict[str, dict[str, Float[Tensor, "n"]]]:
+    """`score_metrics` of every named score; scores of one rank group share one ranking
+    computation. ``perm`` shuffles the vocabulary rows (token v gets row perm[v]'s score)."""
+    shuffle = (lambda t: t) if perm is None else (lambda t: t[:, perm])
+    ranked: dict[str, dict[str, Tensor]] = {}
+    out: dict[str, dict[str, Tensor]] = {}
+    for name in names:
+        spec = get_score(name)
+        group = spec.rank_group or name
+        if group not in ranked:
+            ranked[group] = rank_metrics(shuffle(spec.ranking(parts)), ref, ks=ks,
+                                         spearman=spearman)
+        q_logits = shuffle(spec.q_logits(spec.score(parts)))
+        jsd = js_divergence_fast(ref.p, ref.sum_plogp, q_logits.float(), base=jsd_base)
+        out[name] = {**ranked[group], "jsd": jsd}
     return out

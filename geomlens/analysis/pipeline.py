@@ -31,10 +31,10 @@ from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 
 from geomlens.analysis.config import AnalyzeConfig
-from geomlens.analysis.metrics import metric_names, reference, score_metrics
+from geomlens.analysis.metrics import all_score_metrics, metric_names, reference
 from geomlens.errors import InputError
 from geomlens.geometry.distances import row_sq_norms
-from geomlens.geometry.scores import get_score, score_parts
+from geomlens.geometry.scores import ScoreParts, score_parts
 from geomlens.metrics.stats import random_matrix_like, random_permutations
 
 logger = logging.getLogger(__name__)
@@ -202,11 +202,9 @@ def analyze_tokens(
                 h = h_flat[hidden][start:stop]
                 for target, mat in mats.items():
                     parts = score_parts(h, mat, targets_sq=mats_sq[target], eps=cfg.eps)
-                    for name in cfg.scores:
-                        spec = get_score(name)
-                        s = spec.score(parts)
-                        m = score_metrics(s, spec.q_logits(s), ref, ks=cfg.ks,
-                                          jsd_base=cfg.jsd_base, spearman=cfg.spearman)
+                    per_score = all_score_metrics(parts, cfg.scores, ref, ks=cfg.ks,
+                                                  jsd_base=cfg.jsd_base, spearman=cfg.spearman)
+                    for name, m in per_score.items():
                         values = {k: v.cpu().numpy() for k, v in m.items()}
                         for tgt in [t for t in cfg.target if alias[t] == target]:
                             cols["segment"] += seg
@@ -217,20 +215,11 @@ def analyze_tokens(
                             cols["score"] += [name] * n
                             for k, v in values.items():
                                 cols[k].append(v)
-                        if n_ctrl:
-                            _controls(ctrl, s[:n_ctrl], spec, ref_ctrl, m, n_ctrl, perms, cfg,
-                                      key=(hidden, target, name))
-                        del s
-                    del parts
-                    if n_ctrl and target in randoms:
-                        rparts = score_parts(h[:n_ctrl], randoms[target], eps=cfg.eps)
-                        for name in cfg.scores:
-                            spec = get_score(name)
-                            rs = spec.score(rparts)
-                            rm = score_metrics(rs, spec.q_logits(rs), ref_ctrl, ks=cfg.ks,
-                                               jsd_base=cfg.jsd_base, spearman=False)
-                            ctrl.add((hidden, target, name, "random_matrix", 0), rm)
-                        del rparts
+                    if n_ctrl:
+                        _controls(ctrl, parts, per_score, ref_ctrl, n_ctrl, perms, cfg,
+                                  key=(hidden, target), random_matrix=randoms.get(target),
+                                  h=h[:n_ctrl])
+                    del parts, per_score
         table = pd.DataFrame({k: (np.concatenate(v) if isinstance(v[0], np.ndarray) else v)
                               for k, v in cols.items()})
         for c in ("segment", "domain", "hidden", "target", "score"):
@@ -298,15 +287,25 @@ def _control_count(cfg: AnalyzeConfig, n_positions: int) -> int:
     return min(cfg.control_positions, n_positions)
 
 
-def _controls(ctrl: _ControlSums, score: Tensor, spec, ref, observed: dict[str, Tensor], n: int,
-              perms: list[Tensor], cfg: AnalyzeConfig, *, key: tuple) -> None:
-    obs = {k: v[:n] for k, v in observed.items() if k != "spearman"}
-    ctrl.add((*key, "observed", 0), obs)
-    for i, perm in enumerate(perms):
-        shuffled = score[:, perm]  # = the score against the target with rows permuted
-        m = score_metrics(shuffled, spec.q_logits(shuffled), ref, ks=cfg.ks,
-                          jsd_base=cfg.jsd_base, spearman=False)
-        ctrl.add((*key, "permutation", i), m)
+def _controls(ctrl: _ControlSums, parts: ScoreParts, observed: dict, ref, n: int,
+              perms: list[Tensor], cfg: AnalyzeConfig, *, key: tuple,
+              random_matrix: Tensor | None, h: Tensor) -> None:
+    """Controls on the first ``n`` positions of a chunk (Spearman left out)."""
+    for name, m in observed.items():
+        ctrl.add((*key, name, "observed", 0), {k: v[:n] for k, v in m.items() if k != "spearman"})
+    head = ScoreParts(dot=parts.dot[:n], sq_dist=parts.sq_dist[:n], h_norm=parts.h_norm[:n],
+                      e_norm=parts.e_norm, eps=parts.eps)
+    for i, perm in enumerate(perms):  # rows of the target shuffled = columns of the scores
+        shuffled = all_score_metrics(head, cfg.scores, ref, ks=cfg.ks, jsd_base=cfg.jsd_base,
+                                     spearman=False, perm=perm)
+        for name, m in shuffled.items():
+            ctrl.add((*key, name, "permutation", i), m)
+    if random_matrix is not None:
+        rparts = score_parts(h, random_matrix, eps=cfg.eps)
+        rand = all_score_metrics(rparts, cfg.scores, ref, ks=cfg.ks, jsd_base=cfg.jsd_base,
+                                 spearman=False)
+        for name, m in rand.items():
+            ctrl.add((*key, name, "random_matrix", 0), m)
 
 
 def _per_segment(table: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:

@@ -68,6 +68,8 @@ def definitions(cfg: AnalyzeConfig, result: AnalysisResult, n_layers: int | None
                    "neg_dist": "-d", "neg_sq_dist": "-d^2", "cosine": "h.e/(|h||e|)",
                    "dot": "h.e"},
         "d": "Euclidean distance |h - e| via |h|^2 - 2 h.e + |e|^2 clamped at 0",
+        "rank_groups": "inv_dist, softmax_inv_dist, neg_dist, neg_sq_dist are decreasing in d: "
+                       "their rank metrics are computed once, ranking by -d^2",
         "eps": cfg.eps,
         "ndcg": "DCG@k/IDCG@k, DCG@k = sum_{i<=k} gain(p_sigma(i))/log2(i+1), sigma sorts by "
                 "score, ideal sorts by p",

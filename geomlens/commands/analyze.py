@@ -41,8 +41,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--jsd-base", default="nats", choices=["nats", "bits"])
     p.add_argument("--no-spearman", dest="spearman", action="store_false",
                    help="skip Spearman (saves one full sort per score)")
-    p.add_argument("--topk-exact", type=int, default=1024,
-                   help="K: exact ranks for NDCG; NDCG@full beyond is bounded (default 1024)")
+    p.add_argument("--topk-exact", type=int, default=256,
+                   help="K: exact ranks for NDCG; NDCG@full beyond is bounded (default 256)")
     p.add_argument("--n-bootstrap", type=int, default=1000)
     p.add_argument("--n-permutations", type=int, default=20)
     p.add_argument("--control-positions", type=int, default=512,

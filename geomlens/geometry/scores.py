@@ -15,7 +15,9 @@ also defines the distribution q compared with p by the JSD, as logits (q = softm
                                                                 target is W_U, or W_E tied to it,
                                                                 and b_U = 0)
 
-inv_dist and softmax_inv_dist rank identically (softmax is monotone); they differ only in q.
+inv_dist, softmax_inv_dist, neg_dist and neg_sq_dist are decreasing functions of d, so they rank
+the vocabulary identically (rank group "distance", keyed by −d², which has no rounding ties);
+they differ only in q.
 
 ``eps`` (default `DEFAULT_EPS` = 1e-6) makes d = 0 give the finite score 1e6 instead of Inf;
 it is far below the distances seen in practice (order 1–100), so it changes no ranking.
@@ -53,6 +55,7 @@ class ScoreParts:
     eps: float = DEFAULT_EPS
     """Added to d in the inverse-distance scores."""
     _dist: Tensor | None = field(default=None, repr=False)
+    _inv: Tensor | None = field(default=None, repr=False)
 
     @property
     def dist(self) -> Float[Tensor, "n d_vocab"]:
@@ -91,19 +94,35 @@ class ScoreSpec:
     """ScoreParts -> ranking score (higher = ranked first)."""
     logits: LogitsFn | None = None
     """ranking score -> logits of the distribution q (None = the score itself: q = softmax)."""
+    rank_group: str | None = None
+    """Scores with the same group rank the vocabulary identically (monotone transforms of each
+    other), so rank metrics are computed once per group (None = its own group)."""
+    rank_key: ScoreFn | None = None
+    """The group's canonical ranking key (None = the score itself)."""
 
     def q_logits(self, score: Tensor) -> Tensor:
         return score if self.logits is None else self.logits(score)
+
+    def ranking(self, parts: ScoreParts) -> Tensor:
+        """A key that ranks the vocabulary exactly like the score."""
+        return (self.rank_key or self.score)(parts)
 
 
 SCORES: dict[str, ScoreSpec] = {}
 
 
-def register_score(name: str, fn: ScoreFn, *, logits: LogitsFn | None = None) -> None:
-    """Register a score by name (``logits`` maps it to the JSD distribution); raises on a duplicate."""
+def register_score(
+    name: str,
+    fn: ScoreFn,
+    *,
+    logits: LogitsFn | None = None,
+    rank_group: str | None = None,
+    rank_key: ScoreFn | None = None,
+) -> None:
+    """Register a score by name (see `ScoreSpec` for the options); raises on a duplicate."""
     if name in SCORES:
         raise ValueError(f"Score {name!r} is already registered")
-    SCORES[name] = ScoreSpec(fn, logits)
+    SCORES[name] = ScoreSpec(fn, logits, rank_group, rank_key)
 
 
 def get_score(name: str) -> ScoreSpec:
@@ -113,7 +132,9 @@ def get_score(name: str) -> ScoreSpec:
 
 
 def _inv_dist(parts: ScoreParts) -> Tensor:
-    return (parts.dist + parts.eps).reciprocal()
+    if parts._inv is None:  # shared by inv_dist and softmax_inv_dist
+        parts._inv = (parts.dist + parts.eps).reciprocal_()
+    return parts._inv
 
 
 def _neg_dist(parts: ScoreParts) -> Tensor:
@@ -133,10 +154,16 @@ def _dot(parts: ScoreParts) -> Tensor:
     return parts.dot
 
 
-register_score("inv_dist", _inv_dist, logits=torch.log)  # q ∝ 1/(d+eps)
-register_score("softmax_inv_dist", _inv_dist)  # q = softmax(1/(d+eps))
-register_score("neg_dist", _neg_dist)
-register_score("neg_sq_dist", _neg_sq_dist)
+def _log_score(score: Tensor) -> Tensor:
+    return torch.log(score)
+
+
+# the four distance scores are decreasing functions of d: one ranking, keyed by −d² (exact)
+_DIST = dict(rank_group="distance", rank_key=_neg_sq_dist)
+register_score("inv_dist", _inv_dist, logits=_log_score, **_DIST)  # q ∝ 1/(d+eps)
+register_score("softmax_inv_dist", _inv_dist, **_DIST)  # q = softmax(1/(d+eps))
+register_score("neg_dist", _neg_dist, **_DIST)
+register_score("neg_sq_dist", _neg_sq_dist, **_DIST)
 register_score("cosine", _cosine)
 register_score("dot", _dot)
 

@@ -7,7 +7,8 @@ the model's own token embedding W_E. Select them by name::
 Importing this package registers the built-in heads (one family per module).
 """
 
-from geomlens.heads import context, kernel, knn, linear  # noqa: F401  (register the heads)
+# Registration order = table order: baselines, KNN heads, kernel heads, context MLP.
+from geomlens.heads import linear, knn, kernel, context  # noqa: F401, I001  (register the heads)
 from geomlens.heads.base import Head
 from geomlens.heads.distance import distances, sq_distances
 from geomlens.heads.registry import (

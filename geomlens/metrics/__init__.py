@@ -1,7 +1,12 @@
 """Metrics: ranking (NDCG@k, top-k), correlation (Spearman), divergences (JSD, KL), statistics."""
 
 from geomlens.metrics.correlation import average_ranks, spearman, spearman_from_ranks
-from geomlens.metrics.divergence import js_divergence, js_divergence_from_logprobs, kl_divergence
+from geomlens.metrics.divergence import (
+    js_divergence,
+    js_divergence_fast,
+    js_divergence_from_logprobs,
+    kl_divergence,
+)
 from geomlens.metrics.ranking import (
     GAINS,
     IdealDCG,
@@ -11,6 +16,7 @@ from geomlens.metrics.ranking import (
     ndcg_topk,
     overlap_at_k,
     register_gain,
+    tail_dcg_bounds,
     top1_agreement,
     topk_overlap,
 )
@@ -23,7 +29,7 @@ from geomlens.metrics.stats import (
 
 __all__ = [
     "GAINS", "IdealDCG", "TopKNDCG", "average_ranks", "bootstrap_ci", "ideal_dcg",
-    "js_divergence", "js_divergence_from_logprobs", "kl_divergence", "ndcg_at_k", "ndcg_topk",
+    "js_divergence", "js_divergence_fast", "js_divergence_from_logprobs", "kl_divergence", "ndcg_at_k", "ndcg_topk",
     "overlap_at_k", "permutation_p_value", "random_matrix_like", "random_permutations",
-    "register_gain", "spearman", "spearman_from_ranks", "top1_agreement", "topk_overlap",
+    "register_gain", "spearman", "spearman_from_ranks", "tail_dcg_bounds", "top1_agreement", "topk_overlap",
 ]

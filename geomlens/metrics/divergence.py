@@ -86,12 +86,11 @@ def js_divergence_fast(
     `js_divergence_from_logprobs`).
     """
     z = q_logits - q_logits.amax(-1, keepdim=True)
-    q = z.exp()
-    log_norm = q.sum(-1, keepdim=True)
-    q = q.div_(log_norm)
-    log_norm = log_norm.log().squeeze(-1)
-    sum_qlogq = (q * z).sum(-1) - log_norm
-    m = q.add_(p).mul_(0.5)
-    sum_mlogm = torch.xlogy(m, m).sum(-1)
+    q = z.exp()  # unnormalized
+    norm = q.sum(-1)
+    sum_qlogq = torch.einsum("nv,nv->n", q, z) / norm - norm.log()
+    # m2 = 2m = p + q / Z;  Σ m log m = ½ Σ m2 log m2 − ln 2   (Σ m2 = 2)
+    m2 = torch.addcmul(p, q, norm.reciprocal()[:, None], out=q)
+    sum_mlogm = 0.5 * torch.xlogy(m2, m2).sum(-1) - LN2  # xlogy: 0 log 0 = 0
     jsd = 0.5 * p_sum_plogp + 0.5 * sum_qlogq - sum_mlogm
     return jsd.clamp(0.0, LN2) * _scale(base)

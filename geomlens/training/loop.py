@@ -228,6 +228,7 @@ class Trainer:
     # -- loop ----------------------------------------------------------------------------------
     def _log_row(self, *, evaluation: dict[str, float] | None, tokens_per_s: float) -> None:
         train_loss = sum(self.loss_window) / len(self.loss_window) if self.loss_window else math.nan
+        train_loss = ddp.mean_across_ranks(train_loss, self.dist, self.device)
         self.loss_window = []
         row = {
             "step": self.step,
@@ -286,13 +287,19 @@ class Trainer:
         return self.summary()
 
     def summary(self) -> dict[str, Any]:
-        final = self._evaluate() or {}
+        # The loop always evaluates its last step; reuse that row (same decision on every rank).
+        if self.step == self.total_steps and self.metrics and self.metrics[-1]["step"] == self.step:
+            last = self.metrics[-1]
+            final = {"val_loss": last["val_loss"], "val_perplexity": math.exp(last["val_loss"]),
+                     "val_accuracy": last["val_accuracy"]}
+        else:
+            final = self._evaluate() or {}
         head = self.model.unembed
         self._save_kernel()
         return {
             **final,
             "head": self.cfg.head,
-            "model": self.cfg.model if self.model_cfg.model_name == self.cfg.model else self.model_cfg.model_name,
+            "model": self.model_cfg.model_name,
             "head_params": head.n_params(),
             "total_params": sum(p.numel() for p in self.model.parameters()),
             "steps": self.step,

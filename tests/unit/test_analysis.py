@@ -124,3 +124,29 @@ def test_config_validation(bad):
 def test_config_from_dict_ignores_unknown_keys(caplog):
     cfg = AnalyzeConfig.from_dict({"model": "x", "ks": [1, None], "bogus": 3})
     assert cfg.ks == [1, None] and "bogus" in caplog.text
+
+
+def test_rank_groups_share_rankings_exactly():
+    """The four distance scores rank identically, so computing their rank metrics once from
+    -d^2 gives what each score's own ranking gives."""
+    from geomlens.analysis.metrics import all_score_metrics, reference, score_metrics
+    from geomlens.geometry.scores import get_score, score_parts
+
+    h, e = torch.randn(6, 16), torch.randn(300, 16)
+    logits = torch.randn(6, 300) * 3
+    ref = reference(logits, topk=64, gain="exp2", spearman=True)
+    parts = score_parts(h, e)
+    names = ["inv_dist", "softmax_inv_dist", "neg_dist", "neg_sq_dist", "cosine", "dot"]
+    shared = all_score_metrics(parts, names, ref, ks=[1, 10, None])
+    for name in names:
+        spec = get_score(name)
+        s = spec.score(parts)
+        own = score_metrics(s, spec.q_logits(s), ref, ks=[1, 10, None])
+        for k, v in own.items():
+            if k == "ndcg_full_err":
+                continue
+            if k == "ndcg@full":  # tail bins depend on the key's scale: equal within the bounds
+                bound = shared[name]["ndcg_full_err"] + own["ndcg_full_err"] + 1e-5
+                assert bool(((shared[name][k] - v).abs() <= bound).all()), name
+                continue
+            torch.testing.assert_close(shared[name][k], v, atol=2e-5, rtol=1e-4, msg=f"{name} {k}")

@@ -11,8 +11,24 @@ from helpers import build_cfg, build_model
 from transformer_lens.components import Embed
 
 from geomlens.errors import InputError
-from geomlens.heads import build_head, distances, install_head, list_heads, register_head, sq_distances
+from geomlens.heads import (
+    build_head,
+    distances,
+    install_head,
+    list_heads,
+    register_head,
+    sq_distances,
+)
 from geomlens.heads.base import Head
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models gain nothing from intra-op threads; on a shared CPU they only contend."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 ALL_HEADS = [
     "linear", "tied", "neg_dist", "sigma", "linear_scale", "hybrid", "gaussian", "context_mlp",
@@ -44,6 +60,21 @@ def test_sq_distances_match_cdist():
     assert (sq_distances(h, E) >= 0).all()
     on_row = E[7].reshape(1, 1, 16)
     assert sq_distances(on_row, E)[0, 0, 7] == pytest.approx(0.0, abs=1e-4)
+
+
+def test_distance_gradients_match_autograd_of_the_direct_formula():
+    """The hand-written backward against autograd through the broadcast formula (float64)."""
+    h = torch.randn(2, 3, 8, dtype=torch.float64, requires_grad=True)
+    E = torch.randn(11, 8, dtype=torch.float64, requires_grad=True)
+    g = torch.randn(2, 3, 11, dtype=torch.float64)
+    diff = h[:, :, None, :] - E[None, None]
+    for fn, ref in ((distances, (diff**2).sum(-1).add(1e-6).sqrt()), (sq_distances, (diff**2).sum(-1))):
+        got = torch.autograd.grad((fn(h, E) * g).sum(), (h, E))
+        want = torch.autograd.grad((ref * g).sum(), (h, E), retain_graph=True)
+        for a, b in zip(got, want):
+            torch.testing.assert_close(a, b, atol=1e-8, rtol=1e-6)
+    assert torch.autograd.gradcheck(distances, (h, E))
+    assert torch.autograd.gradcheck(sq_distances, (h, E))
 
 
 def test_gradient_finite_at_zero_distance():

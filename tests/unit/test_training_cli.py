@@ -12,6 +12,15 @@ from geomlens.cli import main
 
 
 @pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models gain nothing from intra-op threads; on a shared CPU they only contend."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(autouse=True)
 def _random_corpus(monkeypatch):
     """Replace the bundled corpus by a random SmolLM2-id stream (no tokenizer needed)."""
     g = torch.Generator().manual_seed(0)
