@@ -26,7 +26,7 @@ def tokenize_segments(
     overflow: Overflow = "truncate",
     prepend_bos: bool | None = None,
     min_tokens: int = 2,
-) -> list[Int[Tensor, "pos"]]:
+) -> list[Int[Tensor, "_pos"]]:
     """Tokenize each text; return one 1-D token tensor per (window of a) segment.
 
     Args:
@@ -59,7 +59,7 @@ def tokenize_segments(
 
 
 def batch_sequences(
-    seqs: Sequence[Int[Tensor, "pos"]], *, batch_size: int, pad_id: int = 0
+    seqs: Sequence[Int[Tensor, "_pos"]], *, batch_size: int, pad_id: int = 0
 ) -> Iterator[tuple[Int[Tensor, "batch pos"], Int[Tensor, "batch"]]]:
     """Yield right-padded batches ``(tokens, lengths)``, in order. Padding never changes
     earlier positions' outputs in a causal model; callers mask with ``lengths``."""

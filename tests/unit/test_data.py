@@ -81,3 +81,9 @@ def test_batching_pads_right_and_reports_lengths():
 def test_token_stream_separates_documents_with_eos():
     s = token_stream(CharTokenizer(), ["ab", "c"])
     assert s.tolist().count(2) == 2 and len(s) == 5
+
+
+def test_batching_ragged_lengths_pass_runtime_type_checks():
+    seqs = [torch.arange(5), torch.arange(2), torch.arange(7)]
+    batches = list(batch_sequences(seqs, batch_size=2))
+    assert [b[0].shape for b in batches] == [(2, 5), (1, 7)]
