@@ -32,6 +32,13 @@ HERE = Path(__file__).parent
 #: the thesis's validation losses (different model sizes, data and budgets: not comparable).
 THESIS_DRAFT = {"linear": 4.02, "sigma": 4.01, "hybrid": 3.93}
 THESIS_FINAL = {"linear": 2.84, "tied": 2.89, "sq_dist_bias": 3.01}
+#: how the committed runs were made (edit when rerunning).
+PROVENANCE = (
+    "These runs used the first implementation of `geomlens.heads.distance` (autograd through the "
+    "matmul-identity formula). The current fused op computes the same function (equal up to float "
+    "rounding) with a hand-written backward and is 1.3-1.5x faster for the distance heads (see "
+    "`benchmarks/results/heads.json`), so the tokens/s column understates the current code."
+)
 
 
 def thesis_params(head: str) -> int:
@@ -109,6 +116,8 @@ def main(root: Path) -> None:
         "tokens/s: training tokens per second of train-step time (evaluation excluded), per run; "
         "it depends on the load from other processes on the shared machine, so use "
         "`benchmarks/bench_heads.py` for head-vs-head speed.",
+        "",
+        PROVENANCE,
         "",
         "Learned σ_v vs training-token count (Spearman ρ, mean over seeds): "
         + ", ".join(f"{h} {v:+.3f} (n={n})" for h, (v, n) in rho.items()),

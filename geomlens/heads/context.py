@@ -47,7 +47,7 @@ class ContextMLPHead(Head):
         return F.softplus(self.fc_out(F.silu(self.fc_in(h))).float())
 
     def logits(self, h: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_vocab"]:
-        return -distances(h, self.W_E) * self.scale(h)
+        return distances(h, self.W_E) * -self.scale(h)
 
 
 register_head("context_mlp", ContextMLPHead)

@@ -43,7 +43,7 @@ class GaussianHead(Head):
         return self.token_scale()
 
     def logits(self, h: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_vocab"]:
-        return -sq_distances(h, self.W_E) / (2.0 * self.sigma() ** 2)
+        return sq_distances(h, self.W_E) * (-0.5 / self.sigma() ** 2)  # one pass over [.., d_vocab]
 
     def set_token_prior(self, log_prior: Float[Tensor, "d_vocab"]) -> bool:
         """1/σ_v² = 1/σ0² − 2·log_prior_v / D², so that −D²/(2σ_v²) = −D²/(2σ0²) + log_prior_v:
@@ -62,7 +62,7 @@ class SqDistBiasHead(Head):
         self.b_v: Float[Tensor, "d_vocab"] = nn.Parameter(torch.zeros(cfg.d_vocab, dtype=cfg.dtype))
 
     def logits(self, h: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_vocab"]:
-        return -sq_distances(h, self.W_E) + self.b_v.float()
+        return self.b_v.float() - sq_distances(h, self.W_E)
 
 
 register_head("gaussian", GaussianHead)

@@ -55,7 +55,7 @@ class SigmaHead(Head):
         return self.token_scale()
 
     def logits(self, h: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_vocab"]:
-        return -distances(h, self.W_E) * self.sigma()
+        return distances(h, self.W_E) * -self.sigma()  # negate the [d_vocab] vector, not [.., d_vocab]
 
     def set_token_prior(self, log_prior: Float[Tensor, "d_vocab"]) -> bool:
         """σ_v = σ0 − log_prior_v / D (D = typical distance): then −D·σ_v = −D·σ0 + log_prior_v,
@@ -79,7 +79,7 @@ class LinearScaleHead(Head):
         self.f = ContextScale(cfg.d_model, scale_init if scale_init is not None else self.typical_norm())
 
     def logits(self, h: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_vocab"]:
-        return -distances(h, self.W_E) * self.f(h)
+        return distances(h, self.W_E) * -self.f(h)
 
 
 class HybridHead(Head):
@@ -110,7 +110,7 @@ class HybridHead(Head):
         return self.token_scale()
 
     def logits(self, h: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_vocab"]:
-        return -distances(h, self.W_E) * self.sigma() * self.f(h)
+        return distances(h, self.W_E) * -self.sigma() * self.f(h)
 
     def set_token_prior(self, log_prior: Float[Tensor, "d_vocab"]) -> bool:
         """σ_v = σ0 − log_prior_v / (D·f0), the `SigmaHead` rule with the initial f folded in."""

@@ -15,7 +15,7 @@ logger = logging.getLogger(__name__)
 def load_hf_from_gguf(gguf: Path, *, dtype: torch.dtype = torch.float32):
     """Return ``(hf_model, tokenizer)`` dequantized from one GGUF file (float32 by default)."""
     require("gguf", "pip install gguf")
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     logger.info("Dequantizing %s with transformers (first load only) ...", gguf.name)
     hf = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=dtype)
