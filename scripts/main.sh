@@ -5,4 +5,4 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$ROOT/scripts/setup_env.sh"
 cd "$ROOT"
-exec geomlens analyze --model smollm2-135m --n-segments 20 --max-tokens 128 --out runs/main-smollm2 "$@"
+exec geomlens analyze --model smollm2-135m --n-segments 4 --max-tokens 64 --n-permutations 10 --trajectory-segments 2 --out runs/main-smollm2 "$@"

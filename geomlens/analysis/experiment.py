@@ -44,6 +44,13 @@ def run_analysis(cfg: AnalyzeConfig, run_dir: Path) -> dict[str, Any]:
     run_dir = Path(run_dir)
     torch.manual_seed(cfg.seed)
     model = load_model(cfg.model, device=cfg.device)
+    if cfg.max_tokens > model.cfg.n_ctx:
+        from geomlens.errors import InputError
+
+        raise InputError(
+            f"--max-tokens {cfg.max_tokens} exceeds {cfg.model}'s context of {model.cfg.n_ctx} "
+            "tokens; longer text is truncated or windowed (--overflow) to max_tokens."
+        )
     seqs, ids, domains = load_segments(cfg, model.tokenizer)
     logger.info("analyze: %d segments, %d tokens", len(seqs), sum(len(s) for s in seqs))
     result = analyze_tokens(model, seqs, cfg, segment_ids=ids, domains=domains,
