@@ -23,3 +23,12 @@ def tiny_model():
     from helpers import build_model
 
     return build_model()
+
+
+@pytest.fixture()
+def one_thread():
+    """Tiny models gain nothing from intra-op threads; on a shared CPU they only contend."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -21,14 +21,7 @@ from geomlens.heads import (
 )
 from geomlens.heads.base import Head
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models gain nothing from intra-op threads; on a shared CPU they only contend."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 ALL_HEADS = [
     "linear", "tied", "neg_dist", "sigma", "linear_scale", "hybrid", "gaussian", "context_mlp",

@@ -15,14 +15,7 @@ from geomlens.training import TrainConfig, Trainer, get_lr
 from geomlens.training.checkpoint import latest_checkpoint, load_checkpoint
 from geomlens.training.data import TokenData, eval_windows, get_batch
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models gain nothing from intra-op threads; on a shared CPU they only contend."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _stream(n: int = 4000, period: int = 7, seed: int = 0) -> torch.Tensor:
