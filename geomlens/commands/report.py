@@ -17,6 +17,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--group-by", nargs="*", default=None,
         help="config keys to group by (default: the keys that vary, except seed; none = one group)",
     )
+    parser.add_argument("--explode", default=None, metavar="KEY", help="one row per record of the summary's list KEY (e.g. 'results' of geomlens analyze)")
     parser.add_argument("--metrics", nargs="+", default=None, help="summary keys (dotted) to report; default: all numeric")
     parser.add_argument("--interval", choices=["std", "bootstrap"], default="std", help="mean ± std, or a bootstrap CI of the mean")
     parser.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples")
@@ -33,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
         save_table,
     )
 
-    runs = collect_runs(args.dirs)
+    runs = collect_runs(args.dirs, explode=args.explode)
     table = aggregate(
         runs, group_by=args.group_by, metrics=args.metrics, interval=args.interval,
         n_boot=args.n_boot, confidence=args.confidence,

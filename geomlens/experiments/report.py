@@ -55,17 +55,28 @@ def find_runs(dirs: list[str | Path]) -> list[Path]:
     return sorted(found)
 
 
-def collect_runs(dirs: list[str | Path]) -> pd.DataFrame:
-    """One row per run: ``run_dir``, ``config.*`` columns (from config.json) and summary columns."""
+def collect_runs(dirs: list[str | Path], *, explode: str | None = None) -> pd.DataFrame:
+    """One row per run: ``run_dir``, ``config.*`` columns (from config.json) and summary columns.
+
+    With ``explode="results"``, a summary whose ``results`` is a list of records (e.g. one per
+    (hidden, target, score) in `geomlens analyze`) gives one row per record instead; the
+    record's fields become the columns and the rest of the summary is dropped.
+    """
     rows = []
     for run_dir in find_runs(dirs):
         summary = json.loads((run_dir / "summary.json").read_text())
         config_path = run_dir / "config.json"
         config = json.loads(config_path.read_text()) if config_path.exists() else {}
-        row: dict[str, Any] = {RUN_DIR: str(run_dir)}
-        row.update({CONFIG_PREFIX + k: _hashable(v) for k, v in flatten(config).items()})
-        row.update(flatten(summary if isinstance(summary, dict) else {"value": summary}))
-        rows.append(row)
+        base: dict[str, Any] = {RUN_DIR: str(run_dir)}
+        base.update({CONFIG_PREFIX + k: _hashable(v) for k, v in flatten(config).items()})
+        if explode is not None:
+            records = summary.get(explode) if isinstance(summary, dict) else None
+            if not isinstance(records, list):
+                raise InputError(f"{run_dir / 'summary.json'} has no list {explode!r} to explode.")
+            rows.extend({**base, **flatten(rec)} for rec in records)
+            continue
+        base.update(flatten(summary if isinstance(summary, dict) else {"value": summary}))
+        rows.append(base)
     if not rows:
         raise InputError(f"No summary.json found under {', '.join(map(str, dirs))}.")
     return pd.DataFrame(rows)
@@ -151,7 +162,7 @@ def aggregate(
     if metrics is None:
         metrics = metric_columns(df)
     for m in metrics:
-        if m not in df.columns:
+        if m not in df.columns and f"{m}.mean" not in df.columns:
             raise InputError(f"Unknown metric {m!r}; available: {', '.join(metric_columns(df))}")
     rows = []
     groups = df.groupby(columns, sort=True, dropna=False) if columns else [((), df)]
@@ -160,6 +171,9 @@ def aggregate(
         row: dict[str, Any] = dict(zip(names, key))
         row["n"] = len(sub)
         for m in metrics:
+            if m not in df.columns:  # pre-aggregated: the run stored m.mean (and m.ci_low/high)
+                _within_run(row, sub, m)
+                continue
             values = pd.to_numeric(sub[m], errors="coerce").to_numpy(dtype=float)
             present = values[~np.isnan(values)]
             row[f"{m}.mean"] = float(present.mean()) if len(present) else math.nan
@@ -170,6 +184,19 @@ def aggregate(
                 row[f"{m}.ci_low"], row[f"{m}.ci_high"] = low, high
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _within_run(row: dict[str, Any], sub: pd.DataFrame, m: str) -> None:
+    """A metric a single run already summarised (``m.mean`` + its own ``m.ci_low/ci_high``, e.g.
+    a bootstrap over segments): one run -> its value and CI; several runs -> mean ± std of the
+    runs' means."""
+    means = pd.to_numeric(sub[f"{m}.mean"], errors="coerce").to_numpy(dtype=float)
+    row[f"{m}.mean"] = float(np.nanmean(means)) if len(means) else math.nan
+    row[f"{m}.std"] = float(np.nanstd(means, ddof=1)) if len(means) > 1 else math.nan
+    row[f"{m}.n"] = int((~np.isnan(means)).sum())
+    if len(sub) == 1 and f"{m}.ci_low" in sub.columns:
+        row[f"{m}.ci_low"] = float(sub[f"{m}.ci_low"].iloc[0])
+        row[f"{m}.ci_high"] = float(sub[f"{m}.ci_high"].iloc[0])
 
 
 def _fmt(x: Any, digits: int) -> str:
@@ -187,7 +214,7 @@ def format_table(table: pd.DataFrame, *, digits: int = 3) -> pd.DataFrame:
         cells = []
         for _, row in table.iterrows():
             text = _fmt(row[f"{m}.mean"], digits)
-            if f"{m}.ci_low" in table.columns:
+            if f"{m}.ci_low" in table.columns and not pd.isna(row[f"{m}.ci_low"]):
                 text += f" [{_fmt(row[f'{m}.ci_low'], digits)}, {_fmt(row[f'{m}.ci_high'], digits)}]"
             elif not math.isnan(row[f"{m}.std"]):
                 text += f" ± {_fmt(row[f'{m}.std'], digits)}"

@@ -145,3 +145,37 @@ def test_report_errors(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert main(["report", str(tmp_path / "empty")]) == 2
     assert "No summary.json" in capsys.readouterr().err
+
+
+def test_explode_records_and_within_run_intervals(tmp_path):
+    """`--explode results`: one row per record; a single run keeps its own CI, several runs give
+    mean ± std of their means (checked against numpy)."""
+    import json as _json
+
+    import numpy as _np
+
+    from geomlens.experiments.report import aggregate, collect_runs, format_table
+
+    def write(run, seed, values):
+        d = tmp_path / run
+        d.mkdir()
+        (d / "config.json").write_text(_json.dumps({"model": "m", "seed": seed}))
+        recs = [{"score": s, "overall": {"ndcg": {"mean": v, "ci_low": v - 0.1, "ci_high": v + 0.1}}}
+                for s, v in values.items()]
+        (d / "summary.json").write_text(_json.dumps({"results": recs, "other": 1}))
+
+    write("a", 0, {"dot": 0.9, "neg_dist": 0.5})
+    runs = collect_runs([tmp_path / "a"], explode="results")
+    assert len(runs) == 2 and set(runs["score"]) == {"dot", "neg_dist"} and "other" not in runs
+    one = aggregate(runs, group_by=["score"], metrics=["overall.ndcg"])
+    row = one.set_index("score").loc["neg_dist"]
+    assert row["overall.ndcg.mean"] == 0.5 and _np.isclose(row["overall.ndcg.ci_low"], 0.4)
+    assert format_table(one).set_index("score").loc["neg_dist", "overall.ndcg"] == "0.500 [0.400, 0.600]"
+
+    write("b", 1, {"dot": 0.7, "neg_dist": 0.6})
+    both = aggregate(collect_runs([tmp_path], explode="results"), group_by=["score"],
+                     metrics=["overall.ndcg"]).set_index("score")
+    assert _np.isclose(both.loc["dot", "overall.ndcg.mean"], _np.mean([0.9, 0.7]))
+    assert _np.isclose(both.loc["dot", "overall.ndcg.std"], _np.std([0.9, 0.7], ddof=1))
+    with pytest.raises(Exception, match="no list"):
+        collect_runs([tmp_path / "a"], explode="missing")
