@@ -178,3 +178,13 @@ def mark_done(run_dir: str | Path) -> None:
 
 def is_done(run_dir: str | Path) -> bool:
     return (Path(run_dir) / "done").exists()
+
+
+def execute_run(out: str | Path, config: Any, run_fn, *, device: str | None = None) -> tuple[Path, dict]:
+    """The standard single run: a fresh run dir (never overwriting), ``run_fn(config, run_dir)``,
+    its summary saved as ``summary.json``, then the ``done`` marker. Returns (run_dir, summary)."""
+    run_dir = create_run_dir(out, config=config, seed=getattr(config, "seed", None), device=device)
+    summary = run_fn(config, run_dir)
+    write_json(run_dir / "summary.json", summary)
+    mark_done(run_dir)
+    return run_dir, summary

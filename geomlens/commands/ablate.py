@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     from geomlens.ablation.config import AblateConfig
     from geomlens.ablation.experiment import run_ablation
     from geomlens.device import resolve_device
-    from geomlens.runs import create_run_dir, mark_done, write_json
+    from geomlens.runs import execute_run
 
     cfg = AblateConfig(
         model=args.model, component=args.component, method=args.method, layers=args.layers,
@@ -51,10 +51,7 @@ def run(args: argparse.Namespace) -> int:
         max_tokens=args.max_tokens, batch_size=args.batch_size, k=args.k, seed=args.seed,
         device=str(resolve_device(args.device)),
     )
-    run_dir = create_run_dir(args.out, config=cfg, seed=cfg.seed, device=cfg.device)
-    summary = run_ablation(cfg, run_dir)
-    write_json(run_dir / "summary.json", summary)
-    mark_done(run_dir)
+    run_dir, summary = execute_run(args.out, cfg, run_ablation, device=cfg.device)
     print(f"ablate: {summary['n_conditions']} conditions; clean loss {summary['clean_loss']:.4f}, "
           f"clean {summary['metric']} {summary['clean_metric']:.4f}")
     print(f"wrote {run_dir}")

@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     from geomlens.analysis.experiment import run_analysis
     from geomlens.analysis.summary import table_frame
     from geomlens.device import resolve_device
-    from geomlens.runs import create_run_dir, mark_done, write_json
+    from geomlens.runs import execute_run
 
     cfg = AnalyzeConfig(
         model=args.model, domains=args.domains, texts=args.texts, n_segments=args.n_segments,
@@ -74,10 +74,7 @@ def run(args: argparse.Namespace) -> int:
         trajectories=args.trajectories, trajectory_segments=args.trajectory_segments,
         seed=args.seed, device=str(resolve_device(args.device)),
     )
-    run_dir = create_run_dir(args.out, config=cfg, seed=cfg.seed, device=cfg.device)
-    summary = run_analysis(cfg, run_dir)
-    write_json(run_dir / "summary.json", summary)
-    mark_done(run_dir)
+    run_dir, summary = execute_run(args.out, cfg, run_analysis, device=cfg.device)
     frame = table_frame(summary)
     short = [c for c in ("hidden", "target", "score", "ndcg@10", "ndcg@full", "jsd", "top1")
              if c in frame.columns]
