@@ -30,3 +30,7 @@ def require(module: str, pip: str) -> object:
         raise MissingPackageError(
             f"The optional package for {module!r} is not installed. Fix: {pip}"
         ) from exc
+
+
+class ConfigError(GeomlensError, ValueError):
+    """A bad config value or key: the message names the key and where it came from."""

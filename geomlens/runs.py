@@ -3,7 +3,8 @@
 A run directory holds
     config.json   the resolved config (everything needed to rerun it)
     env.json      seed, git hash, package versions, device, command line, start time
-    done          an empty marker written when the run finished
+    done          a marker written when the run finished (its time)
+    failed        instead of done, when the run raised: the time and the error message
 plus the command's own outputs (tables, figures, summary.json, checkpoints).
 
 Nothing is overwritten silently: `create_run_dir` with ``mode="new"`` picks a fresh
@@ -27,6 +28,7 @@ from typing import Any, Literal
 logger = logging.getLogger(__name__)
 
 RunMode = Literal["new", "resume", "error"]
+DONE, FAILED = "done", "failed"
 _PACKAGES = ("geomlens", "torch", "transformer_lens", "transformers", "numpy", "pandas", "scipy", "datasets", "gguf")
 
 
@@ -173,18 +175,27 @@ def write_json(path: str | Path, obj: Any) -> None:
 
 def mark_done(run_dir: str | Path) -> None:
     """Write the ``done`` marker (sweeps skip runs that have it)."""
-    (Path(run_dir) / "done").write_text(time.strftime("%Y-%m-%dT%H:%M:%S%z") + "\n")
+    (Path(run_dir) / DONE).write_text(time.strftime("%Y-%m-%dT%H:%M:%S%z") + "\n")
 
 
 def is_done(run_dir: str | Path) -> bool:
-    return (Path(run_dir) / "done").exists()
+    return (Path(run_dir) / DONE).exists()
 
 
-def execute_run(out: str | Path, config: Any, run_fn, *, device: str | None = None) -> tuple[Path, dict]:
-    """The standard single run: a fresh run dir (never overwriting), ``run_fn(config, run_dir)``,
-    its summary saved as ``summary.json``, then the ``done`` marker. Returns (run_dir, summary)."""
-    run_dir = create_run_dir(out, config=config, seed=getattr(config, "seed", None), device=device)
-    summary = run_fn(config, run_dir)
-    write_json(run_dir / "summary.json", summary)
-    mark_done(run_dir)
-    return run_dir, summary
+def mark_failed(run_dir: str | Path, error: BaseException) -> None:
+    """Write the ``failed`` marker: when, and the error's one-line message."""
+    message = "interrupted (KeyboardInterrupt)" if isinstance(error, KeyboardInterrupt) \
+        else f"{type(error).__name__}: {error}"
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    (Path(run_dir) / FAILED).write_text(f"{stamp}\n{message.strip()}\n")
+
+
+def clear_failed(run_dir: str | Path) -> None:
+    """Remove a ``failed`` marker left by an earlier attempt (a resumed run starts over)."""
+    (Path(run_dir) / FAILED).unlink(missing_ok=True)
+
+
+def failure(run_dir: str | Path) -> str | None:
+    """The message in the ``failed`` marker, or None if there is none."""
+    path = Path(run_dir) / FAILED
+    return path.read_text().split("\n", 1)[-1].strip() if path.exists() else None

@@ -26,24 +26,29 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
-Activation = Float[Tensor, "batch pos d_model"]
+from geomlens.registry import Registry
+
 Setter = Callable[..., Tensor]
 
-#: component name -> hook names (relative to ``blocks.{l}.``)
-COMPONENT_HOOKS: dict[str, tuple[str, ...]] = {
-    "attn_out": ("hook_attn_out",),
-    "mlp_out": ("hook_mlp_out",),
-    "both": ("hook_attn_out", "hook_mlp_out"),
-}
-
-SETTERS: dict[str, Setter] = {}
+COMPONENTS: Registry[tuple[str, ...]] = Registry("ablation component")
+"""component name -> its hook names relative to ``blocks.{l}.`` (the choices of ``--component``)."""
+METHODS: Registry[Setter] = Registry("ablation method")
+"""ablation method name -> its setter (the choices of ``--method``)."""
 
 
-def register_setter(name: str, fn: Setter) -> None:
-    """Register an ablation method by name; raises on duplicates."""
-    if name in SETTERS:
-        raise ValueError(f"Ablation method {name!r} is already registered")
-    SETTERS[name] = fn
+def register_component(name: str, hooks: tuple[str, ...], *, help: str) -> None:
+    """Register an ablatable component: the hooks (under ``blocks.{l}.``) it replaces."""
+    COMPONENTS.register(name, hooks, help=help)
+
+
+def register_setter(name: str, fn: Setter, *, help: str) -> None:
+    """Register an ablation method: a setter ``(activation, valid, **kw) -> replacement``."""
+    METHODS.register(name, fn, help=help)
+
+
+register_component("attn_out", ("hook_attn_out",), help="the attention block's output")
+register_component("mlp_out", ("hook_mlp_out",), help="the MLP block's output")
+register_component("both", ("hook_attn_out", "hook_mlp_out"), help="attention and MLP outputs")
 
 
 def _valid_mean(
@@ -75,9 +80,10 @@ def resample_setter(
     return torch.where(source_valid[..., None], source, _valid_mean(activation, valid))
 
 
-register_setter("zero", zero_setter)
-register_setter("mean", mean_setter)
-register_setter("resample", resample_setter)
+register_setter("zero", zero_setter, help="every position -> 0")
+register_setter("mean", mean_setter, help="every position -> the batch mean over valid positions")
+register_setter("resample", resample_setter,
+                help="each sequence -> another sequence's activation at the same position")
 
 
 def patch_activation(
@@ -111,14 +117,11 @@ def ablation_hooks(
     perm: Int[Tensor, "batch"] | None = None,
 ) -> list[tuple[str, Callable]]:
     """``fwd_hooks`` that ablate ``component`` of every layer in ``layers`` at once."""
-    if component not in COMPONENT_HOOKS:
-        raise ValueError(f"Unknown component {component!r}; use one of {sorted(COMPONENT_HOOKS)}")
-    if method not in SETTERS:
-        raise ValueError(f"Unknown ablation method {method!r}; use one of {sorted(SETTERS)}")
-    setter = SETTERS[method]
+    hooks = COMPONENTS.get(component)
+    setter = METHODS.get(method)
     if method == "resample":
         if perm is None:
             raise ValueError("resample ablation needs a permutation `perm`")
         setter = partial(setter, perm=perm.to(valid.device))
     fn = partial(patch_activation, setter=setter, valid=valid)
-    return [(f"blocks.{layer}.{h}", fn) for layer in layers for h in COMPONENT_HOOKS[component]]
+    return [(f"blocks.{layer}.{h}", fn) for layer in layers for h in hooks]

@@ -16,17 +16,17 @@ from transformer_lens import HookedTransformer
 from geomlens.ablation.config import AblateConfig
 from geomlens.ablation.sweep import Condition, ablation_table, sweep_conditions
 from geomlens.errors import InputError
-from geomlens.experiments.registry import register_experiment
+from geomlens.runner.kinds import register_run_kind
 
 logger = logging.getLogger(__name__)
 
 
 def conditions_for(cfg: AblateConfig, n_layers: int) -> list[Condition]:
     """The conditions a config asks for, checked against the model's depth."""
+    from geomlens.runner.checks import check_layers
+
     layers = list(range(n_layers)) if cfg.layers is None else list(cfg.layers)
-    bad = [layer for layer in layers if layer >= n_layers]
-    if bad:
-        raise InputError(f"layers {bad} do not exist: the model has {n_layers} layers (0..{n_layers - 1})")
+    check_layers(layers, n_layers)
     if cfg.sweep:
         return sweep_conditions(layers)
     return [Condition(tuple(layers), cfg.component)]
@@ -37,7 +37,8 @@ def run_ablation(cfg: AblateConfig, run_dir: Path, *, model: HookedTransformer |
 
     ``model`` (optional) is used instead of loading ``cfg.model``; it needs a tokenizer.
     """
-    from geomlens.data import batch_sequences, load_corpus, tokenize_segments
+    from geomlens.data.batching import batch_sequences
+    from geomlens.data.source import load_segments
     from geomlens.plotting import plot_ablation_heatmap
 
     if model is None:
@@ -47,9 +48,7 @@ def run_ablation(cfg: AblateConfig, run_dir: Path, *, model: HookedTransformer |
     if model.tokenizer is None:
         raise InputError("The model has no tokenizer; `ablate` tokenizes corpus text.")
     conditions = conditions_for(cfg, model.cfg.n_layers)
-    corpus = load_corpus(cfg.domains, n_segments=cfg.n_segments)
-    max_tokens = min(cfg.max_tokens, model.cfg.n_ctx)
-    seqs = tokenize_segments(model.tokenizer, corpus["text"], max_tokens=max_tokens)
+    seqs, _, _ = load_segments(cfg, model.tokenizer)
     pad = model.tokenizer.eos_token_id or 0
     batches = list(batch_sequences(seqs, batch_size=cfg.batch_size, pad_id=pad))
     if cfg.method == "resample" and len(batches[-1][0]) < 2:
@@ -82,4 +81,12 @@ def run_ablation(cfg: AblateConfig, run_dir: Path, *, model: HookedTransformer |
     }
 
 
-register_experiment("ablate", AblateConfig, run_ablation)
+def validate_ablation(cfg: AblateConfig) -> None:
+    """Model name, text, lengths and layers, checked before a run directory exists."""
+    from geomlens.runner.checks import check_model_inputs
+
+    check_model_inputs(cfg, layers=cfg.layers)
+
+
+register_run_kind("ablate", AblateConfig, run_ablation, validate=validate_ablation,
+                  help="hook-level ablation of attention/MLP outputs")

@@ -11,46 +11,21 @@ from pathlib import Path
 from typing import Any
 
 from geomlens.analysis.config import AnalyzeConfig
-from geomlens.experiments.registry import register_experiment
+from geomlens.runner.kinds import register_run_kind
 
 logger = logging.getLogger(__name__)
 
 
-def load_segments(cfg: AnalyzeConfig, tokenizer) -> tuple[list, list[str], list[str]]:
-    """Tokenize the configured corpus: (token sequences, segment ids, domains)."""
-    from geomlens.data import load_corpus, tokenize_segments
-
-    ds = load_corpus(cfg.domains, "eval", path=cfg.texts, n_segments=cfg.n_segments)
-    seqs, ids, domains = [], [], []
-    for row in ds:
-        pieces = tokenize_segments(tokenizer, [row["text"]], max_tokens=cfg.max_tokens,
-                                   overflow=cfg.overflow)
-        for j, piece in enumerate(pieces):
-            seqs.append(piece)
-            ids.append(row["id"] if len(pieces) == 1 else f"{row['id']}#{j}")
-            domains.append(row["domain"])
-    return seqs, ids, domains
-
-
 def run_analysis(cfg: AnalyzeConfig, run_dir: Path) -> dict[str, Any]:
     """Run the whole analysis for ``cfg`` and write its outputs into ``run_dir``."""
-    import torch
-
     from geomlens.analysis.figures import plot_metric_bars
     from geomlens.analysis.pipeline import analyze_tokens
     from geomlens.analysis.summary import summarize, table_markdown
+    from geomlens.data.source import load_segments
     from geomlens.models import load_model, model_info
 
     run_dir = Path(run_dir)
-    torch.manual_seed(cfg.seed)
     model = load_model(cfg.model, device=cfg.device)
-    if cfg.max_tokens > model.cfg.n_ctx:
-        from geomlens.errors import InputError
-
-        raise InputError(
-            f"--max-tokens {cfg.max_tokens} exceeds {cfg.model}'s context of {model.cfg.n_ctx} "
-            "tokens; longer text is truncated or windowed (--overflow) to max_tokens."
-        )
     seqs, ids, domains = load_segments(cfg, model.tokenizer)
     logger.info("analyze: %d segments, %d tokens", len(seqs), sum(len(s) for s in seqs))
     result = analyze_tokens(model, seqs, cfg, segment_ids=ids, domains=domains,
@@ -65,16 +40,21 @@ def run_analysis(cfg: AnalyzeConfig, run_dir: Path) -> dict[str, Any]:
         per_layer.to_csv(run_dir / "per_layer.csv", index=False)
         summarize_layers(result.per_layer_tokens, by=("domain", "layer")).to_csv(
             run_dir / "per_layer_domain.csv", index=False)
-        try:
-            from geomlens.plotting import plot_layer_curves
-        except ImportError:  # plotting module absent in this checkout
-            logger.warning("geomlens.plotting not available: no per-layer figures")
-        else:
-            figures += plot_layer_curves(per_layer, run_dir / "figures")
+        from geomlens.plotting import plot_layer_curves
+
+        figures += plot_layer_curves(per_layer, run_dir / "figures")
     summary = summarize(result, cfg, model_info=model_info(model), n_layers=model.cfg.n_layers)
     summary["figures"] = [str(p.relative_to(run_dir)) for p in figures]
     (run_dir / "table61.md").write_text(table_markdown(summary))
     return summary
 
 
-register_experiment("analyze", AnalyzeConfig, run_analysis)
+def validate_analysis(cfg: AnalyzeConfig) -> None:
+    """Model name, text file and lengths, checked before a run directory exists."""
+    from geomlens.runner.checks import check_model_inputs
+
+    check_model_inputs(cfg)
+
+
+register_run_kind("analyze", AnalyzeConfig, run_analysis, validate=validate_analysis,
+                  help="distance vs probability (Table 6.1)")

@@ -14,6 +14,8 @@ import pandas as pd
 from geomlens.analysis.config import AnalyzeConfig
 from geomlens.analysis.metrics import greater_is_better
 from geomlens.analysis.pipeline import AnalysisResult, hidden_hook_names
+from geomlens.geometry.scores import SCORES
+from geomlens.metrics.ranking import GAINS
 from geomlens.metrics.stats import bootstrap_ci, permutation_p_value
 
 KEYS = ["hidden", "target", "score"]
@@ -63,17 +65,14 @@ def definitions(cfg: AnalyzeConfig, result: AnalysisResult, n_layers: int | None
         "hidden_note": "ln_final = unembed.hook_in = final norm output incl. its weight "
                        "(= HF hidden_states[-1]); resid_post = last block's resid_post (pre-norm)",
         "target": {"W_E": "rows of W_E", "W_U": "columns of W_U (rows of W_U.T)"},
-        "scores": {"inv_dist": "rank by 1/(d+eps); q proportional to 1/(d+eps)",
-                   "softmax_inv_dist": "rank by 1/(d+eps); q = softmax(1/(d+eps))",
-                   "neg_dist": "-d", "neg_sq_dist": "-d^2", "cosine": "h.e/(|h||e|)",
-                   "dot": "h.e"},
+        "scores": {name: SCORES.describe(name) for name in cfg.scores},
         "d": "Euclidean distance |h - e| via |h|^2 - 2 h.e + |e|^2 clamped at 0",
-        "rank_groups": "inv_dist, softmax_inv_dist, neg_dist, neg_sq_dist are decreasing in d: "
-                       "their rank metrics are computed once, ranking by -d^2",
+        "rank_groups": "scores of one rank group rank the vocabulary identically (the distance "
+                       "scores are decreasing in d): their rank metrics are computed once",
         "eps": cfg.eps,
         "ndcg": "DCG@k/IDCG@k, DCG@k = sum_{i<=k} gain(p_sigma(i))/log2(i+1), sigma sorts by "
                 "score, ideal sorts by p",
-        "gain": {"exp2": "2^p - 1", "linear": "p"}[cfg.gain],
+        "gain": GAINS.describe(cfg.gain),
         "ks": ["full" if k is None else k for k in cfg.ks],
         "ndcg_full": f"exact top-{cfg.topk_exact} ranks; the tail is split into score buckets "
                      "with exact counts, each bracketed by its discount range; the midpoint of "

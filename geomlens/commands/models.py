@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-HELP = "List the model zoo: offline pretrained models and micro-LLaMA sizes."
-
 
 def add_arguments(parser) -> None:
     parser.add_argument("--csv", action="store_true", help="print CSV instead of a table")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-HELP = "collect summary.json files under DIRs into a table (mean ± std over seeds)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from geomlens.experiments.report import (
+    from geomlens.runner.report import (
         aggregate,
         collect_runs,
         format_table,

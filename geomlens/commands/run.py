@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 
-HELP = "run an experiment config (YAML) and its sweep; finished points are skipped"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -23,8 +22,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from geomlens.experiments.config import load_experiment
-    from geomlens.experiments.runner import Runner, select
+    from geomlens.runner.spec import load_experiment
+    from geomlens.runner.runner import Runner, select
     from geomlens.runs import to_jsonable
 
     spec = load_experiment(args.config, args.overrides)

@@ -2,26 +2,42 @@
 
 from __future__ import annotations
 
-HELP = "Smoke run: top next-token predictions and loss for a few corpus segments."
+from dataclasses import dataclass
+
+from geomlens.data.source import TextSource, text_field
+
+
+@dataclass(kw_only=True)
+class SmokeConfig(TextSource):
+    """A quick look at a model on a few segments."""
+
+    model: str = "smollm2-135m"
+    """Model name or training run directory (see `geomlens models`)."""
+    n_segments: int | None = text_field("n_segments", 1)
+    max_tokens: int = text_field("max_tokens", 64)
+    device: str | None = None
+    """Torch device (None = cuda if available, else cpu)."""
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--model", default="smollm2-135m")
-    parser.add_argument("--n-segments", type=int, default=1, help="segments per domain")
-    parser.add_argument("--max-tokens", type=int, default=64)
-    parser.add_argument("--device", default=None)
+    from geomlens.config.flags import add_config_arguments
+
+    add_config_arguments(parser, SmokeConfig)
 
 
 def run(args) -> int:
     import torch
 
-    from geomlens.data import load_corpus, tokenize_segments
+    from geomlens.config.build import build_config
+    from geomlens.config.flags import namespace_values
+    from geomlens.data.source import check_text_source, load_segments
     from geomlens.models import load_model
 
-    model = load_model(args.model, device=args.device)
-    ds = load_corpus(n_segments=args.n_segments)
-    seqs = tokenize_segments(model.tokenizer, ds["text"], max_tokens=args.max_tokens)
-    for domain, seq in zip(ds["domain"], seqs):
+    cfg = build_config(SmokeConfig, namespace_values(args, SmokeConfig), source_of=lambda k: "command line")
+    check_text_source(cfg)
+    model = load_model(cfg.model, device=cfg.device)
+    seqs, _, domains = load_segments(cfg, model.tokenizer)
+    for domain, seq in zip(domains, seqs):
         with torch.no_grad():
             logits = model(seq[None].to(model.cfg.device))
         loss = torch.nn.functional.cross_entropy(logits[0, :-1], seq[1:].to(logits.device))

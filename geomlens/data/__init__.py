@@ -1,6 +1,23 @@
-"""Bundled corpus, segmenting and token batches."""
+"""Bundled corpus, segmenting, token batches, and the text-source group of every command.
 
-from geomlens.data.batching import batch_sequences, token_stream, tokenize_segments
-from geomlens.data.corpus import DOMAINS, load_corpus
+Names are imported lazily, so that configs can use `TextSource` without loading torch or
+datasets.
+"""
 
-__all__ = ["DOMAINS", "load_corpus", "tokenize_segments", "batch_sequences", "token_stream"]
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "DOMAINS": "geomlens.data.corpus", "load_corpus": "geomlens.data.corpus",
+    "TextSource": "geomlens.data.source", "check_text_source": "geomlens.data.source",
+    "load_segments": "geomlens.data.source", "batch_sequences": "geomlens.data.batching",
+    "token_stream": "geomlens.data.batching", "tokenize_segments": "geomlens.data.batching",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'geomlens.data' has no attribute {name!r}")

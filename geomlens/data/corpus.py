@@ -11,40 +11,54 @@ from __future__ import annotations
 import gzip
 import json
 from pathlib import Path
-from typing import Literal, Sequence
-
-from datasets import Dataset
+from typing import TYPE_CHECKING, Literal, Sequence
 
 from geomlens.errors import InputError
+
+if TYPE_CHECKING:
+    from datasets import Dataset
 
 CORPUS_DIR = Path(__file__).parent / "corpus"
 DOMAINS: tuple[str, ...] = ("news", "encyclopedic", "fiction", "technical", "computing_lexicon")
 Split = Literal["eval", "train_cpu", "train_gpu"]
 
 
+def read_text_file(path: Path) -> str:
+    """The whole file as text; a file that is not UTF-8 raises `InputError` naming the byte."""
+    raw = gzip.open(path, "rb").read() if path.suffix == ".gz" else path.read_bytes()
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(
+            f"{path}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start}); "
+            "re-encode the file as UTF-8"
+        ) from None
+
+
+def _jsonl_row(line: str, where: str, i: int, path: Path, domain: str | None) -> dict:
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise InputError(
+            f"{where}: malformed JSON ({exc.msg}); each line must be an object like "
+            '{"text": "...", "domain": "...", "id": "..."} (only "text" is required)'
+        ) from None
+    if not isinstance(row, dict) or "text" not in row:
+        raise InputError(f"{where}: no 'text' key; each JSON line needs a 'text' string")
+    if not isinstance(row["text"], str):
+        raise InputError(f"{where}: 'text' must be a string, got {type(row['text']).__name__}")
+    return {"domain": str(row.get("domain", domain or path.stem)),
+            "id": str(row.get("id", f"{path.stem}-{i}")), "text": row["text"]}
+
+
 def _read_jsonl(path: Path, domain: str | None = None) -> list[dict]:
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        for i, line in enumerate(f):
-            if not line.strip():
-                continue
-            row = json.loads(line)
-            if "text" not in row:
-                raise InputError(f"{path}:{i + 1}: each JSON line needs a 'text' field")
-            rows.append(
-                {
-                    "domain": str(row.get("domain", domain or path.stem)),
-                    "id": str(row.get("id", f"{path.stem}-{i}")),
-                    "text": row["text"],
-                }
-            )
-    return rows
+    lines = read_text_file(path).split("\n")
+    return [_jsonl_row(line, f"{path}, line {i + 1}", i, path, domain)
+            for i, line in enumerate(lines) if line.strip()]
 
 
 def _read_documents(path: Path, domain: str) -> list[dict]:
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as f:
-        docs = [d.strip() for d in f.read().split("\n\n")]
+    docs = [d.strip() for d in read_text_file(path).split("\n\n")]
     return [{"domain": domain, "id": f"{domain}-{i}", "text": d} for i, d in enumerate(docs) if d]
 
 
@@ -62,7 +76,7 @@ def load_corpus(
     *,
     path: str | Path | None = None,
     n_segments: int | None = None,
-) -> Dataset:
+) -> "Dataset":
     """Load text segments as a `datasets.Dataset` with columns ``domain``, ``id``, ``text``.
 
     Args:
@@ -102,6 +116,8 @@ def load_corpus(
         rows = out
     if not rows:
         raise InputError("No text segments were loaded (empty file or filter).")
+    from datasets import Dataset
+
     return Dataset.from_list(rows)
 
 

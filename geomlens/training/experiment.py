@@ -9,7 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from geomlens.experiments.registry import register_experiment
+from geomlens.runner.kinds import register_run_kind
+from geomlens.errors import InputError
 from geomlens.training.config import TrainConfig
 
 
@@ -26,4 +27,17 @@ def run_training(cfg: TrainConfig, run_dir: Path) -> dict[str, Any]:
         ddp.shutdown(trainer.dist)
 
 
-register_experiment("train", TrainConfig, run_training, resumable=True)
+def validate_training(cfg: TrainConfig) -> None:
+    """Micro size and head name, checked before a run directory exists."""
+    from geomlens.heads.registry import check_head_kwargs
+    from geomlens.models.micro import MICRO_SIZES
+    from geomlens.registry import closest
+
+    check_head_kwargs(cfg.head, cfg.head_kwargs)
+    if cfg.model not in MICRO_SIZES:
+        raise InputError(f"unknown micro size {cfg.model!r}.{closest(cfg.model, tuple(MICRO_SIZES))} "
+                         f"Available: {', '.join(MICRO_SIZES)}")
+
+
+register_run_kind("train", TrainConfig, run_training, validate=validate_training, resumable=True,
+                  help="train a micro-LLaMA with a chosen LM head")

@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from geomlens.experiments.config import ConfigError, ExperimentSpec
+from geomlens.errors import ConfigError
+from geomlens.runner.spec import ExperimentSpec
 
 SINGLE_POINT = "default"
 _MAX_NAME = 120

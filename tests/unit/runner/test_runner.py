@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
-from test_experiments_toy import CALLS, FAIL_ENV, read_summary, toy_env, write_configs
+from helpers import CALLS, FAIL_ENV, read_summary, toy_env, write_configs
 
 from geomlens.cli import main
-from geomlens.experiments.config import load_experiment
-from geomlens.experiments.runner import Runner, config_differences, plan
+from geomlens.runner.spec import load_experiment
+from geomlens.runner.runner import Runner, config_differences, plan
 from geomlens.runs import is_done
 
 SWEEP = "  seed: [0, 1]\n  mode: [sgd, sign]\n"

@@ -78,9 +78,9 @@ def test_config_from_dict_warns_unknown(caplog):
 
 
 def test_train_experiment_registered():
-    from geomlens.experiments.registry import get_experiment
+    from geomlens.runner.kinds import get_run_kind
 
-    kind = get_experiment("train")
+    kind = get_run_kind("train")
     assert kind.config_cls is TrainConfig and kind.resumable
 
 

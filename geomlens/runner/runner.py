@@ -26,7 +26,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import random
 import subprocess
 import sys
 import time
@@ -34,17 +33,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Literal, Protocol, runtime_checkable
 
-from geomlens.errors import GeomlensError
-from geomlens.experiments.config import ConfigError, ExperimentSpec, build_config
-from geomlens.experiments.registry import ExperimentKind, get_experiment
-from geomlens.experiments.sweep import (
+from geomlens.config.build import build_config
+from geomlens.errors import ConfigError, GeomlensError
+from geomlens.runner.kinds import RunKind, get_run_kind
+from geomlens.runner.lifecycle import execute
+from geomlens.runner.spec import ExperimentSpec
+from geomlens.runner.sweep import (
     SINGLE_POINT,
     SweepPoint,
     expand_sweep,
     point_config,
     point_dir,
 )
-from geomlens.runs import create_run_dir, is_done, mark_done, to_jsonable, write_json
+from geomlens.runs import failure, is_done, to_jsonable
 
 logger = logging.getLogger(__name__)
 
@@ -128,11 +129,11 @@ def point_status(run_dir: Path, config_json: dict) -> tuple[PointStatus, list[st
     return "new", []
 
 
-def get_kind(spec: ExperimentSpec) -> ExperimentKind:
+def get_kind(spec: ExperimentSpec) -> RunKind:
     try:
-        return get_experiment(spec.experiment)
-    except KeyError as exc:
-        raise ConfigError(f"{spec.source('experiment')}: {exc.args[0]}") from None
+        return get_run_kind(spec.experiment)
+    except GeomlensError as exc:
+        raise ConfigError(f"{spec.source('experiment')}: {exc}") from None
 
 
 def plan(spec: ExperimentSpec) -> list[PlannedRun]:
@@ -142,7 +143,7 @@ def plan(spec: ExperimentSpec) -> list[PlannedRun]:
     planned = []
     for point in points:
         values, point_spec = point_config(spec, point)
-        config = build_config(kind.config_cls, values, spec=point_spec)
+        config = build_config(kind.config_cls, values, source_of=point_spec.source, prefix="config")
         run_dir = point_dir(spec, point)
         status, diffs = point_status(run_dir, to_jsonable(config))
         planned.append(
@@ -176,18 +177,6 @@ def check_conflicts(planned: list[PlannedRun]) -> None:
             + "\n".join(lines)
             + "\nNothing was run. Use another `out=...`, or delete those directories to redo them."
         )
-
-
-def seed_everything(seed: int | None) -> None:
-    """Seed python, numpy and torch (the kinds seed themselves too; this is a safety net)."""
-    if seed is None:
-        return
-    import numpy as np
-    import torch
-
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
 
 
 def uses_gpu(config: Any, n_gpus: int) -> bool:
@@ -255,23 +244,16 @@ class Runner:
             logger.info("%s: done already, skipped (%s)", name, run_dir)
             return PointResult(name=name, run_dir=run_dir, status="skipped")
         check_conflicts([planned])
+        if failure(run_dir):
+            logger.info("%s: an earlier attempt failed (%s); running it again", name, failure(run_dir))
         if planned.status == "partial":
             how = "resuming from its checkpoints" if self.kind.resumable else "rerunning from scratch"
             logger.info("%s: unfinished run found in %s; %s", name, run_dir, how)
         else:
             logger.info("%s: running in %s", name, run_dir)
-        seed = getattr(planned.config, "seed", None)
-        device = getattr(planned.config, "device", None)
-        try:
-            used = create_run_dir(
-                run_dir, config=planned.config, seed=seed,
-                device=None if device is None else str(device), mode="resume",
-            )
-            seed_everything(seed)
-            summary = self.kind.run(planned.config, used)
-            write_json(used / "summary.json", summary if summary is not None else {})
-            mark_done(used)
-        except Exception as exc:  # one failed point must not stop the sweep
+        try:  # one failed point must not stop the sweep; the lifecycle marks it `failed`
+            execute(self.kind, planned.config, run_dir, mode="resume")
+        except Exception as exc:
             logger.exception("%s failed", name)
             return PointResult(name=name, run_dir=run_dir, status="failed", error=f"{type(exc).__name__}: {exc}")
         return PointResult(name=name, run_dir=run_dir, status="ran")

@@ -3,18 +3,13 @@
 from __future__ import annotations
 
 import pytest
-from test_experiments_toy import ToyConfig, ToyOpt, write_configs
+from helpers import ToyConfig, ToyOpt, write_configs
 
 from geomlens.cli import main
-from geomlens.errors import GeomlensError
-from geomlens.experiments.config import (
-    COMMAND_LINE,
-    ConfigError,
-    build_config,
-    load_experiment,
-    parse_override,
-)
-from geomlens.experiments.runner import plan
+from geomlens.config.build import build_config
+from geomlens.errors import ConfigError, GeomlensError
+from geomlens.runner.spec import COMMAND_LINE, load_experiment, parse_override
+from geomlens.runner.runner import plan
 
 
 def test_defaults_are_merged_in_order_then_own_keys(tmp_path):
@@ -174,7 +169,7 @@ def test_missing_required_field():
         ("experiment: toy\nout: 3\n", "'out' must be"),
         ("experiment: toy\nout: o\nsweep:\n  seed: 3\n", "sweep.seed must be a non-empty list"),
         ("experiment: toy\nout: o\nconfig: [1]\n", "'config' must be a mapping"),
-        ("experiment: nosuchkind\nout: o\n", "Unknown experiment kind 'nosuchkind'"),
+        ("experiment: nosuchkind\nout: o\n", "unknown run kind 'nosuchkind'"),
         ("defaults: [missing]\nexperiment: toy\nout: o\n", "defaults entry 'missing' not found"),
         ("experiment: [toy\n", "not valid YAML"),
     ],

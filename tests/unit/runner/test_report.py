@@ -8,11 +8,11 @@ import numpy as np
 import pandas as pd
 import pytest
 from scipy import stats
-from test_experiments_toy import write_configs
+from helpers import write_configs
 
 from geomlens.cli import main
 from geomlens.errors import InputError
-from geomlens.experiments.report import (
+from geomlens.runner.report import (
     aggregate,
     bootstrap_ci,
     collect_runs,
@@ -154,7 +154,7 @@ def test_explode_records_and_within_run_intervals(tmp_path):
 
     import numpy as _np
 
-    from geomlens.experiments.report import aggregate, collect_runs, format_table
+    from geomlens.runner.report import aggregate, collect_runs, format_table
 
     def write(run, seed, values):
         d = tmp_path / run

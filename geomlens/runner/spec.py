@@ -4,7 +4,7 @@ A config file looks like::
 
     # experiments/configs/<name>.yaml
     defaults: [base]          # parent files in the same folder, deep-merged first, in order
-    experiment: train         # a registered experiment kind (see registry.py)
+    experiment: train         # a registered run kind (see geomlens/runner/kinds.py)
     out: runs/<name>          # root directory; each sweep point gets its own sub-directory
     config:                   # fields of the kind's dataclass config (nested maps for nested dataclasses)
       model: micro-1m
@@ -24,28 +24,20 @@ with that file (or "command line").
 from __future__ import annotations
 
 import copy
-import dataclasses
 import logging
 import re
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 
-from geomlens.errors import GeomlensError
+from geomlens.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
 TOP_LEVEL_KEYS = ("defaults", "description", "experiment", "out", "config", "sweep")
 COMMAND_LINE = "command line"
-_FLOAT_RE = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$|^[+-]?(inf|nan)$", re.IGNORECASE)
-
-
-class ConfigError(GeomlensError, ValueError):
-    """A bad experiment config: the message names the key and the file it came from."""
 
 
 @dataclass(kw_only=True)
@@ -232,138 +224,3 @@ def load_experiment(path: str | Path, overrides: list[str] | None = None) -> Exp
         sources=sources, path=path, overrides=overrides,
         description=description if isinstance(description, str) else None,
     )
-
-
-# --------------------------------------------------------------------------- typed validation
-
-
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
-
-
-def _coerce(value: Any, tp: Any, key: str, source_of: Callable[[str], str]) -> Any:
-    """Check ``value`` against annotation ``tp``; return it (int->float, list->tuple converted)."""
-
-    def fail(expected: str | None = None) -> ConfigError:
-        return ConfigError(
-            f"{source_of(key)}: key {key!r} expects {expected or _type_name(tp)}, "
-            f"got {type(value).__name__} {value!r}."
-        )
-
-    if tp is Any or tp is object:
-        return value
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if origin is typing.Union or origin is types.UnionType:
-        if value is None and type(None) in args:
-            return None
-        for arg in (a for a in args if a is not type(None)):
-            try:
-                return _coerce(value, arg, key, source_of)
-            except ConfigError:
-                continue
-        raise fail(" or ".join(_type_name(a) for a in args))
-    if origin is typing.Literal:
-        if any(value == a and type(value) is type(a) for a in args):
-            return value
-        raise fail("one of " + ", ".join(repr(a) for a in args))
-    if origin in (list, tuple) or tp in (list, tuple):
-        if not isinstance(value, (list, tuple)):
-            raise fail()
-        if origin is tuple and args and not (len(args) == 2 and args[1] is Ellipsis):
-            if len(value) != len(args):
-                raise fail(f"{len(args)} items")
-            return tuple(_coerce(v, a, f"{key}[{i}]", source_of) for i, (v, a) in enumerate(zip(value, args)))
-        item = args[0] if args else Any
-        items = [_coerce(v, item, f"{key}[{i}]", source_of) for i, v in enumerate(value)]
-        return tuple(items) if (origin is tuple or tp is tuple) else items
-    if origin is dict or tp is dict:
-        if not isinstance(value, dict):
-            raise fail()
-        return value
-    if dataclasses.is_dataclass(tp):
-        if isinstance(value, tp):
-            return value
-        if not isinstance(value, dict):
-            raise fail(f"a mapping for {tp.__name__}")
-        return _build(tp, value, key, source_of)
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise fail()
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise fail()
-    if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str) and _FLOAT_RE.match(value.strip()):  # YAML 1.1 reads 1e-3 as str
-            return float(value)
-        raise fail()
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        raise fail()
-    if tp is Path:
-        if isinstance(value, (str, Path)):
-            return Path(value)
-        raise fail()
-    if tp is type(None):
-        if value is None:
-            return None
-        raise fail("null")
-    if isinstance(tp, type):
-        if isinstance(value, tp):
-            return value
-        raise fail()
-    return value  # an annotation we do not understand: accept
-
-
-def _hints(cls: type) -> dict[str, Any]:
-    try:
-        return typing.get_type_hints(cls)
-    except Exception:  # unresolvable forward references: skip type checks for this class
-        logger.debug("Cannot resolve type hints of %s; skipping type checks.", cls.__name__)
-        return {}
-
-
-def _build(cls: type, values: dict, prefix: str, source_of: Callable[[str], str]) -> Any:
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    hints = _hints(cls)
-    kwargs = {}
-    for key, value in values.items():
-        full = f"{prefix}.{key}" if prefix else str(key)
-        if key not in fields:
-            raise ConfigError(
-                f"{source_of(full)}: unknown key {full!r} for {cls.__name__}; "
-                f"known keys: {', '.join(sorted(fields))}."
-            )
-        tp = hints.get(key, Any)
-        kwargs[key] = _coerce(value, tp, full, source_of)
-    missing = [
-        name for name, f in fields.items()
-        if name not in kwargs and f.default is dataclasses.MISSING
-        and f.default_factory is dataclasses.MISSING
-    ]
-    if missing:
-        full = ", ".join(repr(f"{prefix}.{m}" if prefix else m) for m in missing)
-        raise ConfigError(f"{source_of(prefix)}: missing required key(s) {full} for {cls.__name__}.")
-    try:
-        return cls(**kwargs)
-    except (ValueError, TypeError) as exc:
-        raise ConfigError(f"{source_of(prefix)}: invalid {cls.__name__} ({prefix}): {exc}") from exc
-
-
-def build_config(cls: type, values: dict, *, spec: ExperimentSpec | None = None) -> Any:
-    """Validate raw ``values`` into dataclass ``cls`` (keys are checked and types coerced).
-
-    Errors are ConfigError naming the dotted key (``config.lr``) and the file it came from.
-    """
-    if not dataclasses.is_dataclass(cls):
-        raise TypeError(f"{cls!r} is not a dataclass")
-
-    def source_of(key: str) -> str:
-        return spec.source(key) if spec is not None else "<config>"
-
-    return _build(cls, values, "config", source_of)

@@ -7,11 +7,12 @@ import re
 from pathlib import Path
 
 import pytest
-from test_experiments_toy import write_configs
+from helpers import write_configs
 
-from geomlens.experiments.config import ConfigError, load_experiment
-from geomlens.experiments.runner import plan
-from geomlens.experiments.sweep import SINGLE_POINT, expand_sweep, point_name
+from geomlens.errors import ConfigError
+from geomlens.runner.spec import load_experiment
+from geomlens.runner.runner import plan
+from geomlens.runner.sweep import SINGLE_POINT, expand_sweep, point_name
 
 
 def test_grid_is_the_product_in_order():

@@ -1,0 +1,58 @@
+"""geomlens: transformers read as movement through token-embedding space (TransformerLens 3.x).
+
+The names a notebook needs, imported lazily (``import geomlens`` stays fast)::
+
+    import geomlens
+    model = geomlens.load_model("smollm2-135m")
+    df = geomlens.trajectory_stats(model, tokens)                  # one row per (pos, layer)
+    result = geomlens.analyze(model, n_segments=4, max_tokens=64)  # Table 6.1, in memory
+    run_dir, summary = geomlens.run("analyze", geomlens.AnalyzeConfig(n_segments=4), "runs/a")
+
+Deep imports (``geomlens.geometry.lens``...) are for internals and extensions.
+"""
+
+from __future__ import annotations
+
+import importlib
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("geomlens")
+except PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0+unknown"
+
+_EXPORTS: dict[str, str] = {
+    # models and data
+    "load_model": "geomlens.models.load", "model_info": "geomlens.models.load",
+    "load_tokenizer": "geomlens.models.load", "micro_config": "geomlens.models.micro",
+    "load_corpus": "geomlens.data.corpus", "tokenize_segments": "geomlens.data.batching",
+    "load_segments": "geomlens.data.source", "TextSource": "geomlens.data.source",
+    # thread 1: trajectories, distance vs probability, ablations
+    "trajectory_stats": "geomlens.geometry.trajectory",
+    "summarize_layers": "geomlens.geometry.trajectory",
+    "analyze": "geomlens.analysis.api", "analyze_tokens": "geomlens.analysis.pipeline",
+    "AnalyzeConfig": "geomlens.analysis.config", "summarize": "geomlens.analysis.summary",
+    "table_frame": "geomlens.analysis.summary", "AblateConfig": "geomlens.ablation.config",
+    "ablation_hooks": "geomlens.ablation.ablate",
+    # thread 2: LM heads and training
+    "install_head": "geomlens.heads.registry", "TrainConfig": "geomlens.training.config",
+    # registries and the run lifecycle
+    "register_score": "geomlens.geometry.scores", "register_gain": "geomlens.metrics.ranking",
+    "register_head": "geomlens.heads.registry", "register_run_kind": "geomlens.runner.kinds",
+    "build_config": "geomlens.config.build",
+}
+_RENAMED = {"run": ("geomlens.runner.lifecycle", "execute")}
+__all__ = ["__version__", *sorted(_EXPORTS), *sorted(_RENAMED)]
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    if name in _RENAMED:
+        module, attr = _RENAMED[name]
+        return getattr(importlib.import_module(module), attr)
+    raise AttributeError(f"module 'geomlens' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -1,0 +1,96 @@
+"""`Config`: the base of every command's dataclass config, and `choices` field metadata.
+
+    @dataclass(kw_only=True)
+    class AnalyzeConfig(Config):
+        scores: list[str] = field(default_factory=..., metadata=choices("geomlens.geometry.scores:SCORES"))
+        \"\"\"Scores to rank the vocabulary by.\"\"\"
+
+        def validate(self) -> None:      # checks beyond types and choices
+            ...
+
+``__post_init__`` only validates: registry choices first (unknown names give the closest valid
+one), then the class's own `validate`. None always means "unset".
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from collections.abc import Iterable
+from typing import Any
+
+from geomlens.errors import InputError
+from geomlens.registry import Registry, closest
+
+ChoiceSource = Any
+"""A `Registry`, a tuple of names, or "module:ATTRIBUTE" naming either (imported lazily)."""
+
+
+def choices(source: ChoiceSource, *, none_token: str | None = None) -> dict[str, Any]:
+    """Field metadata: the field's value (or each item of a list) must be a name from ``source``.
+
+    Args:
+        source: A `Registry`, a tuple of names, or ``"module:ATTR"`` for one (lazy import).
+        none_token: A CLI word that stands for None in this field (e.g. "full" for NDCG@full).
+    """
+    return {"choices": source, "none_token": none_token}
+
+
+def resolve_choices(source: ChoiceSource) -> tuple[str, ...]:
+    """The names a choice source allows."""
+    if isinstance(source, str):
+        module, attr = source.split(":")
+        source = getattr(importlib.import_module(module), attr)
+    if isinstance(source, Registry):
+        return source.names()
+    return tuple(source)
+
+
+def describe_choices(source: ChoiceSource) -> dict[str, str]:
+    """name -> description (empty descriptions for a plain tuple)."""
+    if isinstance(source, str):
+        module, attr = source.split(":")
+        source = getattr(importlib.import_module(module), attr)
+    if isinstance(source, Registry):
+        return source.descriptions()
+    return {name: "" for name in source}
+
+
+def _values(value: Any) -> Iterable[Any]:
+    return value if isinstance(value, (list, tuple)) else [value]
+
+
+def check_choices(config: Any) -> None:
+    """Raise `InputError` if a field with `choices` metadata holds a name its source lacks."""
+    for f in dataclasses.fields(config):
+        source = f.metadata.get("choices")
+        value = getattr(config, f.name)
+        if source is None or value is None:
+            continue
+        allowed = resolve_choices(source)
+        if isinstance(value, (list, tuple)) and not value:
+            raise InputError(f"{f.name} must not be empty; choose from {', '.join(allowed)}")
+        for item in _values(value):
+            if item is not None and item not in allowed:
+                raise InputError(
+                    f"{f.name}: unknown value {item!r}.{closest(str(item), allowed)} "
+                    f"Choose from {', '.join(allowed)}"
+                )
+
+
+class Config:
+    """Mixin for dataclass configs: choices are checked, then `validate` runs."""
+
+    def __post_init__(self) -> None:
+        check_choices(self)
+        self.validate()
+
+    def validate(self) -> None:
+        """Checks beyond types and choices; raise `InputError` with a one-line message."""
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]):
+        """Build from plain values (JSON/YAML); unknown keys and wrong types raise."""
+        from geomlens.config.build import build_config
+
+        return build_config(cls, values)
