@@ -6,7 +6,6 @@ import argparse
 from pathlib import Path
 
 
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("dirs", nargs="+", help="run directories or sweep roots (searched recursively)")
     parser.add_argument("--out", default=None, help="save the numeric table as .csv or .parquet")

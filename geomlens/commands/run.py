@@ -6,7 +6,6 @@ import argparse
 import json
 
 
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", help="experiment YAML, e.g. experiments/configs/table61_smollm2.yaml")
     parser.add_argument(
@@ -22,8 +21,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from geomlens.runner.spec import load_experiment
     from geomlens.runner.runner import Runner, select
+    from geomlens.runner.spec import load_experiment
     from geomlens.runs import to_jsonable
 
     spec = load_experiment(args.config, args.overrides)

@@ -36,21 +36,22 @@ def choices(source: ChoiceSource, *, none_token: str | None = None) -> dict[str,
     return {"choices": source, "none_token": none_token}
 
 
-def resolve_choices(source: ChoiceSource) -> tuple[str, ...]:
-    """The names a choice source allows."""
+def _resolve(source: ChoiceSource) -> Registry | tuple[str, ...]:
     if isinstance(source, str):
         module, attr = source.split(":")
         source = getattr(importlib.import_module(module), attr)
-    if isinstance(source, Registry):
-        return source.names()
-    return tuple(source)
+    return source if isinstance(source, Registry) else tuple(source)
+
+
+def resolve_choices(source: ChoiceSource) -> tuple[str, ...]:
+    """The names a choice source allows."""
+    source = _resolve(source)
+    return source.names() if isinstance(source, Registry) else source
 
 
 def describe_choices(source: ChoiceSource) -> dict[str, str]:
     """name -> description (empty descriptions for a plain tuple)."""
-    if isinstance(source, str):
-        module, attr = source.split(":")
-        source = getattr(importlib.import_module(module), attr)
+    source = _resolve(source)
     if isinstance(source, Registry):
         return source.descriptions()
     return {name: "" for name in source}
@@ -67,13 +68,15 @@ def check_choices(config: Any) -> None:
         value = getattr(config, f.name)
         if source is None or value is None:
             continue
-        allowed = resolve_choices(source)
+        allowed, flag = resolve_choices(source), "--" + f.name.replace("_", "-")
+        resolved = _resolve(source)
+        what = resolved.kind if isinstance(resolved, Registry) else "value"
         if isinstance(value, (list, tuple)) and not value:
-            raise InputError(f"{f.name} must not be empty; choose from {', '.join(allowed)}")
+            raise InputError(f"{flag} must not be empty; choose from {', '.join(allowed)}")
         for item in _values(value):
             if item is not None and item not in allowed:
                 raise InputError(
-                    f"{f.name}: unknown value {item!r}.{closest(str(item), allowed)} "
+                    f"{flag}: unknown {what} {item!r}.{closest(str(item), allowed)} "
                     f"Choose from {', '.join(allowed)}"
                 )
 

@@ -9,7 +9,7 @@ import torch
 from transformer_lens import HookedTransformer
 
 from geomlens.device import resolve_device
-from geomlens.errors import InputError, UnknownModelError
+from geomlens.errors import UnknownModelError
 from geomlens.models.cache import load_from_cache, save_to_cache, set_native_tokenizer
 from geomlens.models.convert import CONVERTERS
 from geomlens.models.gguf import load_hf_from_gguf, load_tokenizer_from_gguf
@@ -137,9 +137,3 @@ def load_tokenizer(name: str = "smollm2-135m"):
     if tok_dir.exists():
         return AutoTokenizer.from_pretrained(str(tok_dir))
     return load_tokenizer_from_gguf(get_offline_model(name).locate())
-
-
-def check_text(text: str) -> str:
-    if not isinstance(text, str) or not text.strip():
-        raise InputError("Empty text: give at least one non-whitespace character.")
-    return text

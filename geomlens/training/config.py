@@ -75,7 +75,7 @@ class TrainConfig(Config):
 
     def validate(self) -> None:
         if (self.tokens is None) == (self.steps is None):
-            raise InputError("Give exactly one of tokens or steps (e.g. --steps 300).")
+            raise InputError("give exactly one of --tokens or --steps (e.g. --steps 300)")
         for name in ("batch_size", "seq_len", "eval_every", "eval_tokens", "log_every"):
             if getattr(self, name) <= 0:
                 raise InputError(f"{name} must be positive, got {getattr(self, name)}.")

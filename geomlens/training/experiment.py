@@ -9,8 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from geomlens.runner.kinds import register_run_kind
 from geomlens.errors import InputError
+from geomlens.runner.kinds import register_run_kind
 from geomlens.training.config import TrainConfig
 
 

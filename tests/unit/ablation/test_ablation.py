@@ -1,6 +1,5 @@
 """Hook-level ablations and their metrics, on the tiny model."""
 
-import logging
 
 import numpy as np
 import pytest
@@ -20,7 +19,7 @@ from geomlens.ablation import (
 from geomlens.ablation.ablate import mean_setter, resample_setter
 from geomlens.ablation.experiment import conditions_for
 from geomlens.ablation.metrics import agreement, next_token_ce
-from geomlens.errors import InputError
+from geomlens.errors import ConfigError, InputError
 from geomlens.plotting import plot_ablation_heatmap
 
 
@@ -193,7 +192,7 @@ def test_resample_and_mean_tables_and_seed(tiny_model):
     assert np.isfinite(tm.loss).all() and np.isfinite(t1.metric).all()
 
 
-def test_config_validation_and_conditions(caplog):
+def test_config_validation_and_conditions():
     with pytest.raises(InputError):
         AblateConfig(component="resid")
     with pytest.raises(InputError):
@@ -202,9 +201,9 @@ def test_config_validation_and_conditions(caplog):
         AblateConfig(layers=[-1])
     with pytest.raises(InputError):
         AblateConfig(method="resample", batch_size=1)
-    with caplog.at_level(logging.WARNING):
-        cfg = AblateConfig.from_dict({"layers": [0, 1], "sweep": True, "bogus": 1})
-    assert "bogus" in caplog.text
+    with pytest.raises(ConfigError, match="unknown key 'bogus'"):  # an error, not dropped
+        AblateConfig.from_dict({"layers": [0, 1], "sweep": True, "bogus": 1})
+    cfg = AblateConfig.from_dict({"layers": [0, 1], "sweep": True})
     assert [c.label for c in conditions_for(cfg, 2)] == [0, 0, 1, 1]
     assert conditions_for(AblateConfig(layers=[0, 1], component="both"), 2) == [Condition((0, 1), "both")]
     assert len(conditions_for(AblateConfig(sweep=True), 3)) == 6

@@ -121,9 +121,13 @@ def test_config_validation(bad):
         _cfg(**bad)
 
 
-def test_config_from_dict_ignores_unknown_keys(caplog):
-    cfg = AnalyzeConfig.from_dict({"model": "x", "ks": [1, None], "bogus": 3})
-    assert cfg.ks == [1, None] and "bogus" in caplog.text
+def test_config_from_dict_rejects_unknown_keys():
+    from geomlens.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="unknown key 'bogus'"):
+        AnalyzeConfig.from_dict({"model": "x", "ks": [1, None], "bogus": 3})
+    cfg = AnalyzeConfig.from_dict({"model": "x", "ks": [1, None]})
+    assert cfg.ks == [1, None]
 
 
 def test_rank_groups_share_rankings_exactly():

@@ -3,9 +3,10 @@
 import pytest
 import torch
 
+from geomlens.errors import InputError
 from geomlens.geometry.distances import distances, dot_and_sq_dist, sq_distances
 from geomlens.geometry.scores import (
-    ALL_SCORES,
+    SCORES,
     compute_scores,
     get_score,
     register_score,
@@ -49,11 +50,11 @@ def test_scores_against_direct_formulas():
     q1 = score_distribution(parts, "inv_dist")
     inv = 1 / (d + 1e-6)
     torch.testing.assert_close(q1, inv / inv.sum(-1, keepdim=True), rtol=1e-4, atol=1e-6)
-    assert set(ALL_SCORES) == {"inv_dist", "softmax_inv_dist", "neg_dist", "neg_sq_dist", "cosine", "dot"}
+    assert set(SCORES.names()) == {"inv_dist", "softmax_inv_dist", "neg_dist", "neg_sq_dist", "cosine", "dot"}
 
 
 def test_registry_rejects_duplicates_and_unknown():
     with pytest.raises(ValueError):
-        register_score("dot", lambda parts: parts.dot)
-    with pytest.raises(KeyError):
+        register_score("dot", lambda parts: parts.dot, help="duplicate")
+    with pytest.raises(InputError, match="unknown score 'nope'"):
         get_score("nope")

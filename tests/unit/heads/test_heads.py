@@ -39,7 +39,7 @@ def test_register_duplicate_raises():
 
 
 def test_unknown_head_raises_input_error(tiny_model):
-    with pytest.raises(InputError, match="Unknown head"):
+    with pytest.raises(InputError, match="(?i)unknown head"):
         install_head(tiny_model, "no_such_head")
 
 

@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from scipy import stats
 from helpers import write_configs
+from scipy import stats
 
 from geomlens.cli import main
 from geomlens.errors import InputError

@@ -8,8 +8,8 @@ from helpers import ToyConfig, ToyOpt, write_configs
 from geomlens.cli import main
 from geomlens.config.build import build_config
 from geomlens.errors import ConfigError, GeomlensError
-from geomlens.runner.spec import COMMAND_LINE, load_experiment, parse_override
 from geomlens.runner.runner import plan
+from geomlens.runner.spec import COMMAND_LINE, load_experiment, parse_override
 
 
 def test_defaults_are_merged_in_order_then_own_keys(tmp_path):

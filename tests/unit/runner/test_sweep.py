@@ -10,8 +10,8 @@ import pytest
 from helpers import write_configs
 
 from geomlens.errors import ConfigError
-from geomlens.runner.spec import load_experiment
 from geomlens.runner.runner import plan
+from geomlens.runner.spec import load_experiment
 from geomlens.runner.sweep import SINGLE_POINT, expand_sweep, point_name
 
 

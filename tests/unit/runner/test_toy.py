@@ -6,8 +6,8 @@ import json
 
 from helpers import ToyConfig, read_summary, run_toy, write_configs
 
-
 from geomlens.cli import main
+
 
 def test_same_seed_gives_identical_numbers(tmp_path):
     cfg = write_configs(tmp_path / "configs", tmp_path / "runs")

@@ -76,6 +76,7 @@ def test_bad_input_exits_2(tmp_path, capsys):
     args = _args(tmp_path / "x")
     args[args.index("--head") + 1] = "nope"
     assert main(args) == 2
-    assert "Unknown head" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        main(_args(tmp_path / "y", "--tokens", "100"))  # --tokens and --steps together
+    assert "unknown head 'nope'" in capsys.readouterr().err
+    assert main(_args(tmp_path / "y", "--tokens", "100")) == 2  # --tokens and --steps together
+    assert "exactly one of --tokens or --steps" in capsys.readouterr().err
+    assert not (tmp_path / "y").exists()
