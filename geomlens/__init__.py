@@ -27,15 +27,17 @@ _EXPORTS: dict[str, str] = {
     "load_tokenizer": "geomlens.models.load", "micro_config": "geomlens.models.micro",
     "load_corpus": "geomlens.data.corpus", "tokenize_segments": "geomlens.data.batching",
     "load_segments": "geomlens.data.source", "TextSource": "geomlens.data.source",
+    "batch_sequences": "geomlens.data.batching",
     # thread 1: trajectories, distance vs probability, ablations
-    "trajectory_stats": "geomlens.geometry.trajectory",
+    "trajectory": "geomlens.geometry.trajectory", "trajectory_stats": "geomlens.geometry.trajectory",
     "summarize_layers": "geomlens.geometry.trajectory",
     "analyze": "geomlens.analysis.api", "analyze_tokens": "geomlens.analysis.pipeline",
     "AnalyzeConfig": "geomlens.analysis.config", "summarize": "geomlens.analysis.summary",
     "table_frame": "geomlens.analysis.summary", "AblateConfig": "geomlens.ablation.config",
     "ablation_hooks": "geomlens.ablation.ablate",
     # thread 2: LM heads and training
-    "install_head": "geomlens.heads.registry", "TrainConfig": "geomlens.training.config",
+    "install_head": "geomlens.heads.registry", "list_heads": "geomlens.heads.registry",
+    "TrainConfig": "geomlens.training.config", "Trainer": "geomlens.training.loop",
     # registries and the run lifecycle
     "register_score": "geomlens.geometry.scores", "register_gain": "geomlens.metrics.ranking",
     "register_head": "geomlens.heads.registry", "register_run_kind": "geomlens.runner.kinds",
