@@ -81,10 +81,11 @@ def _ranks_from_chunks(
     The target's own chunk entry is excluded explicitly, so round-off between the chunked
     matmul and ``target_scores`` can never count a token as better than itself.
     """
-    n, k = targets.shape
-    ranks = torch.zeros(n, k, dtype=torch.long, device=targets.device)
-    best = torch.full((n,), float("inf") if lower_is_better else -float("inf"), device=targets.device)
-    best_idx = torch.zeros(n, dtype=torch.long, device=targets.device)
+    n_positions, k = targets.shape
+    ranks = torch.zeros(n_positions, k, dtype=torch.long, device=targets.device)
+    worst = float("inf") if lower_is_better else -float("inf")
+    best = torch.full((n_positions,), worst, device=targets.device)
+    best_idx = torch.zeros(n_positions, dtype=torch.long, device=targets.device)
     for start, s in chunks:
         width = s.shape[1]
         inside = (targets >= start) & (targets < start + width)

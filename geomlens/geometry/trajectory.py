@@ -181,7 +181,9 @@ def trajectory_stats(
     positions = ValidPositions.of(tokens, lengths.to(tokens.device))
     n_layers = model.cfg.n_layers
     wanted = set(hook_names(n_layers))
-    _, cache = model.run_with_cache(tokens, names_filter=lambda n: n in wanted, return_type=None)
+    _, cache = model.run_with_cache(
+        tokens, names_filter=lambda name: name in wanted, return_type=None
+    )
 
     def at(layer: int, hook: str) -> Float[Tensor, "n_positions d_model"]:
         return cache[f"blocks.{layer}.{hook}"][positions.batch_idx, positions.pos].float()
@@ -252,6 +254,6 @@ def trajectory(
         tokens = text_or_tokens.reshape(1, -1)
     names = ["blocks.0.hook_resid_pre"] + [f"blocks.{i}.hook_resid_post" for i in range(model.cfg.n_layers)]
     _, cache = model.run_with_cache(
-        tokens.to(model.cfg.device), names_filter=lambda n: n in names, return_type=None
+        tokens.to(model.cfg.device), names_filter=lambda name: name in names, return_type=None
     )
-    return torch.stack([cache[n][0] for n in names], dim=0)
+    return torch.stack([cache[name][0] for name in names], dim=0)

@@ -33,7 +33,9 @@ SQRT_EPS = 1e-6
 
 
 class _PairwiseDistance(torch.autograd.Function):
-    """``squared``: max(‖h‖² − 2h·e + ‖e‖², 0); else sqrt(max(·, 0) + eps). h is 2-D [n, d_model]."""
+    """``squared``: max(‖h‖² − 2h·e + ‖e‖², 0); else sqrt(max(·, 0) + eps).
+
+    h is 2-D: [batch·pos, d_model]."""
 
     @staticmethod
     @torch.amp.custom_fwd(device_type="cuda", cast_inputs=torch.float32)
