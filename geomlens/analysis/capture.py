@@ -6,10 +6,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 from transformer_lens import HookedTransformer
+
+from geomlens.data.batching import ValidPositions
 
 
 def hidden_hook_names(n_layers: int) -> dict[str, str]:
@@ -28,10 +29,8 @@ class CapturedBatch:
     """The batch as it went through the model (on the model's device)."""
     lengths: Int[Tensor, "batch"]
     """Valid length of each row."""
-    batch_idx: Int[Tensor, "n_positions"]
-    """Row of each valid position in the batch."""
-    pos: Int[Tensor, "n_positions"]
-    """Position of each valid position in its row."""
+    positions: ValidPositions
+    """Row, position and token of each valid position."""
     logits: Float[Tensor, "n_positions d_vocab"]
     """LM logits at each valid position."""
     hidden: dict[str, Float[Tensor, "n_positions d_model"]]
@@ -39,7 +38,7 @@ class CapturedBatch:
 
     @property
     def n_positions(self) -> int:
-        return len(self.batch_idx)
+        return len(self.positions.pos)
 
 
 def capture_batch(
@@ -57,10 +56,9 @@ def capture_batch(
         return tensor
 
     logits = model.run_with_hooks(tokens, fwd_hooks=[(hooks[name], save) for name in hidden])
-    valid = torch.arange(tokens.shape[1], device=tokens.device)[None, :] < lengths.to(tokens.device)[:, None]
-    batch_idx, pos = valid.nonzero(as_tuple=True)
+    positions = ValidPositions.of(tokens, lengths.to(tokens.device))
+    at = (positions.batch_idx, positions.pos)
     return CapturedBatch(
-        tokens=tokens, lengths=lengths, batch_idx=batch_idx, pos=pos,
-        logits=logits[batch_idx, pos],
-        hidden={name: store[hooks[name]][batch_idx, pos].float() for name in hidden},
+        tokens=tokens, lengths=lengths, positions=positions, logits=logits[at],
+        hidden={name: store[hooks[name]][at].float() for name in hidden},
     )

@@ -115,9 +115,9 @@ def analyze_tokens(
     for b, (tokens, lengths) in enumerate(tqdm(batches, total=n_batches, desc="analyze", unit="batch")):
         rows = list(range(b * cfg.batch_size, b * cfg.batch_size + len(lengths)))
         batch = capture_batch(model, tokens.to(device), lengths, cfg.hidden)
-        seq_of = [rows[i] for i in batch.batch_idx.tolist()]
+        seq_of = [rows[i] for i in batch.positions.batch_idx.tolist()]
         table = TokenTable([segment_ids[i] for i in seq_of], [domains[i] for i in seq_of],
-                           batch.pos.cpu().numpy(), targets)
+                           batch.positions.pos.cpu().numpy(), targets)
         for scored in score_batch(batch, targets, cfg, plan, position_chunk=position_chunk):
             table.add(scored)
             ctrl.add_chunk(scored)

@@ -31,7 +31,6 @@ to these scalars before the next batch; no corpus of activations is ever kept.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -42,6 +41,7 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
+from geomlens.data.batching import ValidPositions
 from geomlens.errors import InputError
 from geomlens.geometry.lens import lens_ranks, logit_ranks
 
@@ -67,28 +67,6 @@ def hook_names(n_layers: int) -> list[str]:
     mlp_out. (``resid_mid`` = resid_pre + attn_out and ``ln_final.hook_normalized`` are not
     needed: the tests check those identities, and the lens re-applies ``ln_final``.)"""
     return [f"blocks.{layer}.{h}" for layer in range(n_layers) for h in BLOCK_HOOKS]
-
-
-@dataclass
-class ValidPositions:
-    """The valid positions (``pos < length``) of a right-padded batch, in (row, position) order."""
-
-    batch_idx: Int[Tensor, "n_positions"]
-    pos: Int[Tensor, "n_positions"]
-    token: Int[Tensor, "n_positions"]
-    has_next: Bool[Tensor, "n_positions"]
-    """False at the last valid position of each row."""
-    next_token: Int[Tensor, "n_positions"]
-    """The token at ``pos + 1`` (0 where there is none)."""
-
-    @classmethod
-    def of(cls, tokens: Int[Tensor, "batch pos"], lengths: Int[Tensor, "batch"]) -> ValidPositions:
-        max_pos = tokens.shape[1]
-        valid = torch.arange(max_pos, device=tokens.device)[None, :] < lengths[:, None]
-        batch_idx, pos = valid.nonzero(as_tuple=True)
-        has_next = pos + 1 < lengths[batch_idx]
-        next_token = torch.where(has_next, tokens[batch_idx, (pos + 1).clamp_max(max_pos - 1)], 0)
-        return cls(batch_idx, pos, tokens[batch_idx, pos], has_next, next_token)
 
 
 def _share_and_cos(
