@@ -104,7 +104,7 @@ def plot_pca_trajectories(
     on all these points together; trajectories are drawn as lines from the embedding (o) to
     the last layer (x), the neighbour embeddings as labelled grey dots.
     """
-    from geomlens.geometry.lens import sq_distance_chunks
+    from geomlens.geometry.distances import sq_distances
     from geomlens.geometry.trajectory import trajectory
 
     tokens = tokens.reshape(-1)
@@ -115,7 +115,7 @@ def plot_pca_trajectories(
     W_E = model.W_E
     neighbors: list[int] = []
     for p in positions:  # [1, d_vocab] squared distances, computed in vocabulary chunks
-        sq = torch.cat([d for _, d in sq_distance_chunks(traj[-1, p][None], W_E)], dim=1)[0]
+        sq = sq_distances(traj[-1, p][None], W_E, vocab_chunk=8192)[0]
         nearest = sq.topk(min(n_neighbors, len(sq)), largest=False).indices.tolist()
         neighbors.extend(i for i in nearest if i not in neighbors)
     points = torch.cat([traj[:, positions].reshape(-1, traj.shape[-1]), W_E[neighbors].float()])

@@ -15,8 +15,9 @@ distance-vs-probability agreement (at every valid position)
                  most probable tokens, in order). Computed by `geomlens.metrics.ranking.ndcg_at_k`.
     top1_agree   1 if the nearest embedding is the arg-max of ``p``, else 0.
 
-Squared distances are computed in vocabulary chunks (never ``[n, vocab, d_model]``); the
-``[n, vocab]`` score matrix has the size of the logits the forward pass already holds.
+Squared distances come from the shared kernel `geomlens.geometry.distances`, in vocabulary
+chunks (never ``[n_positions, d_vocab, d_model]``); the ``[n_positions, d_vocab]`` score matrix
+has the size of the logits the forward pass already holds.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from geomlens.geometry.lens import sq_distance_chunks
+from geomlens.geometry.distances import sq_distances
 from geomlens.metrics.ranking import ndcg_at_k
 
 
@@ -44,18 +45,18 @@ def next_token_ce(
 
 
 def agreement(
-    h: Float[Tensor, "n_tokens d_model"],
-    logits: Float[Tensor, "n_tokens d_vocab"],
+    h: Float[Tensor, "n_positions d_model"],
+    logits: Float[Tensor, "n_positions d_vocab"],
     W_E: Float[Tensor, "d_vocab d_model"],
     *,
     k: int = 10,
     chunk_size: int = 8192,
-) -> tuple[Float[Tensor, "n_tokens"], Float[Tensor, "n_tokens"]]:
+) -> tuple[Float[Tensor, "n_positions"], Float[Tensor, "n_positions"]]:
     """Per-position (ndcg@k, top1_agree) between ``-||h - W_E||`` and ``softmax(logits)``.
 
     The squared distance orders tokens exactly like the distance, so ``-||h - e||^2`` is used.
     """
-    scores = -torch.cat([d for _, d in sq_distance_chunks(h.float(), W_E, chunk_size=chunk_size)], dim=1)
+    scores = sq_distances(h.float(), W_E, vocab_chunk=chunk_size).neg_()
     p = logits.float().softmax(-1)
     ndcg = ndcg_at_k(scores, p, k=k, gain="exp2")
     top1 = (scores.argmax(-1) == p.argmax(-1)).float()

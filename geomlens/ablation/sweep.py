@@ -54,11 +54,11 @@ def sweep_conditions(layers: Sequence[int]) -> list[Condition]:
 class _Totals:
     def __init__(self) -> None:
         self.ce = self.ndcg = self.top1 = 0.0
-        self.n_ce = self.n_pos = 0
+        self.n_ce = self.n_positions = 0
 
     def row(self) -> dict[str, float]:
-        return {"loss": self.ce / max(self.n_ce, 1), "metric": self.ndcg / max(self.n_pos, 1),
-                "top1_agree": self.top1 / max(self.n_pos, 1), "n_tokens": self.n_pos}
+        return {"loss": self.ce / max(self.n_ce, 1), "metric": self.ndcg / max(self.n_positions, 1),
+                "top1_agree": self.top1 / max(self.n_positions, 1), "n_tokens": self.n_positions}
 
 
 @torch.no_grad()
@@ -88,7 +88,7 @@ def _evaluate(
     totals.n_ce += n_ce
     totals.ndcg += float(ndcg.sum())
     totals.top1 += float(top1.sum())
-    totals.n_pos += int(valid.sum())
+    totals.n_positions += int(valid.sum())
 
 
 def ablation_table(

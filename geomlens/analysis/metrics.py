@@ -42,32 +42,32 @@ def greater_is_better(metric: str) -> bool:
 class Reference:
     """Quantities of p shared by every score at the same positions."""
 
-    logp: Float[Tensor, "n d_vocab"]
+    logp: Float[Tensor, "n_positions d_vocab"]
     """log p (log-softmax of the LM logits)."""
-    p: Float[Tensor, "n d_vocab"]
+    p: Float[Tensor, "n_positions d_vocab"]
     """p."""
-    sum_plogp: Float[Tensor, "n"]
+    sum_plogp: Float[Tensor, "n_positions"]
     """Σ p log p (minus the entropy)."""
     ideal: IdealDCG
     """Ideal DCG of relevance p (top-K of p, prefix sums, bracket on the rest)."""
-    ranks: Float[Tensor, "n d_vocab"] | None
+    ranks: Float[Tensor, "n_positions d_vocab"] | None
     """Centered average ranks of p (None when Spearman is off)."""
 
-    def head(self, n: int) -> Reference:
-        """The same reference restricted to the first ``n`` positions."""
-        i = self.ideal
+    def head(self, n_positions: int) -> Reference:
+        """The same reference restricted to the first ``n_positions`` positions."""
+        first, i = slice(0, n_positions), self.ideal
         return Reference(
-            logp=self.logp[:n], p=self.p[:n], sum_plogp=self.sum_plogp[:n],
+            logp=self.logp[first], p=self.p[first], sum_plogp=self.sum_plogp[first],
             ideal=IdealDCG(
-                gains=i.gains[:n], total=i.total[:n], top_indices=i.top_indices[:n],
-                prefix=i.prefix[:n], rest_lo=i.rest_lo[:n], rest_hi=i.rest_hi[:n],
+                gains=i.gains[first], total=i.total[first], top_indices=i.top_indices[first],
+                prefix=i.prefix[first], rest_lo=i.rest_lo[first], rest_hi=i.rest_hi[first],
             ),
-            ranks=None if self.ranks is None else self.ranks[:n],
+            ranks=None if self.ranks is None else self.ranks[first],
         )
 
 
 def reference(
-    logits: Float[Tensor, "n d_vocab"], *, topk: int, gain: str, spearman: bool
+    logits: Float[Tensor, "n_positions d_vocab"], *, topk: int, gain: str, spearman: bool
 ) -> Reference:
     """Precompute the p side of every metric from the LM logits."""
     logp = torch.log_softmax(logits.float(), dim=-1)
@@ -81,12 +81,12 @@ def reference(
 
 
 def rank_metrics(
-    rank_score: Float[Tensor, "n d_vocab"],
+    rank_score: Float[Tensor, "n_positions d_vocab"],
     ref: Reference,
     *,
     ks: list[int | None],
     spearman: bool = True,
-) -> dict[str, Float[Tensor, "n"]]:
+) -> dict[str, Float[Tensor, "n_positions"]]:
     """The metrics that depend only on the ranking: ndcg@k, spearman (rho(score, p) over the
     vocabulary), top1 (argmax score == argmax p), top10 (|top10(score) ∩ top10(p)| / 10), plus
     ``ndcg_full_err`` (the NDCG@full error bound)."""
@@ -107,14 +107,14 @@ def rank_metrics(
 
 
 def score_metrics(
-    score: Float[Tensor, "n d_vocab"],
-    q_logits: Float[Tensor, "n d_vocab"],
+    score: Float[Tensor, "n_positions d_vocab"],
+    q_logits: Float[Tensor, "n_positions d_vocab"],
     ref: Reference,
     *,
     ks: list[int | None],
     jsd_base: str = "nats",
     spearman: bool = True,
-) -> dict[str, Float[Tensor, "n"]]:
+) -> dict[str, Float[Tensor, "n_positions"]]:
     """`rank_metrics` of ``score`` plus jsd = JSD(p ‖ softmax(q_logits)) (q_logits = the
     score's distribution, see `geomlens.geometry.scores`)."""
     out = rank_metrics(score, ref, ks=ks, spearman=spearman)
@@ -131,7 +131,7 @@ def all_score_metrics(
     jsd_base: str = "nats",
     spearman: bool = True,
     perm: Int[Tensor, "d_vocab"] | None = None,
-) -> dict[str, dict[str, Float[Tensor, "n"]]]:
+) -> dict[str, dict[str, Float[Tensor, "n_positions"]]]:
     """`score_metrics` of every named score; scores of one rank group share one ranking
     computation. ``perm`` shuffles the vocabulary rows (token v gets row perm[v]'s score)."""
     shuffle = (lambda t: t) if perm is None else (lambda t: t[:, perm])

@@ -7,10 +7,11 @@ Over-long text is handled by ``overflow``:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Iterator, Literal, Sequence
 
 import torch
-from jaxtyping import Int
+from jaxtyping import Bool, Int
 from torch import Tensor
 
 from geomlens.errors import InputError
@@ -70,6 +71,28 @@ def batch_sequences(
         for row, s in enumerate(chunk):
             tokens[row, : len(s)] = s
         yield tokens, lengths
+
+
+@dataclass
+class ValidPositions:
+    """The valid positions (``pos < length``) of a right-padded batch, in (row, position) order."""
+
+    batch_idx: Int[Tensor, "n_positions"]
+    pos: Int[Tensor, "n_positions"]
+    token: Int[Tensor, "n_positions"]
+    has_next: Bool[Tensor, "n_positions"]
+    """False at the last valid position of each row."""
+    next_token: Int[Tensor, "n_positions"]
+    """The token at ``pos + 1`` (0 where there is none)."""
+
+    @classmethod
+    def of(cls, tokens: Int[Tensor, "batch pos"], lengths: Int[Tensor, "batch"]) -> ValidPositions:
+        max_pos = tokens.shape[1]
+        valid = torch.arange(max_pos, device=tokens.device)[None, :] < lengths[:, None]
+        batch_idx, pos = valid.nonzero(as_tuple=True)
+        has_next = pos + 1 < lengths[batch_idx]
+        next_token = torch.where(has_next, tokens[batch_idx, (pos + 1).clamp_max(max_pos - 1)], 0)
+        return cls(batch_idx, pos, tokens[batch_idx, pos], has_next, next_token)
 
 
 def token_stream(tokenizer, texts: Sequence[str], *, eos_between: bool = True) -> Int[Tensor, "n_tokens"]:

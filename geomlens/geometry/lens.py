@@ -14,9 +14,10 @@ logit lens
     highest logit). At the last layer it reproduces the model's own logits.
 
 Ranks are "how many *other* tokens are strictly better": ties share the best rank.
-Distances use ``||h||^2 - 2 h.E^T + ||e||^2`` in vocabulary chunks of ``chunk_size`` rows
-(clamped at 0) and never materialise a ``[n_tokens, d_vocab, d_model]`` tensor; all arithmetic
-is float32.
+Distances come from the shared kernel `geomlens.geometry.distances` in vocabulary chunks of
+``chunk_size`` rows and never materialise a ``[n_positions, d_vocab, d_model]`` tensor; the
+ranks use ``||e||^2 - 2 h.e`` (the squared distance less ``||h||^2``, which orders each row
+alike); all arithmetic is float32.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 from transformer_lens import HookedTransformer
+
+from geomlens.geometry import distances
 
 
 def ln_final_normalized(
@@ -57,47 +60,32 @@ def apply_ln_final(
 
 
 def sq_distance_chunks(
-    h: Float[Tensor, "n_tokens d_model"],
+    h: Float[Tensor, "n_positions d_model"],
     W_E: Float[Tensor, "d_vocab d_model"],
     *,
     chunk_size: int = 8192,
-) -> Iterator[tuple[int, Float[Tensor, "n_tokens chunk"]]]:
+) -> Iterator[tuple[int, Float[Tensor, "n_positions chunk"]]]:
     """Yield ``(start, ||h - W_E[start:start+chunk]||^2)`` chunk by chunk (float32, >= 0)."""
-    h = h.float()
-    h_sq = h.pow(2).sum(-1, keepdim=True)
-    for start, s in _offset_sq_distance_chunks(h, W_E, chunk_size=chunk_size):
-        yield start, s.add_(h_sq).clamp_min_(0.0)
-
-
-def _offset_sq_distance_chunks(
-    h: Float[Tensor, "n_tokens d_model"],
-    W_E: Float[Tensor, "d_vocab d_model"],
-    *,
-    chunk_size: int,
-) -> Iterator[tuple[int, Float[Tensor, "n_tokens chunk"]]]:
-    """``||e||^2 - 2 h.e`` per chunk: the squared distance minus ``||h||^2``, which orders the
-    vocabulary exactly like the distance does (one fused matmul per chunk)."""
-    for start in range(0, W_E.shape[0], chunk_size):
-        e = W_E[start : start + chunk_size].to(h.device, torch.float32)
-        yield start, torch.addmm(e.pow(2).sum(-1)[None, :], h, e.T, alpha=-2.0)
+    return distances.sq_distance_chunks(h.float(), W_E, vocab_chunk=chunk_size)
 
 
 def _ranks_from_chunks(
-    chunks: Iterator[tuple[int, Float[Tensor, "n_tokens chunk"]]],
-    targets: Int[Tensor, "n_tokens k"],
-    target_scores: Float[Tensor, "n_tokens k"],
+    chunks: Iterator[tuple[int, Float[Tensor, "n_positions chunk"]]],
+    targets: Int[Tensor, "n_positions k"],
+    target_scores: Float[Tensor, "n_positions k"],
     *,
     lower_is_better: bool,
-) -> tuple[Int[Tensor, "n_tokens k"], Float[Tensor, "n_tokens"], Int[Tensor, "n_tokens"]]:
+) -> tuple[Int[Tensor, "n_positions k"], Float[Tensor, "n_positions"], Int[Tensor, "n_positions"]]:
     """Count, per target, the *other* tokens that score strictly better; track the best token.
 
     The target's own chunk entry is excluded explicitly, so round-off between the chunked
     matmul and ``target_scores`` can never count a token as better than itself.
     """
-    n, k = targets.shape
-    ranks = torch.zeros(n, k, dtype=torch.long, device=targets.device)
-    best = torch.full((n,), float("inf") if lower_is_better else -float("inf"), device=targets.device)
-    best_idx = torch.zeros(n, dtype=torch.long, device=targets.device)
+    n_positions, k = targets.shape
+    ranks = torch.zeros(n_positions, k, dtype=torch.long, device=targets.device)
+    worst = float("inf") if lower_is_better else -float("inf")
+    best = torch.full((n_positions,), worst, device=targets.device)
+    best_idx = torch.zeros(n_positions, dtype=torch.long, device=targets.device)
     for start, s in chunks:
         width = s.shape[1]
         inside = (targets >= start) & (targets < start + width)
@@ -115,12 +103,12 @@ def _ranks_from_chunks(
 
 
 def distance_ranks(
-    h: Float[Tensor, "n_tokens d_model"],
+    h: Float[Tensor, "n_positions d_model"],
     W_E: Float[Tensor, "d_vocab d_model"],
-    targets: Int[Tensor, "n_tokens k"],
+    targets: Int[Tensor, "n_positions k"],
     *,
     chunk_size: int = 8192,
-) -> tuple[Int[Tensor, "n_tokens k"], Float[Tensor, "n_tokens"], Int[Tensor, "n_tokens"]]:
+) -> tuple[Int[Tensor, "n_positions k"], Float[Tensor, "n_positions"], Int[Tensor, "n_positions"]]:
     """Rank of each target token by distance of its embedding to ``h`` (0 = closest).
 
     Returns:
@@ -129,13 +117,13 @@ def distance_ranks(
         nearest_token: index of that row.
     """
     hf = h.float()
-    e_t = W_E.to(hf.device, torch.float32)[targets]  # [n_tokens k d_model]
+    e_t = W_E.to(hf.device, torch.float32)[targets]  # [n_positions k d_model]
     target_scores = e_t.pow(2).sum(-1) - 2.0 * einops.einsum(
-        hf, e_t, "n_tokens d_model, n_tokens k d_model -> n_tokens k"
+        hf, e_t, "n_positions d_model, n_positions k d_model -> n_positions k"
     )
     ranks, best, best_idx = _ranks_from_chunks(
-        _offset_sq_distance_chunks(hf, W_E, chunk_size=chunk_size), targets, target_scores,
-        lower_is_better=True,
+        distances.sq_distance_chunks(hf, W_E, vocab_chunk=chunk_size, relative=True),
+        targets, target_scores, lower_is_better=True,
     )
     nearest_dist = (best + hf.pow(2).sum(-1)).clamp_min(0.0).sqrt()
     return ranks, nearest_dist, best_idx
@@ -143,10 +131,10 @@ def distance_ranks(
 
 def logit_chunks(
     model: HookedTransformer,
-    x: Float[Tensor, "n_tokens d_model"],
+    x: Float[Tensor, "n_positions d_model"],
     *,
     chunk_size: int = 8192,
-) -> Iterator[tuple[int, Float[Tensor, "n_tokens chunk"]]]:
+) -> Iterator[tuple[int, Float[Tensor, "n_positions chunk"]]]:
     """Yield ``(start, x @ W_U[:, chunk] + b_U[chunk])`` for an already-normalised ``x``."""
     x = x.float()
     W_U, b_U = model.W_U, model.b_U
@@ -158,11 +146,11 @@ def logit_chunks(
 
 def logit_ranks(
     model: HookedTransformer,
-    resid: Float[Tensor, "n_tokens d_model"],
-    targets: Int[Tensor, "n_tokens k"],
+    resid: Float[Tensor, "n_positions d_model"],
+    targets: Int[Tensor, "n_positions k"],
     *,
     chunk_size: int = 8192,
-) -> tuple[Int[Tensor, "n_tokens k"], Int[Tensor, "n_tokens"]]:
+) -> tuple[Int[Tensor, "n_positions k"], Int[Tensor, "n_positions"]]:
     """Logit-lens rank of each target (0 = highest logit of ``unembed(ln_final(resid))``).
 
     Returns ``(ranks, top1)`` where ``top1`` is the arg-max token of the lens.
@@ -170,8 +158,8 @@ def logit_ranks(
     x = apply_ln_final(model, resid[None]).squeeze(0).float()
     W_U = model.W_U.to(x.device, torch.float32)
     b_U = model.b_U.to(x.device, torch.float32)
-    w_t = W_U.T[targets]  # [n_tokens k d_model]
-    target_logits = einops.einsum(x, w_t, "n_tokens d_model, n_tokens k d_model -> n_tokens k")
+    w_t = W_U.T[targets]  # [n_positions k d_model]
+    target_logits = einops.einsum(x, w_t, "n_positions d_model, n_positions k d_model -> n_positions k")
     target_logits = target_logits + b_U[targets]
     ranks, _, top1 = _ranks_from_chunks(
         logit_chunks(model, x, chunk_size=chunk_size), targets, target_logits, lower_is_better=False
@@ -181,17 +169,17 @@ def logit_ranks(
 
 def lens_ranks(
     model: HookedTransformer,
-    resid: Float[Tensor, "n_tokens d_model"],
-    targets: Int[Tensor, "n_tokens k"],
+    resid: Float[Tensor, "n_positions d_model"],
+    targets: Int[Tensor, "n_positions k"],
     *,
     normalize: bool = False,
     chunk_size: int = 8192,
 ) -> dict[str, Tensor]:
     """Distance lens and logit lens of one layer's residual vectors, side by side.
 
-    Returns a dict with ``dlens_rank`` [n_tokens k], ``nearest_dist`` [n_tokens],
-    ``nearest_token`` [n_tokens] (both from the same ``h`` as the distance lens) and
-    ``logit_rank`` [n_tokens k].
+    Returns a dict with ``dlens_rank`` [n_positions k], ``nearest_dist`` [n_positions],
+    ``nearest_token`` [n_positions] (both from the same ``h`` as the distance lens) and
+    ``logit_rank`` [n_positions k].
     """
     h = ln_final_normalized(model, resid[None]).squeeze(0) if normalize else resid
     d_rank, near_d, near_t = distance_ranks(h, model.W_E, targets, chunk_size=chunk_size)

@@ -44,13 +44,13 @@ DEFAULT_EPS = 1e-6
 
 @dataclass
 class ScoreParts:
-    """Geometry of n positions against a vocabulary matrix, shared by all scores."""
+    """Geometry of n_positions hidden states against a vocabulary matrix, shared by all scores."""
 
-    dot: Float[Tensor, "n d_vocab"]
+    dot: Float[Tensor, "n_positions d_vocab"]
     """h·e_v."""
-    sq_dist: Float[Tensor, "n d_vocab"]
+    sq_dist: Float[Tensor, "n_positions d_vocab"]
     """‖h − e_v‖², clamped at 0."""
-    h_norm: Float[Tensor, "n"]
+    h_norm: Float[Tensor, "n_positions"]
     """‖h‖."""
     e_norm: Float[Tensor, "d_vocab"]
     """‖e_v‖."""
@@ -60,7 +60,7 @@ class ScoreParts:
     _inv: Tensor | None = field(default=None, repr=False)
 
     @property
-    def dist(self) -> Float[Tensor, "n d_vocab"]:
+    def dist(self) -> Float[Tensor, "n_positions d_vocab"]:
         """‖h − e_v‖ (computed once, on first use)."""
         if self._dist is None:
             self._dist = self.sq_dist.sqrt()
@@ -68,7 +68,7 @@ class ScoreParts:
 
 
 def score_parts(
-    h: Float[Tensor, "n d_model"],
+    h: Float[Tensor, "n_positions d_model"],
     targets: Float[Tensor, "d_vocab d_model"],
     *,
     targets_sq: Float[Tensor, "d_vocab"] | None = None,
@@ -84,8 +84,8 @@ def score_parts(
     )
 
 
-ScoreFn = Callable[[ScoreParts], Float[Tensor, "n d_vocab"]]
-LogitsFn = Callable[[Float[Tensor, "n d_vocab"]], Float[Tensor, "n d_vocab"]]
+ScoreFn = Callable[[ScoreParts], Float[Tensor, "n_positions d_vocab"]]
+LogitsFn = Callable[[Float[Tensor, "n_positions d_vocab"]], Float[Tensor, "n_positions d_vocab"]]
 
 
 @dataclass(frozen=True)
@@ -175,14 +175,14 @@ register_score("dot", _dot, help="h.e; q = softmax(h.e) (the LM head itself for 
 
 def compute_scores(
     parts: ScoreParts, names: list[str] | tuple[str, ...] | None = None
-) -> dict[str, Float[Tensor, "n d_vocab"]]:
+) -> dict[str, Float[Tensor, "n_positions d_vocab"]]:
     """Every requested ranking score (None = all registered), by name."""
     return {name: get_score(name).score(parts) for name in (names or SCORES.names())}
 
 
 def score_distribution(
     parts: ScoreParts, name: str
-) -> Float[Tensor, "n d_vocab"]:
+) -> Float[Tensor, "n_positions d_vocab"]:
     """The distribution q of a score (sums to 1 over the vocabulary)."""
     spec = get_score(name)
     return torch.softmax(spec.q_logits(spec.score(parts)), dim=-1)

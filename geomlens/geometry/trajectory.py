@@ -37,10 +37,11 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from jaxtyping import Float, Int
+from jaxtyping import Bool, Float, Int
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
+from geomlens.data.batching import ValidPositions
 from geomlens.errors import InputError
 from geomlens.geometry.lens import lens_ranks, logit_ranks
 
@@ -57,20 +58,71 @@ COLUMNS: tuple[str, ...] = (
 )
 
 
+BLOCK_HOOKS: tuple[str, ...] = ("hook_resid_pre", "hook_resid_post", "hook_attn_out", "hook_mlp_out")
+"""The per-block hook points `trajectory_stats` reads."""
+
+
 def hook_names(n_layers: int) -> list[str]:
     """Full hook names `trajectory_stats` reads, per block: resid_pre, resid_post, attn_out,
     mlp_out. (``resid_mid`` = resid_pre + attn_out and ``ln_final.hook_normalized`` are not
     needed: the tests check those identities, and the lens re-applies ``ln_final``.)"""
-    hooks = ("hook_resid_pre", "hook_resid_post", "hook_attn_out", "hook_mlp_out")
-    return [f"blocks.{layer}.{h}" for layer in range(n_layers) for h in hooks]
+    return [f"blocks.{layer}.{h}" for layer in range(n_layers) for h in BLOCK_HOOKS]
 
 
 def _share_and_cos(
-    comp: Float[Tensor, "n_tokens d_model"], step: Float[Tensor, "n_tokens d_model"]
-) -> tuple[Float[Tensor, "n_tokens"], Float[Tensor, "n_tokens"]]:
+    comp: Float[Tensor, "n_positions d_model"], step: Float[Tensor, "n_positions d_model"]
+) -> tuple[Float[Tensor, "n_positions"], Float[Tensor, "n_positions"]]:
     dot = (comp * step).sum(-1)
     share = dot / step.pow(2).sum(-1)
     return share, F.cosine_similarity(comp, step, dim=-1)
+
+
+def movement_stats(
+    block: dict[str, Float[Tensor, "n_positions d_model"]],
+    prev_step: Float[Tensor, "n_positions d_model"] | None,
+) -> tuple[dict[str, Tensor], Float[Tensor, "n_positions d_model"]]:
+    """The step of one block and how attention and MLP make it (the ``*_norm``, ``*_share``,
+    ``*_cos`` and ``inertia_cos`` columns). ``block`` maps each of `BLOCK_HOOKS` to its
+    activations; ``prev_step`` is the previous block's step (None for block 0).
+
+    Returns ``(stats, step)``."""
+    attn, mlp = block["hook_attn_out"], block["hook_mlp_out"]
+    step = block["hook_resid_post"] - block["hook_resid_pre"]
+    a_share, a_cos = _share_and_cos(attn, step)
+    m_share, m_cos = _share_and_cos(mlp, step)
+    inertia = (
+        torch.full_like(a_cos, float("nan"))
+        if prev_step is None
+        else F.cosine_similarity(step, prev_step, dim=-1)
+    )
+    stats = {
+        "step_norm": step.norm(dim=-1), "attn_norm": attn.norm(dim=-1),
+        "mlp_norm": mlp.norm(dim=-1), "attn_share": a_share, "mlp_share": m_share,
+        "attn_cos": a_cos, "mlp_cos": m_cos, "inertia_cos": inertia,
+    }
+    return stats, step
+
+
+def lens_stats(
+    model: HookedTransformer,
+    resid_post: Float[Tensor, "n_positions d_model"],
+    targets: Int[Tensor, "n_positions 2"],
+    has_next: Bool[Tensor, "n_positions"],
+    *,
+    normalize_lens: bool,
+    chunk_size: int,
+) -> dict[str, Tensor]:
+    """The nearest-embedding and lens-rank columns of one layer; ``targets`` holds the model's
+    final top-1 token and the next token of each position."""
+    lens = lens_ranks(model, resid_post, targets, normalize=normalize_lens, chunk_size=chunk_size)
+    nan_next = torch.where(has_next, 0.0, float("nan"))
+    return {
+        "nearest_dist": lens["nearest_dist"], "nearest_token": lens["nearest_token"],
+        "dlens_rank_top1": lens["dlens_rank"][:, 0].double(),
+        "dlens_rank_next": lens["dlens_rank"][:, 1].double() + nan_next,
+        "logit_rank_top1": lens["logit_rank"][:, 0].double(),
+        "logit_rank_next": lens["logit_rank"][:, 1].double() + nan_next,
+    }
 
 
 @torch.no_grad()
@@ -101,66 +153,44 @@ def trajectory_stats(
     """
     if tokens.ndim != 2:
         raise InputError(f"tokens must be [batch, pos], got shape {tuple(tokens.shape)}")
-    batch, n_pos = tokens.shape
-    device = model.cfg.device
-    tokens = tokens.to(device)
+    tokens = tokens.to(model.cfg.device)
     if lengths is None:
-        lengths = torch.full((batch,), n_pos, dtype=torch.long)
-    lengths = lengths.to(device)
+        lengths = torch.full((tokens.shape[0],), tokens.shape[1], dtype=torch.long)
+    positions = ValidPositions.of(tokens, lengths.to(tokens.device))
     n_layers = model.cfg.n_layers
     wanted = set(hook_names(n_layers))
-    _, cache = model.run_with_cache(tokens, names_filter=lambda n: n in wanted, return_type=None)
+    _, cache = model.run_with_cache(
+        tokens, names_filter=lambda name: name in wanted, return_type=None
+    )
 
-    valid = torch.arange(n_pos, device=device)[None, :] < lengths[:, None]
-    b_idx, p_idx = valid.nonzero(as_tuple=True)
-    has_next = p_idx + 1 < lengths[b_idx]
-    next_tok = torch.where(has_next, tokens[b_idx, (p_idx + 1).clamp_max(n_pos - 1)], 0)
+    def at(layer: int, hook: str) -> Float[Tensor, "n_positions d_model"]:
+        return cache[f"blocks.{layer}.{hook}"][positions.batch_idx, positions.pos].float()
 
-    def at(name: str) -> Float[Tensor, "n_tokens d_model"]:
-        return cache[name][b_idx, p_idx].float()
-
-    last = at(f"blocks.{n_layers - 1}.hook_resid_post")
-    _, top1 = logit_ranks(model, last, next_tok[:, None], chunk_size=chunk_size)
-    targets = torch.stack([top1, next_tok], dim=-1)
-
-    cols: dict[str, list[Tensor]] = {c: [] for c in STAT_COLUMNS}
-    cols["nearest_token"] = []
+    last = at(n_layers - 1, "hook_resid_post")
+    _, top1 = logit_ranks(model, last, positions.next_token[:, None], chunk_size=chunk_size)
+    targets = torch.stack([top1, positions.next_token], dim=-1)
+    per_layer: list[dict[str, Tensor]] = []
     prev_step = None
     for layer in range(n_layers):
-        pre, post = at(f"blocks.{layer}.hook_resid_pre"), at(f"blocks.{layer}.hook_resid_post")
-        attn, mlp = at(f"blocks.{layer}.hook_attn_out"), at(f"blocks.{layer}.hook_mlp_out")
-        step = post - pre
-        a_share, a_cos = _share_and_cos(attn, step)
-        m_share, m_cos = _share_and_cos(mlp, step)
-        inertia = (
-            torch.full_like(a_cos, float("nan"))
-            if prev_step is None
-            else F.cosine_similarity(step, prev_step, dim=-1)
-        )
-        prev_step = step
-        lens = lens_ranks(model, post, targets, normalize=normalize_lens, chunk_size=chunk_size)
-        nan_next = torch.where(has_next, 0.0, float("nan"))
-        for name, val in (
-            ("step_norm", step.norm(dim=-1)), ("attn_norm", attn.norm(dim=-1)),
-            ("mlp_norm", mlp.norm(dim=-1)), ("attn_share", a_share), ("mlp_share", m_share),
-            ("attn_cos", a_cos), ("mlp_cos", m_cos), ("inertia_cos", inertia),
-            ("nearest_dist", lens["nearest_dist"]), ("nearest_token", lens["nearest_token"]),
-            ("dlens_rank_top1", lens["dlens_rank"][:, 0].double()),
-            ("dlens_rank_next", lens["dlens_rank"][:, 1].double() + nan_next),
-            ("logit_rank_top1", lens["logit_rank"][:, 0].double()),
-            ("logit_rank_next", lens["logit_rank"][:, 1].double() + nan_next),
-        ):
-            cols[name].append(val.detach().cpu())
+        block = {hook: at(layer, hook) for hook in BLOCK_HOOKS}
+        stats, prev_step = movement_stats(block, prev_step)
+        stats.update(lens_stats(model, block["hook_resid_post"], targets, positions.has_next,
+                                normalize_lens=normalize_lens, chunk_size=chunk_size))
+        per_layer.append(stats)
+    return _frame(per_layer, positions)
 
-    n_tok = len(b_idx)
+
+def _frame(per_layer: list[dict[str, Tensor]], positions: ValidPositions) -> pd.DataFrame:
+    """One row per (position, layer), in the order of `COLUMNS`."""
+    n_layers = len(per_layer)
     data: dict[str, np.ndarray] = {
-        "batch_idx": np.repeat(b_idx.cpu().numpy(), n_layers),
-        "pos": np.repeat(p_idx.cpu().numpy(), n_layers),
-        "layer": np.tile(np.arange(n_layers), n_tok),
-        "token": np.repeat(tokens[b_idx, p_idx].cpu().numpy(), n_layers),
+        "batch_idx": np.repeat(positions.batch_idx.cpu().numpy(), n_layers),
+        "pos": np.repeat(positions.pos.cpu().numpy(), n_layers),
+        "layer": np.tile(np.arange(n_layers), len(positions.pos)),
+        "token": np.repeat(positions.token.cpu().numpy(), n_layers),
     }
-    for name in STAT_COLUMNS + ("nearest_token",):
-        data[name] = torch.stack(cols[name], dim=1).reshape(-1).numpy()  # [n_tokens*layer]
+    for name in STAT_COLUMNS + ("nearest_token",):  # [n_positions, layer] -> rows
+        data[name] = torch.stack([stats[name].cpu() for stats in per_layer], dim=1).reshape(-1).numpy()
     return pd.DataFrame(data)[list(COLUMNS)]
 
 
@@ -202,6 +232,6 @@ def trajectory(
         tokens = text_or_tokens.reshape(1, -1)
     names = ["blocks.0.hook_resid_pre"] + [f"blocks.{i}.hook_resid_post" for i in range(model.cfg.n_layers)]
     _, cache = model.run_with_cache(
-        tokens.to(model.cfg.device), names_filter=lambda n: n in names, return_type=None
+        tokens.to(model.cfg.device), names_filter=lambda name: name in names, return_type=None
     )
-    return torch.stack([cache[n][0] for n in names], dim=0)
+    return torch.stack([cache[name][0] for name in names], dim=0)

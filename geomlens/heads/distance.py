@@ -3,12 +3,13 @@ tensor.
 
     ‖h − e_v‖² = ‖h‖² − 2 h·e_v + ‖e_v‖²            (the matmul identity)
 
-Both functions run as one custom autograd op (`_PairwiseDistance`): the forward is a single
-``addmm`` (cross term and ‖e_v‖² together) followed by in-place ops, and the backward is written
-by hand (one elementwise pass and two matmuls, as for a linear head), instead of the ~12 passes
-over a [batch·pos, d_vocab] tensor that autograd records for the formula. Rounding can make the
-identity slightly negative, so it is clamped at 0 (the gradient is taken as if unclamped there:
-those points are rounding noise).
+Both functions run as one custom autograd op (`_PairwiseDistance`): the forward is the shared
+kernel `geomlens.geometry.distances.sq_distances` (one broadcast add and one ``addmm_`` over the
+whole vocabulary, then in-place ops), and the backward is written by hand (one elementwise pass
+and two matmuls, as for a linear head), instead of the ~12 passes over a [batch·pos, d_vocab]
+tensor that autograd records for the formula. Rounding can make the identity slightly negative,
+so it is clamped at 0 (the gradient is taken as if unclamped there: those points are rounding
+noise).
 
 Precision: under CUDA autocast the op runs in float32 (``custom_fwd(cast_inputs=float32)``):
 ‖h‖² (≈ d_model after RMSNorm) is much larger than the differences between tokens, and a bf16
@@ -25,21 +26,22 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from geomlens.geometry import distances as vocab_distances
+
 SQRT_EPS = 1e-6
 """Added under the square root in `distances`; see the module docstring."""
 
 
 class _PairwiseDistance(torch.autograd.Function):
-    """``squared``: max(‖h‖² − 2h·e + ‖e‖², 0); else sqrt(max(·, 0) + eps). h is 2-D [n, d_model]."""
+    """``squared``: max(‖h‖² − 2h·e + ‖e‖², 0); else sqrt(max(·, 0) + eps).
+
+    h is 2-D: [batch·pos, d_model]."""
 
     @staticmethod
     @torch.amp.custom_fwd(device_type="cuda", cast_inputs=torch.float32)
     def forward(ctx, h2d: Tensor, W_E: Tensor, squared: bool, eps: float) -> Tensor:
-        e_sq = (W_E * W_E).sum(-1)
-        h_sq = (h2d * h2d).sum(-1, keepdim=True)
         offset = 0.0 if squared else eps
-        out = torch.addmm(e_sq + offset, h2d, W_E.T, alpha=-2.0)  # ‖e‖² (+ eps) − 2 h·e
-        out.add_(h_sq).clamp_(min=offset)  # = max(d², 0) (+ eps), in place
+        out = vocab_distances.sq_distances(h2d, W_E, shift=offset)  # max(d², 0) (+ eps)
         if not squared:
             out.sqrt_()
         ctx.save_for_backward(h2d, W_E, out)

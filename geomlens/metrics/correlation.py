@@ -13,14 +13,14 @@ from jaxtyping import Float
 from torch import Tensor
 
 
-def average_ranks(x: Float[Tensor, "n d_vocab"]) -> Float[Tensor, "n d_vocab"]:
+def average_ranks(x: Float[Tensor, "n_positions d_vocab"]) -> Float[Tensor, "n_positions d_vocab"]:
     """1-based ranks along the last dim (ascending), ties get their average rank.
 
     float32 (half-integers are exact in float32 below 2^23 tokens)."""
     sorted_vals, order = x.sort(dim=-1)
-    n, vocab = x.shape
-    pos = torch.arange(vocab, device=x.device).expand(n, vocab)
-    starts = torch.ones(n, vocab, dtype=torch.bool, device=x.device)
+    n_positions, d_vocab = x.shape
+    pos = torch.arange(d_vocab, device=x.device).expand(n_positions, d_vocab)
+    starts = torch.ones(n_positions, d_vocab, dtype=torch.bool, device=x.device)
     starts[:, 1:] = sorted_vals[:, 1:] != sorted_vals[:, :-1]
     if bool(starts.all()):
         ranks_sorted = (pos + 1).to(torch.float32)
@@ -28,26 +28,30 @@ def average_ranks(x: Float[Tensor, "n d_vocab"]) -> Float[Tensor, "n d_vocab"]:
         ends = torch.ones_like(starts)
         ends[:, :-1] = starts[:, 1:]
         first = torch.where(starts, pos, torch.zeros_like(pos)).cummax(-1).values
-        last = torch.where(ends, pos, torch.full_like(pos, vocab)).flip(-1).cummin(-1).values.flip(-1)
+        after = torch.where(ends, pos, torch.full_like(pos, d_vocab))
+        last = after.flip(-1).cummin(-1).values.flip(-1)
         ranks_sorted = (first + last).to(torch.float32) / 2 + 1
     return torch.empty_like(ranks_sorted).scatter_(-1, order, ranks_sorted)
 
 
-def pearson(a: Float[Tensor, "n d_vocab"], b: Float[Tensor, "n d_vocab"]) -> Float[Tensor, "n"]:
+def pearson(
+    a: Float[Tensor, "n_positions d_vocab"], b: Float[Tensor, "n_positions d_vocab"]
+) -> Float[Tensor, "n_positions"]:
     """Pearson correlation of each row pair (float64; NaN for a constant row)."""
     a = a.double() - a.double().mean(-1, keepdim=True)
     b = b.double() - b.double().mean(-1, keepdim=True)
     return (a * b).sum(-1) / (a.pow(2).sum(-1) * b.pow(2).sum(-1)).sqrt()
 
 
-def centered_ranks(x: Float[Tensor, "n d_vocab"]) -> Float[Tensor, "n d_vocab"]:
+def centered_ranks(x: Float[Tensor, "n_positions d_vocab"]) -> Float[Tensor, "n_positions d_vocab"]:
     """`average_ranks` minus their mean (V+1)/2, which is exact with or without ties."""
     return average_ranks(x).sub_((x.shape[-1] + 1) / 2)
 
 
 def spearman_from_ranks(
-    centered_a: Float[Tensor, "n d_vocab"], centered_b: Float[Tensor, "n d_vocab"]
-) -> Float[Tensor, "n"]:
+    centered_a: Float[Tensor, "n_positions d_vocab"],
+    centered_b: Float[Tensor, "n_positions d_vocab"],
+) -> Float[Tensor, "n_positions"]:
     """Spearman's rho from `centered_ranks` (float32 dot products; |error| ~1e-5)."""
     num = torch.einsum("nv,nv->n", centered_a, centered_b)
     den = (torch.einsum("nv,nv->n", centered_a, centered_a)
@@ -59,7 +63,7 @@ def spearman(
     a: Float[Tensor, "*batch d_vocab"], b: Float[Tensor, "*batch d_vocab"]
 ) -> Float[Tensor, "*batch"]:
     """Spearman's rho between ``a`` and ``b`` along the last dim (scipy ``spearmanr`` per row)."""
-    vocab = a.shape[-1]
-    flat_a, flat_b = a.reshape(-1, vocab), b.reshape(-1, vocab)
+    d_vocab = a.shape[-1]
+    flat_a, flat_b = a.reshape(-1, d_vocab), b.reshape(-1, d_vocab)
     rho = pearson(average_ranks(flat_a), average_ranks(flat_b)).float()
     return rho.reshape(a.shape[:-1])

@@ -72,12 +72,12 @@ def js_divergence(
 
 
 def js_divergence_fast(
-    p: Float[Tensor, "n d_vocab"],
-    p_sum_plogp: Float[Tensor, "n"],
-    q_logits: Float[Tensor, "n d_vocab"],
+    p: Float[Tensor, "n_positions d_vocab"],
+    p_sum_plogp: Float[Tensor, "n_positions"],
+    q_logits: Float[Tensor, "n_positions d_vocab"],
     *,
     base: Base = "nats",
-) -> Float[Tensor, "n"]:
+) -> Float[Tensor, "n_positions"]:
     """JSD(p ‖ softmax(q_logits)) with one exp and one log per entry (for many q per p).
 
     Uses JSD = ½ Σ p log p + ½ Σ q log q − Σ m log m with Σ q log q = Σ q·z − log Σ e^z

@@ -74,8 +74,8 @@ def ndcg_at_k(
     Ties in ``scores`` are broken by `torch.topk`/`torch.sort` order (no tie averaging).
     Returns 0 where every relevance is 0.
     """
-    vocab = scores.shape[-1]
-    k_eff = vocab if k is None else min(k, vocab)
+    d_vocab = scores.shape[-1]
+    k_eff = d_vocab if k is None else min(k, d_vocab)
     gains = get_gain(gain)(rel)
     order = scores.topk(k_eff, dim=-1).indices
     ideal = rel.topk(k_eff, dim=-1).indices
@@ -88,27 +88,27 @@ def ndcg_at_k(
 class IdealDCG:
     """Everything NDCG needs from the reference distribution, computed once per position."""
 
-    gains: Float[Tensor, "n d_vocab"]
+    gains: Float[Tensor, "n_positions d_vocab"]
     """gain(rel) of every token."""
-    total: Float[Tensor, "n"]
+    total: Float[Tensor, "n_positions"]
     """Σ_v gain(rel_v)."""
-    top_indices: Int[Tensor, "n k"]
+    top_indices: Int[Tensor, "n_positions k"]
     """The K most relevant tokens, most relevant first."""
-    prefix: Float[Tensor, "n k"]
+    prefix: Float[Tensor, "n_positions k"]
     """IDCG@i for i = 1..K (cumulative)."""
-    rest_lo: Float[Tensor, "n"]
+    rest_lo: Float[Tensor, "n_positions"]
     """Lower bound of IDCG@full − IDCG@K."""
-    rest_hi: Float[Tensor, "n"]
+    rest_hi: Float[Tensor, "n_positions"]
     """Upper bound of IDCG@full − IDCG@K (0 and 0 when K = V: exact)."""
 
 
 def tail_dcg_bounds(
-    values: Float[Tensor, "n d_vocab"],
-    gains: Float[Tensor, "n d_vocab"],
-    top_indices: Int[Tensor, "n k"],
+    values: Float[Tensor, "n_positions d_vocab"],
+    gains: Float[Tensor, "n_positions d_vocab"],
+    top_indices: Int[Tensor, "n_positions k"],
     *,
     n_buckets: int = 64,
-) -> tuple[Float[Tensor, "n"], Float[Tensor, "n"]]:
+) -> tuple[Float[Tensor, "n_positions"], Float[Tensor, "n_positions"]]:
     """Lower and upper bounds of Σ_{rank > K} gain / log2(rank + 1) for the ranking by ``values``.
 
     ``top_indices`` are the K best tokens (the exact part). The other tokens are put into
@@ -117,10 +117,10 @@ def tail_dcg_bounds(
     [max(A+1, K+1), A+C], so the bin's gain sum is bracketed by the discounts of those ranks.
     Counts are exact, so the bounds hold for any data (ties inside a bin included).
     """
-    n, vocab = values.shape
+    n_positions, d_vocab = values.shape
     k = top_indices.shape[-1]
-    zeros = torch.zeros(n, dtype=gains.dtype, device=gains.device)
-    if k >= vocab:
+    zeros = torch.zeros(n_positions, dtype=gains.dtype, device=gains.device)
+    if k >= d_vocab:
         return zeros, zeros
     low = values.amin(-1, keepdim=True)
     high = values.gather(1, top_indices[:, -1:])
@@ -128,7 +128,7 @@ def tail_dcg_bounds(
     pos = (values - low).mul_(scale).clamp_(0, n_buckets - 1)
     bucket = pos.long()  # 0 = worst bin, n_buckets - 1 = best
     del pos
-    g_sum = torch.zeros(n, n_buckets, dtype=gains.dtype, device=gains.device)
+    g_sum = torch.zeros(n_positions, n_buckets, dtype=gains.dtype, device=gains.device)
     g_sum.scatter_add_(1, bucket, gains)
     count = torch.zeros_like(g_sum).scatter_add_(1, bucket, torch.ones_like(gains))
     g_sum.scatter_add_(1, bucket.gather(1, top_indices), -gains.gather(1, top_indices))
@@ -142,11 +142,11 @@ def tail_dcg_bounds(
 
 
 def ideal_dcg(
-    rel: Float[Tensor, "n d_vocab"], *, topk: int, gain: str = "exp2"
+    rel: Float[Tensor, "n_positions d_vocab"], *, topk: int, gain: str = "exp2"
 ) -> IdealDCG:
     """Precompute the ideal ranking's top-K and the bracket on the rest of IDCG@full."""
-    vocab = rel.shape[-1]
-    k_eff = min(topk, vocab)
+    d_vocab = rel.shape[-1]
+    k_eff = min(topk, d_vocab)
     gains = get_gain(gain)(rel)
     total = gains.sum(-1)
     top = rel.topk(k_eff, dim=-1).indices
@@ -162,18 +162,18 @@ def ideal_dcg(
 class TopKNDCG:
     """NDCG values from `ndcg_topk`."""
 
-    values: dict[int | None, Float[Tensor, "n"]]
+    values: dict[int | None, Float[Tensor, "n_positions"]]
     """k -> NDCG@k per position (k = None: full vocabulary, the interval midpoint)."""
-    full_error_bound: Float[Tensor, "n"]
+    full_error_bound: Float[Tensor, "n_positions"]
     """Per-position max |estimate − exact NDCG@full| (0 when K ≥ V)."""
 
 
 def ndcg_topk(
-    scores: Float[Tensor, "n d_vocab"],
+    scores: Float[Tensor, "n_positions d_vocab"],
     ideal: IdealDCG,
     *,
     ks: list[int | None] | tuple[int | None, ...],
-    score_top_indices: Int[Tensor, "n k"] | None = None,
+    score_top_indices: Int[Tensor, "n_positions k"] | None = None,
 ) -> TopKNDCG:
     """NDCG@k for every k in ``ks`` without a full sort of ``scores``.
 
@@ -187,13 +187,13 @@ def ndcg_topk(
     if score_top_indices is None:
         score_top_indices = scores.topk(ideal.top_indices.shape[-1], dim=-1).indices
     k_eff = score_top_indices.shape[-1]
-    vocab = ideal.gains.shape[-1]
+    d_vocab = ideal.gains.shape[-1]
     top_gains = ideal.gains.gather(-1, score_top_indices)
     prefix = (top_gains * discounts(k_eff, device=top_gains.device)).cumsum(-1)
     values: dict[int | None, Tensor] = {}
     bound = torch.zeros_like(ideal.total)
     for k in ks:
-        if k is not None and k < vocab:
+        if k is not None and k < d_vocab:
             if k > k_eff:
                 raise ValueError(f"NDCG@{k} needs topk_exact >= {k} (got K={k_eff}).")
             dcg, idcg = prefix[:, k - 1], ideal.prefix[:, k - 1]
@@ -211,8 +211,8 @@ def ndcg_topk(
 
 
 def overlap_at_k(
-    a_top_indices: Int[Tensor, "n k"], b_top_indices: Int[Tensor, "n k"]
-) -> Float[Tensor, "n"]:
+    a_top_indices: Int[Tensor, "n_positions k"], b_top_indices: Int[Tensor, "n_positions k"]
+) -> Float[Tensor, "n_positions"]:
     """|A ∩ B| / k for two top-k index sets of equal size."""
     hits = (a_top_indices[:, :, None] == b_top_indices[:, None, :]).any(-1)
     return hits.float().mean(-1)

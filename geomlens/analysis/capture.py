@@ -1,0 +1,64 @@
+"""Capture: one forward pass per batch, keeping the LM logits and the requested hidden states at
+every valid position (flattened in (sequence, position) order)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+from jaxtyping import Float, Int
+from torch import Tensor
+from transformer_lens import HookedTransformer
+
+from geomlens.data.batching import ValidPositions
+
+
+def hidden_hook_names(n_layers: int) -> dict[str, str]:
+    """Hook point of each ``hidden`` choice (full names)."""
+    return {
+        "ln_final": "unembed.hook_in",
+        "resid_post": f"blocks.{n_layers - 1}.hook_resid_post",
+    }
+
+
+@dataclass
+class CapturedBatch:
+    """The valid positions (``pos < length``) of one right-padded batch."""
+
+    tokens: Int[Tensor, "batch pos"]
+    """The batch as it went through the model (on the model's device)."""
+    lengths: Int[Tensor, "batch"]
+    """Valid length of each row."""
+    positions: ValidPositions
+    """Row, position and token of each valid position."""
+    logits: Float[Tensor, "n_positions d_vocab"]
+    """LM logits at each valid position."""
+    hidden: dict[str, Float[Tensor, "n_positions d_model"]]
+    """Hidden states by ``hidden`` choice (see `hidden_hook_names`), float32."""
+
+    @property
+    def n_positions(self) -> int:
+        return len(self.positions.pos)
+
+
+def capture_batch(
+    model: HookedTransformer,
+    tokens: Int[Tensor, "batch pos"],
+    lengths: Int[Tensor, "batch"],
+    hidden: Sequence[str],
+) -> CapturedBatch:
+    """Run ``model`` on ``tokens`` once and keep logits and hidden states at the valid positions."""
+    hooks = hidden_hook_names(model.cfg.n_layers)
+    store: dict[str, Tensor] = {}
+
+    def save(tensor: Tensor, *, hook) -> Tensor:
+        store[hook.name] = tensor.detach()
+        return tensor
+
+    logits = model.run_with_hooks(tokens, fwd_hooks=[(hooks[name], save) for name in hidden])
+    positions = ValidPositions.of(tokens, lengths.to(tokens.device))
+    at = (positions.batch_idx, positions.pos)
+    return CapturedBatch(
+        tokens=tokens, lengths=lengths, positions=positions, logits=logits[at],
+        hidden={name: store[hooks[name]][at].float() for name in hidden},
+    )

@@ -1,0 +1,154 @@
+"""Scoring: for a chunk of positions, every (hidden, target) pair is compared once with the whole
+vocabulary (`geomlens.geometry.scores.score_parts`), every score is derived from that and reduced
+at once to per-position metrics against p (`geomlens.analysis.metrics`); the controls are
+computed on the same parts.
+
+Controls (on the first ``control_positions`` positions of the stream):
+    permutation    the rows of the target matrix are shuffled (``score[:, perm]``), n times;
+    random_matrix  a Gaussian matrix with the target's shape and row-norm distribution;
+    observed       the real metric on exactly the same positions, for the p-value.
+Spearman is left out of the controls (it needs one full sort per score and permutation).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterator, Sequence
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+from transformer_lens import HookedTransformer
+
+from geomlens.analysis.capture import CapturedBatch
+from geomlens.analysis.config import AnalyzeConfig
+from geomlens.analysis.metrics import Reference, all_score_metrics, reference
+from geomlens.geometry.distances import row_sq_norms
+from geomlens.geometry.scores import ScoreParts, score_parts
+from geomlens.metrics.stats import random_matrix_like, random_permutations
+
+Metrics = dict[str, dict[str, Tensor]]
+"""score name -> metric name -> one value per position."""
+
+
+def target_matrices(
+    model: HookedTransformer, names: Sequence[str]
+) -> tuple[dict[str, Float[Tensor, "d_vocab d_model"]], dict[str, str]]:
+    """The requested target matrices (one token vector per row) and aliases.
+
+    Returns ``(matrices, alias)`` where ``alias[name]`` is the name whose results ``name``
+    reuses: W_U is aliased to W_E when W_U.T equals W_E exactly (tied, unprocessed weights).
+    """
+    full = {"W_E": model.W_E.detach().float(), "W_U": model.W_U.detach().T.float()}
+    alias = {name: name for name in names}
+    if "W_E" in names and "W_U" in names and full["W_E"].shape == full["W_U"].shape:
+        if torch.equal(full["W_E"], full["W_U"]):
+            alias["W_U"] = "W_E"
+    return {name: full[name] for name in names if alias[name] == name}, alias
+
+
+@dataclass
+class Targets:
+    """The distinct target matrices on the model's device, with their row norms."""
+
+    matrices: dict[str, Float[Tensor, "d_vocab d_model"]]
+    """One entry per distinct matrix (aliases left out)."""
+    sq_norms: dict[str, Float[Tensor, "d_vocab"]]
+    """‖e_v‖² of each matrix's rows."""
+    alias: dict[str, str]
+    """Requested name -> the name in ``matrices`` whose results it reuses."""
+    requested: list[str]
+    """The requested names, in request order."""
+
+    @classmethod
+    def load(cls, model: HookedTransformer, names: Sequence[str], device) -> Targets:
+        mats, alias = target_matrices(model, names)
+        mats = {name: mat.to(device) for name, mat in mats.items()}
+        sq_norms = {name: row_sq_norms(mat) for name, mat in mats.items()}
+        return cls(mats, sq_norms, alias, list(names))
+
+    def requested_as(self, target: str) -> list[str]:
+        """The requested names (in request order) whose results are ``target``'s."""
+        return [name for name in self.requested if self.alias[name] == target]
+
+
+@dataclass
+class ControlPlan:
+    """The control draws (fixed for the whole run) and how many positions still get controls."""
+
+    permutations: list[Tensor] = field(default_factory=list)
+    random_matrices: dict[str, Tensor] = field(default_factory=dict)
+    remaining: float = 0.0
+
+    @classmethod
+    def create(cls, cfg: AnalyzeConfig, targets: Targets, d_vocab: int, device) -> ControlPlan:
+        if not cfg.controls:
+            return cls()
+        perms = random_permutations(d_vocab, cfg.n_permutations, seed=cfg.seed)
+        randoms = {name: random_matrix_like(mat, seed=cfg.seed + 1 + i)
+                   for i, (name, mat) in enumerate(targets.matrices.items())}
+        remaining = float("inf" if cfg.control_positions is None else cfg.control_positions)
+        return cls([p.to(device) for p in perms], randoms, remaining)
+
+    def take(self, n_positions: int) -> int:
+        """How many of the next ``n_positions`` positions get controls (and count them)."""
+        n_control = int(min(n_positions, self.remaining))
+        self.remaining -= n_control
+        return n_control
+
+
+@dataclass
+class ScoredChunk:
+    """The metrics of one (hidden, target) pair on positions ``start:stop`` of a batch."""
+
+    start: int
+    stop: int
+    hidden: str
+    target: str
+    metrics: Metrics
+    controls: list[tuple[str, str, int, dict[str, Tensor]]]
+    """(score, variant, index, metrics) of the controls, on the chunk's first positions."""
+
+
+def score_batch(
+    batch: CapturedBatch, targets: Targets, cfg: AnalyzeConfig, plan: ControlPlan,
+    *, position_chunk: int,
+) -> Iterator[ScoredChunk]:
+    """Score ``position_chunk`` positions at a time: for each chunk, each hidden, each target."""
+    for start in range(0, batch.n_positions, position_chunk):
+        stop = min(batch.n_positions, start + position_chunk)
+        ref = reference(batch.logits[start:stop], topk=cfg.topk_exact, gain=cfg.gain,
+                        spearman=cfg.spearman)
+        n_control = plan.take(stop - start)
+        ref_control = ref.head(n_control) if n_control else None
+        for hidden in cfg.hidden:
+            h = batch.hidden[hidden][start:stop]
+            for target, matrix in targets.matrices.items():
+                parts = score_parts(h, matrix, targets_sq=targets.sq_norms[target], eps=cfg.eps)
+                metrics = all_score_metrics(parts, cfg.scores, ref, ks=cfg.ks,
+                                            jsd_base=cfg.jsd_base, spearman=cfg.spearman)
+                controls = [] if not n_control else list(control_metrics(
+                    parts, metrics, ref_control, n_control, plan, cfg,
+                    random_matrix=plan.random_matrices.get(target), h=h[:n_control]))
+                del parts  # vocabulary-sized: free it before the next pair is scored
+                yield ScoredChunk(start, stop, hidden, target, metrics, controls)
+
+
+def control_metrics(
+    parts: ScoreParts, observed: Metrics, ref: Reference, n_positions: int, plan: ControlPlan,
+    cfg: AnalyzeConfig, *, random_matrix: Tensor | None, h: Float[Tensor, "n_positions d_model"],
+) -> Iterator[tuple[str, str, int, dict[str, Tensor]]]:
+    """``(score, variant, index, metrics)`` of every control on the first ``n_positions``
+    positions of a chunk (Spearman left out)."""
+    for name, m in observed.items():
+        yield name, "observed", 0, {k: v[:n_positions] for k, v in m.items() if k != "spearman"}
+    head = ScoreParts(dot=parts.dot[:n_positions], sq_dist=parts.sq_dist[:n_positions],
+                      h_norm=parts.h_norm[:n_positions], e_norm=parts.e_norm, eps=parts.eps)
+    kw = dict(ks=cfg.ks, jsd_base=cfg.jsd_base, spearman=False)
+    for i, perm in enumerate(plan.permutations):  # rows of the target shuffled = score columns
+        for name, m in all_score_metrics(head, cfg.scores, ref, perm=perm, **kw).items():
+            yield name, "permutation", i, m
+    if random_matrix is not None:
+        rparts = score_parts(h, random_matrix, eps=cfg.eps)
+        for name, m in all_score_metrics(rparts, cfg.scores, ref, **kw).items():
+            yield name, "random_matrix", 0, m
