@@ -3,35 +3,47 @@
 On smollm2-135m (CPU), one batch of N x T tokens of bundled corpus text (default 8 x 256):
 
     ratio          = time(analyze_tokens: forward + all 6 scores vs p with NDCG@{1,10,100,full},
-                     JSD, top-1, top-10; hidden=ln_final, target=W_E, no controls)
+                     JSD, top-1, top-10; hidden=ln_final, target=W_E, no controls, no Spearman)
                      / time(plain forward pass model(tokens) on the same batch)
-    ratio_spearman = the same with Spearman over the full vocabulary added
+    ratio_spearman = the same with Spearman in the default configuration (averaged over
+                     ``spearman_positions`` sampled positions)
+    ratio_spearman_exact = Spearman at every position (--exact-spearman; slow)
+    ratio_eager    = ratio with torch.compile off (--eager; the fallback path)
     peak_rss_mb    = process peak resident memory (resource.getrusage ru_maxrss)
 
-Each time is the minimum over --repeats runs. Goal: ratio <= 1.5. Results are printed and
-written to benchmarks/results/analysis.json.
+torch.compile is forced on (what the default ``compile=None`` picks for >= 2048 positions) and
+compiled once on a warm-up run before timing. Every time is the minimum of --repeats runs (median
+and maximum are recorded too); the load average is read before and after. Goals: ratio <= 1.3,
+ratio_spearman <= 1.8. Printed as ``name value`` lines and written to
+benchmarks/results/analysis[_MODEL].json.
 
-    .venv/bin/python benchmarks/bench_analysis.py [--n-seq 8] [--seq-len 256] [--repeats 1]
+    flock /tmp/geomlens-bench.lock python benchmarks/bench_analysis.py [--repeats 3] [--threads 2]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
+import statistics
 import time
 from pathlib import Path
 
 import torch
 
 
-def _best(fn, repeats: int) -> float:
-    best = float("inf")
+def timings(fn, repeats: int) -> dict:
+    ts = []
     for _ in range(repeats):
         t = time.perf_counter()
         fn()
-        best = min(best, time.perf_counter() - t)
-    return best
+        ts.append(time.perf_counter() - t)
+    return {"min": min(ts), "median": statistics.median(ts), "max": max(ts), "all": ts}
+
+
+def rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def main() -> None:
@@ -39,10 +51,15 @@ def main() -> None:
     ap.add_argument("--model", default="smollm2-135m")
     ap.add_argument("--n-seq", type=int, default=8)
     ap.add_argument("--seq-len", type=int, default=256)
-    ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
     ap.add_argument("--topk-exact", type=int, default=256)
-    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "analysis.json"))
+    ap.add_argument("--exact-spearman", action="store_true", help="also time Spearman everywhere")
+    ap.add_argument("--eager", action="store_true", help="also time the eager (uncompiled) path")
+    ap.add_argument("--out", default=None)
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     from geomlens.analysis import AnalyzeConfig, analyze_tokens
     from geomlens.data import load_corpus, tokenize_segments
@@ -56,34 +73,49 @@ def main() -> None:
         raise SystemExit(f"only {len(seqs)} corpus segments have {args.seq_len} tokens")
     tokens = torch.stack(seqs)
 
-    def cfg(spearman: bool) -> AnalyzeConfig:
-        return AnalyzeConfig(model=args.model, hidden=["ln_final"], target=["W_E"],
-                             spearman=spearman, controls=False, trajectories=False,
-                             batch_size=args.n_seq, topk_exact=args.topk_exact)
+    def cfg(**kw) -> AnalyzeConfig:
+        base = dict(model=args.model, hidden=["ln_final"], target=["W_E"], spearman=False,
+                    controls=False, trajectories=False, batch_size=args.n_seq,
+                    topk_exact=args.topk_exact, compile=True)
+        return AnalyzeConfig(**{**base, **kw})
 
+    configs = {"ratio": cfg(), "ratio_spearman": cfg(spearman=True)}
+    if args.exact_spearman:
+        configs["ratio_spearman_exact"] = cfg(spearman=True, spearman_positions=None)
+    if args.eager:
+        configs["ratio_eager"] = cfg(compile=False)
+    load_before = os.getloadavg()
     with torch.no_grad():
-        model(tokens[:1, :16])  # warm-up
-        t_fwd = _best(lambda: model(tokens), args.repeats)
-    rss_fwd = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    t_ana = _best(lambda: analyze_tokens(model, seqs, cfg(False)), args.repeats)
-    rss_ana = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    t_sp = _best(lambda: analyze_tokens(model, seqs, cfg(True)), args.repeats)
-    rss_sp = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        model(tokens[:1, :16])
+        analyze_tokens(model, seqs[:2], cfg(spearman=True))  # compiles the fused kernels
+        t_fwd = timings(lambda: model(tokens), args.repeats)
+    rss = {"forward": rss_mb()}
+    times = {}
+    for name, c in configs.items():
+        times[name] = timings(lambda: analyze_tokens(model, seqs, c), args.repeats)
+        rss[name] = rss_mb()
     res = {
         "model": args.model, "batch": [args.n_seq, args.seq_len], "device": "cpu",
         "torch_threads": torch.get_num_threads(), "topk_exact": args.topk_exact,
-        "forward_s": t_fwd, "analysis_s": t_ana, "analysis_spearman_s": t_sp,
-        "ratio": t_ana / t_fwd, "ratio_spearman": t_sp / t_fwd,
-        "peak_rss_mb_after_forward": rss_fwd, "peak_rss_mb_after_analysis": rss_ana,
-        "peak_rss_mb_after_spearman": rss_sp,
-        "definition": "ratio = time(analyze_tokens incl. its forward; 6 scores, NDCG@1/10/100/full, "
-                      "JSD, top-1, top-10; ln_final vs W_E) / time(model(tokens)); min of repeats",
+        "repeats": args.repeats, "load_avg_before": load_before, "load_avg_after": os.getloadavg(),
+        "forward_s": t_fwd, "analysis_s": times,
+        **{name: t["min"] / t_fwd["min"] for name, t in times.items()},
+        "peak_rss_mb": rss,
+        "definition": "ratio = min time(analyze_tokens incl. its forward; 6 scores, "
+                      "NDCG@1/10/100/full, JSD, top-1, top-10; ln_final vs W_E) / min time("
+                      "model(tokens)); spearman_positions default for ratio_spearman",
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(res, indent=2))
-    print(f"forward {t_fwd:.2f}s  analysis {t_ana:.2f}s  +spearman {t_sp:.2f}s")
-    print(f"ratio {res['ratio']:.2f}  ratio_spearman {res['ratio_spearman']:.2f}  "
-          f"peak RSS {rss_sp:.0f} MB (after forward {rss_fwd:.0f} MB)")
+    out = Path(args.out) if args.out else (Path(__file__).parent / "results" / (
+        "analysis.json" if args.model == "smollm2-135m" else f"analysis_{args.model}.json"))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(res, indent=2))
+    f = t_fwd
+    print(f"forward_s {f['min']:.2f} (median {f['median']:.2f}, max {f['max']:.2f}); threads "
+          f"{res['torch_threads']}; load avg {load_before[0]:.2f} -> {res['load_avg_after'][0]:.2f}")
+    for name, t in times.items():
+        print(f"{name} {res[name]:.3f}  (analysis {t['min']:.2f}s, median {t['median']:.2f}, "
+              f"max {t['max']:.2f})")
+    print(f"peak_rss_mb {max(rss.values()):.0f}")
 
 
 if __name__ == "__main__":

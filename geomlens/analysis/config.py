@@ -52,7 +52,12 @@ class AnalyzeConfig(TextSource):
     jsd_base: str = field(default="nats", metadata=choices(("nats", "bits")))
     """Unit of the JSD: "nats" (max ln 2) or "bits" (max 1)."""
     spearman: bool = True
-    """Also compute Spearman's rho over the full vocabulary (needs a full sort; slower)."""
+    """Also compute Spearman's rho over the full vocabulary (one full sort per rank group and
+    position, so it is computed on a sample of positions: see ``spearman_positions``)."""
+    spearman_positions: int | None = 256
+    """Spearman's rho is averaged over this many positions, drawn uniformly without
+    replacement from all positions of the run (seeded by ``seed``); None = every position
+    (the exact mode). Its CI then includes the sampling (see summary.json definitions)."""
     topk_exact: int = 256
     """K: ranks 1..K are exact in NDCG; NDCG@full is bounded beyond (error in summary.json)."""
     eps: float = 1e-6
@@ -72,7 +77,10 @@ class AnalyzeConfig(TextSource):
     """Compute trajectories only for the first this-many segments (None = all; they need a
     second forward pass and a per-layer lens, which costs more than the analysis itself)."""
     position_chunk: int | None = None
-    """Positions scored at once (None = as many as fit in ~2^24 vocab entries)."""
+    """Positions scored at once (None = as many as fit in ~2^21 vocab entries)."""
+    compile: bool | None = None
+    """Fuse the element-wise work with torch.compile (None = when the run has >= 2048
+    positions; falls back to eager, with the same numbers, when compilation is unavailable)."""
     keep_per_token: bool = False
     """Keep the per-token table in memory (for notebooks/tests); files stream it anyway."""
     device: str | None = None
@@ -87,6 +95,8 @@ class AnalyzeConfig(TextSource):
             raise InputError(f"--ks must be positive integers or full; got {self.ks}")
         if finite and self.topk_exact < max(finite):
             raise InputError(f"--topk-exact {self.topk_exact} must be >= the largest k {max(finite)}")
+        if self.spearman_positions is not None and self.spearman_positions < 1:
+            raise InputError("--spearman-positions must be >= 1 (or None for every position)")
         for name in ("batch_size", "topk_exact", "n_bootstrap"):
             if getattr(self, name) < 1:
                 raise InputError(f"--{name.replace('_', '-')} must be >= 1")

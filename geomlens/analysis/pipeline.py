@@ -28,6 +28,7 @@ from transformer_lens import HookedTransformer
 from geomlens.analysis.accumulate import Accumulator, ControlSums, TokenTable
 from geomlens.analysis.capture import CapturedBatch, capture_batch, hidden_hook_names
 from geomlens.analysis.config import AnalyzeConfig
+from geomlens.analysis.fused import Fused
 from geomlens.analysis.metrics import metric_names
 from geomlens.analysis.scoring import ControlPlan, Targets, score_batch
 from geomlens.data.batching import batch_sequences
@@ -38,8 +39,13 @@ logger = logging.getLogger(__name__)
 __all__ = ["ID_COLUMNS", "AnalysisResult", "analyze_tokens", "hidden_hook_names"]
 
 ID_COLUMNS = ("segment", "domain", "pos", "hidden", "target", "score")
-_VOCAB_BUDGET = 1 << 23
-"""Default number of [position, token] entries scored at once (32 MiB per float32 matrix)."""
+_VOCAB_BUDGET = 1 << 21
+"""Default number of [position, token] entries scored at once (8 MiB per float32 matrix: the
+few matrices of a chunk stay in the last-level cache)."""
+SPEARMAN_SEED_OFFSET = 7
+"""The Spearman sample is drawn from ``seed + 7`` (the controls use ``seed``, ``seed + 1``...)."""
+COMPILE_MIN_POSITIONS = 2048
+"""With ``compile=None``, runs with at least this many positions are fused by torch.compile."""
 
 
 @dataclass
@@ -64,6 +70,32 @@ def _position_chunk(cfg: AnalyzeConfig, d_vocab: int) -> int:
     if cfg.position_chunk is not None:
         return max(1, cfg.position_chunk)
     return max(1, _VOCAB_BUDGET // d_vocab)
+
+
+def _compile(cfg: AnalyzeConfig, n_positions: int) -> bool:
+    """Fuse with torch.compile? ``cfg.compile``, or (None) when the run is large enough to
+    repay the one-off compilation (cached on disk afterwards)."""
+    if cfg.compile is not None:
+        return cfg.compile
+    return n_positions >= COMPILE_MIN_POSITIONS
+
+
+def spearman_sample(cfg: AnalyzeConfig, n_positions: int) -> Tensor | None:
+    """The stream positions (indices in (sequence, position) order, sorted) that get Spearman's
+    rho: ``cfg.spearman_positions`` of them drawn uniformly without replacement, seeded by
+    ``cfg.seed``; None = every position (or Spearman off: then an empty sample)."""
+    if not cfg.spearman:
+        return None
+    if cfg.spearman_positions is None or cfg.spearman_positions >= n_positions:
+        return None
+    gen = torch.Generator().manual_seed(cfg.seed + SPEARMAN_SEED_OFFSET)
+    return torch.randperm(n_positions, generator=gen)[: cfg.spearman_positions].sort().values
+
+
+def _rows_in(sampled: Tensor, offset: int, n_positions: int, device) -> Tensor:
+    """The sampled stream positions that fall in this batch, as batch rows."""
+    lo, hi = torch.searchsorted(sampled, torch.tensor([offset, offset + n_positions]))
+    return (sampled[lo:hi] - offset).to(device)
 
 
 def _labels(
@@ -105,11 +137,15 @@ def analyze_tokens(
     targets = Targets.load(model, cfg.target, device)
     plan = ControlPlan.create(cfg, targets, d_vocab, device)
     position_chunk = _position_chunk(cfg, d_vocab)
+    fused = Fused(_compile(cfg, sum(len(s) for s in seqs)))
     acc = Accumulator(metric_names(cfg.ks, spearman=cfg.spearman), per_token_path=per_token_path,
                       keep_per_token=cfg.keep_per_token)
     ctrl = ControlSums()
     traj_tables: list[pd.DataFrame] = []
 
+    n_total = sum(len(s) for s in seqs)
+    sampled = spearman_sample(cfg, n_total)
+    offset = 0
     n_batches = (len(seqs) + cfg.batch_size - 1) // cfg.batch_size
     batches = batch_sequences(seqs, batch_size=cfg.batch_size)
     for b, (tokens, lengths) in enumerate(tqdm(batches, total=n_batches, desc="analyze", unit="batch")):
@@ -118,7 +154,10 @@ def analyze_tokens(
         seq_of = [rows[i] for i in batch.positions.batch_idx.tolist()]
         table = TokenTable([segment_ids[i] for i in seq_of], [domains[i] for i in seq_of],
                            batch.positions.pos.cpu().numpy(), targets)
-        for scored in score_batch(batch, targets, cfg, plan, position_chunk=position_chunk):
+        sp_rows = None if sampled is None else _rows_in(sampled, offset, batch.n_positions, device)
+        offset += batch.n_positions
+        for scored in score_batch(batch, targets, cfg, plan, position_chunk=position_chunk,
+                                  fused=fused, spearman_rows=sp_rows):
             table.add(scored)
             ctrl.add_chunk(scored)
         acc.add(table.frame(), batch.n_positions)
@@ -132,14 +171,14 @@ def analyze_tokens(
         controls=ctrl.frame(),
         metrics=acc.metrics,
         info=_info(cfg, acc, n_seqs=len(seqs), d_vocab=d_vocab, position_chunk=position_chunk,
-                   alias=targets.alias),
+                   targets=targets, fused=fused),
         per_token=acc.per_token(),
         per_layer_tokens=pd.concat(traj_tables, ignore_index=True) if traj_tables else None,
     )
 
 
 def _info(cfg: AnalyzeConfig, acc: Accumulator, *, n_seqs: int, d_vocab: int,
-          position_chunk: int, alias: dict[str, str]) -> dict:
+          position_chunk: int, targets: Targets, fused: Fused) -> dict:
     """Counts, the NDCG@full error bound (max / mean over rows) and the target aliases."""
     n_rows = max(1, acc.n_positions * len(cfg.hidden) * len(cfg.target) * len(cfg.scores))
     return {
@@ -147,10 +186,16 @@ def _info(cfg: AnalyzeConfig, acc: Accumulator, *, n_seqs: int, d_vocab: int,
         "n_positions": acc.n_positions,
         "vocab": d_vocab,
         "position_chunk": position_chunk,
-        "target_alias": alias,
+        "target_alias": targets.alias,
         "ndcg_full_error_bound_max": acc.err_max,
         "ndcg_full_error_bound_mean": acc.err_sum / n_rows,
         "control_positions_used": _control_count(cfg, acc.n_positions),
+        "spearman_positions_used": (0 if not cfg.spearman else acc.n_positions
+                                    if cfg.spearman_positions is None
+                                    else min(cfg.spearman_positions, acc.n_positions)),
+        "compiled": fused.enabled,
+        "logits_reused_as_dot": {f"ln_final/{t}": targets.reuses_logits("ln_final", targets.alias[t])
+                                 for t in cfg.target if "ln_final" in cfg.hidden},
     }
 
 

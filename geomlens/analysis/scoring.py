@@ -22,14 +22,18 @@ from transformer_lens import HookedTransformer
 
 from geomlens.analysis.capture import CapturedBatch
 from geomlens.analysis.config import AnalyzeConfig
-from geomlens.analysis.metrics import Reference, all_score_metrics, reference
-from geomlens.geometry.distances import row_sq_norms
+from geomlens.analysis.fused import Fused
+from geomlens.analysis.metrics import (
+    Metrics,
+    Reference,
+    ScoredPair,
+    all_score_metrics,
+    pair_metrics,
+    reference,
+)
+from geomlens.geometry.distances import row_sq_norms, sq_distance_from_dot
 from geomlens.geometry.scores import ScoreParts, score_parts
 from geomlens.metrics.stats import random_matrix_like, random_permutations
-
-Metrics = dict[str, dict[str, Tensor]]
-"""score name -> metric name -> one value per position."""
-
 
 def target_matrices(
     model: HookedTransformer, names: Sequence[str]
@@ -47,6 +51,14 @@ def target_matrices(
     return {name: full[name] for name in names if alias[name] == name}, alias
 
 
+def is_unembedding(model: HookedTransformer, matrix: Float[Tensor, "d_vocab d_model"]) -> bool:
+    """True when h·e with this matrix *is* the LM logits for h = ln_final: the matrix equals
+    W_U.T bitwise, b_U is 0 and the model computes in float32 (checked once per run)."""
+    W_U = model.W_U.detach()
+    return (W_U.dtype == torch.float32 and matrix.shape == W_U.T.shape
+            and bool((model.b_U == 0).all()) and torch.equal(matrix, W_U.T.to(matrix.device)))
+
+
 @dataclass
 class Targets:
     """The distinct target matrices on the model's device, with their row norms."""
@@ -59,13 +71,20 @@ class Targets:
     """Requested name -> the name in ``matrices`` whose results it reuses."""
     requested: list[str]
     """The requested names, in request order."""
+    unembedding: dict[str, bool] = field(default_factory=dict)
+    """Name in ``matrices`` -> True when its dot products with ln_final are the LM logits
+    (`is_unembedding`): the analysis reuses the forward's logits instead of a matmul."""
 
     @classmethod
     def load(cls, model: HookedTransformer, names: Sequence[str], device) -> Targets:
         mats, alias = target_matrices(model, names)
         mats = {name: mat.to(device) for name, mat in mats.items()}
         sq_norms = {name: row_sq_norms(mat) for name, mat in mats.items()}
-        return cls(mats, sq_norms, alias, list(names))
+        tied = {name: is_unembedding(model, mat) for name, mat in mats.items()}
+        return cls(mats, sq_norms, alias, list(names), tied)
+
+    def reuses_logits(self, hidden: str, target: str) -> bool:
+        return hidden == "ln_final" and self.unembedding.get(target, False)
 
     def requested_as(self, target: str) -> list[str]:
         """The requested names (in request order) whose results are ``target``'s."""
@@ -112,41 +131,54 @@ class ScoredChunk:
 
 def score_batch(
     batch: CapturedBatch, targets: Targets, cfg: AnalyzeConfig, plan: ControlPlan,
-    *, position_chunk: int,
+    *, position_chunk: int, fused: Fused, spearman_rows: Tensor | None = None,
 ) -> Iterator[ScoredChunk]:
-    """Score ``position_chunk`` positions at a time: for each chunk, each hidden, each target."""
+    """Score ``position_chunk`` positions at a time: for each chunk, each hidden, each target.
+    ``spearman_rows``: the positions of the batch that get Spearman's rho (None: all, when
+    ``cfg.spearman``)."""
     for start in range(0, batch.n_positions, position_chunk):
         stop = min(batch.n_positions, start + position_chunk)
+        rows = None
+        if spearman_rows is not None:
+            in_chunk = (spearman_rows >= start) & (spearman_rows < stop)
+            rows = spearman_rows[in_chunk] - start
         ref = reference(batch.logits[start:stop], topk=cfg.topk_exact, gain=cfg.gain,
-                        spearman=cfg.spearman)
+                        spearman=cfg.spearman and spearman_rows is None, spearman_rows=rows,
+                        fused=fused)
         n_control = plan.take(stop - start)
-        ref_control = ref.head(n_control) if n_control else None
         for hidden in cfg.hidden:
             h = batch.hidden[hidden][start:stop]
+            h_sq = h.pow(2).sum(-1, keepdim=True)
             for target, matrix in targets.matrices.items():
-                parts = score_parts(h, matrix, targets_sq=targets.sq_norms[target], eps=cfg.eps)
-                metrics = all_score_metrics(parts, cfg.scores, ref, ks=cfg.ks,
-                                            jsd_base=cfg.jsd_base, spearman=cfg.spearman)
+                reuse = targets.reuses_logits(hidden, target)
+                dot = ref.logits if reuse else h @ matrix.T
+                scored = pair_metrics(ref, dot, h_sq, targets.sq_norms[target], names=cfg.scores,
+                                      ks=cfg.ks, eps=cfg.eps, jsd_base=cfg.jsd_base,
+                                      dot_is_logits=reuse, fused=fused)
                 controls = [] if not n_control else list(control_metrics(
-                    parts, metrics, ref_control, n_control, plan, cfg,
-                    random_matrix=plan.random_matrices.get(target), h=h[:n_control]))
-                del parts  # vocabulary-sized: free it before the next pair is scored
-                yield ScoredChunk(start, stop, hidden, target, metrics, controls)
+                    scored, ref.head(n_control), n_control, plan, cfg, h=h[:n_control],
+                    dot=dot[:n_control], target_sq=targets.sq_norms[target],
+                    random_matrix=plan.random_matrices.get(target)))
+                yield ScoredChunk(start, stop, hidden, target, scored.metrics, controls)
+                del dot, scored  # vocabulary-sized: free before the next pair is scored
 
 
 def control_metrics(
-    parts: ScoreParts, observed: Metrics, ref: Reference, n_positions: int, plan: ControlPlan,
-    cfg: AnalyzeConfig, *, random_matrix: Tensor | None, h: Float[Tensor, "n_positions d_model"],
+    scored: ScoredPair, ref: Reference, n_positions: int, plan: ControlPlan, cfg: AnalyzeConfig,
+    *, h: Float[Tensor, "n_positions d_model"], dot: Tensor, target_sq: Tensor,
+    random_matrix: Tensor | None,
 ) -> Iterator[tuple[str, str, int, dict[str, Tensor]]]:
     """``(score, variant, index, metrics)`` of every control on the first ``n_positions``
     positions of a chunk (Spearman left out)."""
-    for name, m in observed.items():
+    for name, m in scored.metrics.items():
         yield name, "observed", 0, {k: v[:n_positions] for k, v in m.items() if k != "spearman"}
-    head = ScoreParts(dot=parts.dot[:n_positions], sq_dist=parts.sq_dist[:n_positions],
-                      h_norm=parts.h_norm[:n_positions], e_norm=parts.e_norm, eps=parts.eps)
+    h_sq = h.pow(2).sum(-1, keepdim=True)
+    sq = sq_distance_from_dot(dot.float(), h_sq, target_sq)
+    parts = ScoreParts(dot=dot.float(), sq_dist=sq, h_norm=h_sq[:, 0].sqrt(),
+                       e_norm=target_sq.sqrt(), eps=cfg.eps)
     kw = dict(ks=cfg.ks, jsd_base=cfg.jsd_base, spearman=False)
     for i, perm in enumerate(plan.permutations):  # rows of the target shuffled = score columns
-        for name, m in all_score_metrics(head, cfg.scores, ref, perm=perm, **kw).items():
+        for name, m in all_score_metrics(parts, cfg.scores, ref, perm=perm, **kw).items():
             yield name, "permutation", i, m
     if random_matrix is not None:
         rparts = score_parts(h, random_matrix, eps=cfg.eps)

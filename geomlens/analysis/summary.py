@@ -81,7 +81,13 @@ def definitions(cfg: AnalyzeConfig, result: AnalysisResult, n_layers: int | None
                                   "mean": result.info["ndcg_full_error_bound_mean"]},
         "jsd": f"JSD(p || q), q = the score's distribution (softmax(score) except inv_dist) in {cfg.jsd_base} "
                f"(max {'ln 2' if cfg.jsd_base == 'nats' else '1'})",
-        "spearman": "Pearson correlation of average ranks (scipy tie handling) over the vocab",
+        "spearman": "Pearson correlation of average ranks (scipy tie handling) over the vocab; "
+                    + ("every position" if cfg.spearman_positions is None else
+                       f"on a uniform random sample of {cfg.spearman_positions} positions of the "
+                       "run (without replacement, seed = seed + 7); a segment's value is the "
+                       "mean over its sampled positions, segments without one are left out, so "
+                       "the segment bootstrap resamples the sampled positions with their "
+                       "segments and the CI includes the position sampling"),
         "top1": "argmax score == argmax p",
         "top10": "|top10(score) & top10(p)| / 10",
         "aggregation": "per-segment mean over positions, then mean over segments; 95% "

@@ -11,8 +11,9 @@ vocabulary ``vocab_chunk`` rows at a time, so a ``[n_positions, d_vocab, d_model
 tensor is never formed; `dot_and_sq_dist`, `sq_distances` and `distances` fill whole
 ``[n_positions, d_vocab]`` matrices with it. Who uses what:
 
-    analysis scores   `dot_and_sq_dist`: every score in `geomlens.geometry.scores` derives
-                      from h·e and ‖h − e‖², so the matmul is kept (computed once)
+    analysis scores   `sq_distance_from_dot`: every score in `geomlens.geometry.scores` derives
+                      from h·e and ‖h − e‖², so only the matmul (or the LM logits, when the
+                      target is the tied unembedding) is kept; `dot_and_sq_dist` fills both
     distance lens     `sq_distance_chunks(..., relative=True)`: ‖e‖² − 2 h·e, the squared
                       distance less ‖h‖², which orders each row's vocabulary exactly like it
     ablation metrics  `sq_distances`
@@ -61,12 +62,29 @@ def sq_distance_block(
         out: write the result here (e.g. a block of columns of a larger matrix).
         dot_out: also keep ``h·e``: the matmul goes here and is subtracted from the result.
     """
-    out = torch.add(h_sq, targets_sq, out=out)
-    if dot_out is None:
-        out.addmm_(h, targets.T, alpha=-2.0)
-    else:
+    if dot_out is not None:
         torch.matmul(h, targets.T, out=dot_out)
-        out.add_(dot_out, alpha=-2.0)
+        return sq_distance_from_dot(dot_out, h_sq, targets_sq, floor=floor, out=out)
+    out = torch.add(h_sq, targets_sq, out=out)
+    out.addmm_(h, targets.T, alpha=-2.0)
+    return out if floor is None else out.clamp_(min=floor)
+
+
+def sq_distance_from_dot(
+    dot: Float[Tensor, "n_positions d_vocab"],
+    h_sq: Float[Tensor, "n_positions 1"],
+    targets_sq: Float[Tensor, "d_vocab"],
+    *,
+    floor: float | None = 0.0,
+    out: Float[Tensor, "n_positions d_vocab"] | None = None,
+) -> Float[Tensor, "n_positions d_vocab"]:
+    """``max((‖h‖² + ‖e‖²) − 2 h·e, floor)`` from dot products already computed (e.g. the LM
+    logits when the target is the tied unembedding). Element-wise, so `torch.compile` fuses it
+    into whatever reads the distances; rounds exactly like `sq_distance_block`."""
+    if out is None:
+        sq = (h_sq + targets_sq) - 2.0 * dot
+        return sq if floor is None else sq.clamp_min(floor)
+    torch.add(h_sq, targets_sq, out=out).add_(dot, alpha=-2.0)
     return out if floor is None else out.clamp_(min=floor)
 
 

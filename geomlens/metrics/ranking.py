@@ -29,6 +29,13 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from geomlens.metrics.selection import (
+    N_BUCKETS,
+    RankSummary,
+    bucket_bounds,
+    bucket_index,
+    rank_summary,
+)
 from geomlens.registry import Registry
 
 GainFn = Callable[[Tensor], Tensor]
@@ -107,7 +114,7 @@ def tail_dcg_bounds(
     gains: Float[Tensor, "n_positions d_vocab"],
     top_indices: Int[Tensor, "n_positions k"],
     *,
-    n_buckets: int = 64,
+    n_buckets: int = N_BUCKETS,
 ) -> tuple[Float[Tensor, "n_positions"], Float[Tensor, "n_positions"]]:
     """Lower and upper bounds of Σ_{rank > K} gain / log2(rank + 1) for the ranking by ``values``.
 
@@ -119,42 +126,50 @@ def tail_dcg_bounds(
     """
     n_positions, d_vocab = values.shape
     k = top_indices.shape[-1]
-    zeros = torch.zeros(n_positions, dtype=gains.dtype, device=gains.device)
     if k >= d_vocab:
+        zeros = torch.zeros(n_positions, dtype=gains.dtype, device=gains.device)
         return zeros, zeros
     low = values.amin(-1, keepdim=True)
     high = values.gather(1, top_indices[:, -1:])
     scale = (n_buckets / (high - low)).nan_to_num(0.0, posinf=0.0, neginf=0.0)
-    pos = (values - low).mul_(scale).clamp_(0, n_buckets - 1)
-    bucket = pos.long()  # 0 = worst bin, n_buckets - 1 = best
-    del pos
+    bucket = bucket_index(values, low, scale, n_buckets)
     g_sum = torch.zeros(n_positions, n_buckets, dtype=gains.dtype, device=gains.device)
     g_sum.scatter_add_(1, bucket, gains)
     count = torch.zeros_like(g_sum).scatter_add_(1, bucket, torch.ones_like(gains))
     g_sum.scatter_add_(1, bucket.gather(1, top_indices), -gains.gather(1, top_indices))
-    above = count.flip(-1).cumsum(-1).flip(-1) - count  # tokens in better bins
-    first = torch.clamp(above + 1, min=k + 1)
-    last = torch.maximum(above + count, first)
-    g_sum = g_sum.clamp_min(0.0)
-    lo = (g_sum / torch.log2(last + 1)).sum(-1)
-    hi = (g_sum / torch.log2(first + 1)).sum(-1)
-    return lo, hi
+    return bucket_bounds(count, g_sum.clamp_min(0.0), k)
+
+
+def summary_bounds(
+    summary: RankSummary, d_vocab: int
+) -> tuple[Float[Tensor, "n_positions"], Float[Tensor, "n_positions"]]:
+    """`tail_dcg_bounds` from a `rank_summary` (zero when its K covers the vocabulary)."""
+    k = summary.top_indices.shape[-1]
+    if k >= d_vocab:
+        zeros = torch.zeros_like(summary.low[:, 0])
+        return zeros, zeros
+    return bucket_bounds(summary.count, summary.tail_gains, k)
 
 
 def ideal_dcg(
-    rel: Float[Tensor, "n_positions d_vocab"], *, topk: int, gain: str = "exp2"
+    rel: Float[Tensor, "n_positions d_vocab"], *, topk: int, gain: str = "exp2",
+    gains: Float[Tensor, "n_positions d_vocab"] | None = None,
 ) -> IdealDCG:
-    """Precompute the ideal ranking's top-K and the bracket on the rest of IDCG@full."""
-    d_vocab = rel.shape[-1]
-    k_eff = min(topk, d_vocab)
-    gains = get_gain(gain)(rel)
-    total = gains.sum(-1)
-    top = rel.topk(k_eff, dim=-1).indices
+    """Precompute the ideal ranking's top-K and the bracket on the rest of IDCG@full
+    (``gains``: gain(rel) when already computed)."""
+    gains = get_gain(gain)(rel) if gains is None else gains
+    return ideal_from_summary(rank_summary(rel, gains, k=min(topk, rel.shape[-1])), gains)
+
+
+def ideal_from_summary(summary: RankSummary, gains: Float[Tensor, "n_positions d_vocab"]) -> IdealDCG:
+    """`IdealDCG` from the `rank_summary` of the relevance (with the gains it summed)."""
+    top = summary.top_indices
     top_gains = gains.gather(-1, top)
-    prefix = (top_gains * discounts(k_eff, device=rel.device)).cumsum(-1)
-    rest_lo, rest_hi = tail_dcg_bounds(rel, gains, top)
+    prefix = (top_gains * discounts(top.shape[-1], device=gains.device)).cumsum(-1)
+    rest_lo, rest_hi = summary_bounds(summary, gains.shape[-1])
     return IdealDCG(
-        gains=gains, total=total, top_indices=top, prefix=prefix, rest_lo=rest_lo, rest_hi=rest_hi
+        gains=gains, total=gains.sum(-1), top_indices=top, prefix=prefix, rest_lo=rest_lo,
+        rest_hi=rest_hi,
     )
 
 
@@ -169,22 +184,27 @@ class TopKNDCG:
 
 
 def ndcg_topk(
-    scores: Float[Tensor, "n_positions d_vocab"],
+    scores: Float[Tensor, "n_positions d_vocab"] | None,
     ideal: IdealDCG,
     *,
     ks: list[int | None] | tuple[int | None, ...],
     score_top_indices: Int[Tensor, "n_positions k"] | None = None,
+    summary: RankSummary | None = None,
 ) -> TopKNDCG:
     """NDCG@k for every k in ``ks`` without a full sort of ``scores``.
 
     Args:
-        scores: the ranking scores (higher = ranked first).
+        scores: the ranking scores (higher = ranked first); None when ``summary`` is given.
         score_top_indices: ``scores.topk(K).indices`` (sorted, best first) with the same K as
             ``ideal``; computed here if None.
         ideal: `ideal_dcg` of the reference relevance.
         ks: cut-offs; each finite k must be ≤ K; None = the full vocabulary (bounded).
+        summary: `rank_summary(scores, ideal.gains, k=K)` when already computed (it gives the
+            top indices and the tail buckets).
     """
-    if score_top_indices is None:
+    if summary is not None:
+        score_top_indices = summary.top_indices
+    elif score_top_indices is None:
         score_top_indices = scores.topk(ideal.top_indices.shape[-1], dim=-1).indices
     k_eff = score_top_indices.shape[-1]
     d_vocab = ideal.gains.shape[-1]
@@ -199,7 +219,10 @@ def ndcg_topk(
             dcg, idcg = prefix[:, k - 1], ideal.prefix[:, k - 1]
             values[k] = torch.where(idcg > 0, dcg / idcg.clamp_min(1e-30), torch.zeros_like(dcg))
             continue
-        rest_lo, rest_hi = tail_dcg_bounds(scores, ideal.gains, score_top_indices)
+        if summary is not None:
+            rest_lo, rest_hi = summary_bounds(summary, d_vocab)
+        else:
+            rest_lo, rest_hi = tail_dcg_bounds(scores, ideal.gains, score_top_indices)
         dcg_lo, dcg_hi = prefix[:, -1] + rest_lo, prefix[:, -1] + rest_hi
         idcg_lo, idcg_hi = ideal.prefix[:, -1] + ideal.rest_lo, ideal.prefix[:, -1] + ideal.rest_hi
         lo = dcg_lo / idcg_hi.clamp_min(1e-30)

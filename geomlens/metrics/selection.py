@@ -1,0 +1,115 @@
+"""Per-row top-K selection and the tail buckets that bracket NDCG@full.
+
+`rank_summary(values, gains, k=K)` gives, for every row of a ``[n_positions, d_vocab]`` matrix,
+the K best entries (best first) and the tail buckets: ``n_buckets`` equal-width bins of the
+values between the row minimum and the K-th best value, with the exact number of entries and
+the sum of the gains of the entries outside the top K in each. `bucket_bounds` turns the
+buckets into a rigorous bracket on Σ_{rank > K} gain / log2(rank + 1) (see
+`geomlens.metrics.ranking`).
+
+On a CPU with a C compiler, the native kernel (`geomlens.native`, ``rank.c``) reads each row
+once, with ties broken by the smaller index; otherwise `torch.topk` and `scatter_add_` compute
+the same buckets (ties in any order).
+"""
+
+from __future__ import annotations
+
+import ctypes
+from dataclasses import dataclass
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from geomlens import native
+
+N_BUCKETS = 64
+"""Tail buckets per row (the bracket's resolution)."""
+
+
+@dataclass
+class RankSummary:
+    """The K best entries of each row and its tail buckets."""
+
+    top_values: Float[Tensor, "n_positions k"]
+    """The K best values, best first."""
+    top_indices: Int[Tensor, "n_positions k"]
+    """Their columns."""
+    low: Float[Tensor, "n_positions 1"]
+    """Row minimum (the bottom of bucket 0)."""
+    scale: Float[Tensor, "n_positions 1"]
+    """n_buckets / (K-th best − minimum); 0 when not finite."""
+    count: Float[Tensor, "n_positions n_buckets"]
+    """Entries per bucket (all of them, the top K included: they sit in the top bucket)."""
+    tail_gains: Float[Tensor, "n_positions n_buckets"]
+    """Sum of the gains of the entries outside the top K, per bucket."""
+
+
+def bucket_index(
+    values: Float[Tensor, "n_positions n"], low: Float[Tensor, "n_positions 1"],
+    scale: Float[Tensor, "n_positions 1"], n_buckets: int = N_BUCKETS,
+) -> Int[Tensor, "n_positions n"]:
+    """The bucket of each value: trunc(clamp((value − low) · scale, 0, n_buckets − 1))."""
+    return (values - low).mul_(scale).clamp_(0, n_buckets - 1).long()
+
+
+def rank_summary(
+    values: Float[Tensor, "n_positions d_vocab"],
+    gains: Float[Tensor, "n_positions d_vocab"],
+    *,
+    k: int,
+    n_buckets: int = N_BUCKETS,
+) -> RankSummary:
+    """Top-``k`` entries and tail buckets of every row of ``values`` (``gains`` are summed)."""
+    k = min(k, values.shape[-1])
+    lib = native.library("rank")
+    if lib is not None and values.dtype == gains.dtype == torch.float32 \
+            and native.usable(values, gains):
+        return _native(lib, values, gains, k, n_buckets)
+    return _torch(values, gains, k, n_buckets)
+
+
+def _torch(values: Tensor, gains: Tensor, k: int, n_buckets: int) -> RankSummary:
+    top_values, top_indices = values.topk(k, dim=-1)
+    low = values.amin(-1, keepdim=True)
+    scale = (n_buckets / (top_values[:, -1:] - low)).nan_to_num(0.0, posinf=0.0, neginf=0.0)
+    bucket = bucket_index(values, low, scale, n_buckets)
+    g_sum = torch.zeros(values.shape[0], n_buckets, dtype=gains.dtype, device=gains.device)
+    g_sum.scatter_add_(1, bucket, gains)
+    count = torch.zeros_like(g_sum).scatter_add_(1, bucket, torch.ones_like(gains))
+    g_sum.scatter_add_(1, bucket.gather(1, top_indices), -gains.gather(1, top_indices))
+    return RankSummary(top_values, top_indices, low, scale, count, g_sum.clamp_min_(0.0))
+
+
+def _native(lib, values: Tensor, gains: Tensor, k: int, n_buckets: int) -> RankSummary:
+    n, d_vocab = values.shape
+    f32, i64, f64 = dict(dtype=torch.float32), dict(dtype=torch.int64), dict(dtype=torch.float64)
+    top_values, top_indices = torch.empty(n, k, **f32), torch.empty(n, k, **i64)
+    low, high, scale = torch.empty(n, 1, **f32), torch.empty(n, 1, **f32), torch.empty(n, 1, **f32)
+    count, g_sum = torch.empty(n, n_buckets, **i64), torch.empty(n, n_buckets, **f64)
+    outs = [top_values, top_indices, low, high, scale, count, g_sum]
+    native.run_rows(lambda r0, r1: lib.rank_rows(
+        native.ptr(values), native.ptr(gains), *map(ctypes.c_int64, (r0, r1, d_vocab, k, n_buckets)),
+        *map(native.ptr, outs)), n)
+    top_bucket = bucket_index(top_values, low, scale, n_buckets)
+    g_sum.scatter_add_(1, top_bucket, -gains.gather(1, top_indices).double())
+    return RankSummary(top_values, top_indices, low, scale, count.float(),
+                       g_sum.clamp_min_(0.0).float())
+
+
+def bucket_bounds(
+    count: Float[Tensor, "n_positions n_buckets"],
+    tail_gains: Float[Tensor, "n_positions n_buckets"],
+    k: int,
+) -> tuple[Float[Tensor, "n_positions"], Float[Tensor, "n_positions"]]:
+    """Lower and upper bounds of Σ_{rank > k} gain / log2(rank + 1) from the tail buckets.
+
+    A token in a bucket with A tokens in better buckets and C in its own has a rank in
+    [max(A+1, k+1), A+C], so the bucket's gain sum is bracketed by the discounts of those
+    ranks (exact counts: the bounds hold for any data, ties inside a bucket included)."""
+    above = count.flip(-1).cumsum(-1).flip(-1) - count  # tokens in better buckets
+    first = torch.clamp(above + 1, min=k + 1)
+    last = torch.maximum(above + count, first)
+    lo = (tail_gains / torch.log2(last + 1)).sum(-1)
+    hi = (tail_gains / torch.log2(first + 1)).sum(-1)
+    return lo, hi

@@ -1,0 +1,183 @@
+/* Per-row top-K selection and equal-width bucket sums: what `geomlens.metrics.selection`
+ * needs from a [n_positions, d_vocab] matrix, reading each row about twice (it stays in cache).
+ *
+ * For each row v[0..V):
+ *   top_values/top_indices  the K best entries, best first; "better" = larger value, then
+ *                           smaller index (a strict total order: the result is deterministic)
+ *   low                     the row minimum
+ *   high                    the K-th best value
+ *   scale                   n_buckets / (high - low) in float32, 0 when that is not finite
+ *   counts[b], gsums[b]     number of entries and sum of gains (float64) per bucket
+ *                           b = trunc(clamp((v - low) * scale, 0, n_buckets - 1))
+ * Selection: the maxima of blocks of GROUP entries give a threshold t at most their K-th
+ * largest; the entries >= t (at least K) are the candidates, and a quickselect + sort finds the
+ * K best among them. No NaN in the input (NaN breaks any ordering).
+ */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <math.h>
+
+#define GROUP 16
+#define BLOCK 256
+#define WAYS 8
+#define NBIN 1024
+
+typedef struct { float v; int32_t i; } pair_t;
+
+static inline int better(pair_t a, pair_t b) { return a.v > b.v || (a.v == b.v && a.i < b.i); }
+
+/* Move the k best pairs (in any order) to buf[0..k). */
+static void select_best(pair_t *buf, int64_t n, int64_t k) {
+    int64_t lo = 0, hi = n - 1, target = k - 1;
+    while (lo < hi) {
+        pair_t pivot = buf[lo + (hi - lo) / 2];
+        int64_t i = lo, j = hi;
+        while (i <= j) {
+            while (better(buf[i], pivot)) i++;
+            while (better(pivot, buf[j])) j--;
+            if (i <= j) { pair_t t = buf[i]; buf[i] = buf[j]; buf[j] = t; i++; j--; }
+        }
+        if (target <= j) hi = j;
+        else if (target >= i) lo = i;
+        else break;
+    }
+}
+
+/* Maxima of blocks of GROUP consecutive entries and the row minimum (vectorized). */
+static int64_t block_max(const float *row, int64_t V, float *bmax, float *low) {
+    float mn = INFINITY;
+    for (int64_t j = 0; j < V; j++) mn = row[j] < mn ? row[j] : mn;
+    int64_t nblk = (V + GROUP - 1) / GROUP;
+    for (int64_t blk = 0; blk < nblk; blk++) {
+        int64_t j0 = blk * GROUP, j1 = j0 + GROUP < V ? j0 + GROUP : V;
+        float mx = -INFINITY;
+        for (int64_t j = j0; j < j1; j++) mx = row[j] > mx ? row[j] : mx;
+        bmax[blk] = mx;
+    }
+    *low = mn;
+    return nblk;
+}
+
+/* A lower bound t of the K-th largest block maximum (the smallest maximum in the histogram bin
+ * that holds it; bins of the maxima between their min and max): at least K entries are >= t. */
+static float block_threshold(const float *bmax, int64_t nblk, int64_t K, int32_t *bins) {
+    float mn = INFINITY, mx = -INFINITY;
+    for (int64_t b = 0; b < nblk; b++) {
+        mn = bmax[b] < mn ? bmax[b] : mn;
+        mx = bmax[b] > mx ? bmax[b] : mx;
+    }
+    float s = (float)(NBIN - 1) / (mx - mn);
+    if (!isfinite(s)) return mn;
+    int64_t hist[NBIN];
+    memset(hist, 0, sizeof(hist));
+    for (int64_t b = 0; b < nblk; b++) {
+        int32_t q = (int32_t)((bmax[b] - mn) * s);
+        q = q < 0 ? 0 : (q > NBIN - 1 ? NBIN - 1 : q);
+        bins[b] = q;
+        hist[q]++;
+    }
+    int64_t above = 0, q = NBIN - 1;
+    for (; q > 0 && above + hist[q] < K; q--) above += hist[q];
+    float t = INFINITY;
+    for (int64_t b = 0; b < nblk; b++)
+        if (bins[b] == q && bmax[b] < t) t = bmax[b];
+    return t;
+}
+
+/* The entries >= t: at least K pass (the K best blocks hold one each, and t is at most the K-th
+ * largest block maximum), and only blocks whose maximum is >= t hold any. */
+static int64_t candidates(const float *row, int64_t V, int64_t K, const float *bmax,
+                          int32_t *bins, int64_t nblk, pair_t *buf) {
+    float t = K >= nblk ? -INFINITY : block_threshold(bmax, nblk, K, bins);
+    int64_t c = 0;
+    for (int64_t blk = 0; blk < nblk; blk++) {
+        if (bmax[blk] < t) continue;
+        int64_t j0 = blk * GROUP, j1 = j0 + GROUP < V ? j0 + GROUP : V;
+        for (int64_t j = j0; j < j1; j++)
+            if (row[j] >= t) { buf[c].v = row[j]; buf[c].i = (int32_t)j; c++; }
+    }
+    return c;
+}
+
+/* Sort pairs best first (insertion sort below 16 entries, quicksort above). */
+static void sort_best(pair_t *x, int64_t n) {
+    while (n > 16) {
+        pair_t pivot = x[n / 2];
+        int64_t i = 0, j = n - 1;
+        while (i <= j) {
+            while (better(x[i], pivot)) i++;
+            while (better(pivot, x[j])) j--;
+            if (i <= j) { pair_t t = x[i]; x[i] = x[j]; x[j] = t; i++; j--; }
+        }
+        if (j + 1 < n - i) { sort_best(x, j + 1); x += i; n -= i; }
+        else { sort_best(x + i, n - i); n = j + 1; }
+    }
+    for (int64_t i = 1; i < n; i++) {
+        pair_t v = x[i];
+        int64_t j = i;
+        for (; j > 0 && better(v, x[j - 1]); j--) x[j] = x[j - 1];
+        x[j] = v;
+    }
+}
+
+/* WAYS interleaved histograms break the read-modify-write chains of repeated buckets. */
+static void buckets(const float *row, const float *gains, int64_t V, float low, float scale,
+                    int64_t nb, int64_t *counts, double *gsums) {
+    int32_t idx[BLOCK];
+    int64_t cw[WAYS][256];
+    double gw[WAYS][256];
+    memset(cw, 0, sizeof(cw));
+    memset(gw, 0, sizeof(gw));
+    float top = (float)(nb - 1);
+    for (int64_t j0 = 0; j0 < V; j0 += BLOCK) {
+        int64_t m = V - j0 < BLOCK ? V - j0 : BLOCK, j = 0;
+        for (int64_t q = 0; q < m; q++) {  /* vectorized */
+            float t = (row[j0 + q] - low) * scale;
+            t = t < 0.0f ? 0.0f : (t > top ? top : t);
+            idx[q] = (int32_t)t;
+        }
+        for (; j + WAYS <= m; j += WAYS)
+            for (int u = 0; u < WAYS; u++) {
+                cw[u][idx[j + u]] += 1;
+                gw[u][idx[j + u]] += (double)gains[j0 + j + u];
+            }
+        for (; j < m; j++) { cw[0][idx[j]] += 1; gw[0][idx[j]] += (double)gains[j0 + j]; }
+    }
+    for (int64_t b = 0; b < nb; b++) {
+        counts[b] = 0; gsums[b] = 0.0;
+        for (int u = 0; u < WAYS; u++) { counts[b] += cw[u][b]; gsums[b] += gw[u][b]; }
+    }
+}
+
+/* Rows [r0, r1) of values [n, V] (gains likewise); outputs are indexed by the global row.
+ * Returns non-zero when the workspace cannot be allocated or an argument is out of range. */
+int rank_rows(const float *values, const float *gains, int64_t r0, int64_t r1, int64_t V,
+              int64_t K, int64_t nb, float *top_values, int64_t *top_indices, float *low_out,
+              float *high_out, float *scale_out, int64_t *counts, double *gsums) {
+    if (nb < 1 || nb > 256 || K < 1 || K > V) return 2;
+    int64_t nblk = (V + GROUP - 1) / GROUP;
+    float *bmax = malloc((size_t)nblk * sizeof(float));
+    int32_t *bins = malloc((size_t)nblk * sizeof(int32_t));
+    pair_t *buf = malloc((size_t)V * sizeof(pair_t));
+    if (!bmax || !bins || !buf) { free(bmax); free(bins); free(buf); return 1; }
+    for (int64_t r = r0; r < r1; r++) {
+        const float *row = values + r * V;
+        float low;
+        block_max(row, V, bmax, &low);
+        int64_t c = candidates(row, V, K, bmax, bins, nblk, buf);
+        select_best(buf, c, K);
+        sort_best(buf, K);
+        for (int64_t k = 0; k < K; k++) {
+            top_values[r * K + k] = buf[k].v;
+            top_indices[r * K + k] = buf[k].i;
+        }
+        float high = buf[K - 1].v;
+        float scale = (float)nb / (high - low);
+        if (!isfinite(scale)) scale = 0.0f;
+        low_out[r] = low; high_out[r] = high; scale_out[r] = scale;
+        buckets(row, gains + r * V, V, low, scale, nb, counts + r * nb, gsums + r * nb);
+    }
+    free(bmax); free(bins); free(buf);
+    return 0;
+}

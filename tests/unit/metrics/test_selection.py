@@ -1,0 +1,50 @@
+"""Top-K selection and tail buckets: the native kernel against torch, and the bracket."""
+
+import pytest
+import torch
+
+from geomlens import native
+from geomlens.metrics import selection
+from geomlens.metrics.ranking import discounts, tail_dcg_bounds
+from geomlens.metrics.selection import bucket_bounds, rank_summary
+
+needs_native = pytest.mark.skipif(native.library("rank") is None, reason="no C compiler")
+
+
+def _rows(n=7, d_vocab=3000, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    values = torch.randn(n, d_vocab, generator=g) * 3
+    values[0, :50] = values[0, 7]  # ties, some of them inside the top K
+    values[1] = 0.5  # a constant row: every token in bucket 0
+    gains = torch.rand(n, d_vocab, generator=g)
+    return values, gains
+
+
+@needs_native
+@pytest.mark.parametrize("k", [1, 10, 256, 3000])
+def test_native_matches_torch(k):
+    values, gains = _rows()
+    nat = rank_summary(values, gains, k=k)
+    ref = selection._torch(values, gains, k, selection.N_BUCKETS)
+    torch.testing.assert_close(nat.top_values, ref.top_values)
+    torch.testing.assert_close(nat.low, ref.low)
+    torch.testing.assert_close(nat.scale, ref.scale)
+    torch.testing.assert_close(nat.count, ref.count)
+    torch.testing.assert_close(nat.tail_gains, ref.tail_gains, atol=1e-3, rtol=1e-3)  # torch sums in float32
+    # the native order is deterministic: larger value first, then the smaller index
+    v, i = nat.top_values, nat.top_indices
+    assert bool(((v[:, :-1] > v[:, 1:]) | ((v[:, :-1] == v[:, 1:]) & (i[:, :-1] < i[:, 1:]))).all())
+    torch.testing.assert_close(values.gather(1, i), v)
+
+
+def test_bracket_contains_the_exact_tail_dcg():
+    values, gains = _rows(seed=3)
+    k = 20
+    s = rank_summary(values, gains, k=k)
+    lo, hi = bucket_bounds(s.count, s.tail_gains, k)
+    order = values.argsort(dim=-1, descending=True, stable=True)
+    exact = (gains.gather(1, order)[:, k:] * discounts(values.shape[1])[k:]).sum(-1)
+    assert bool((lo <= exact + 1e-4).all()) and bool((exact <= hi + 1e-4).all())
+    lo2, hi2 = tail_dcg_bounds(values, gains, s.top_indices)
+    torch.testing.assert_close(lo, lo2, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(hi, hi2, rtol=1e-4, atol=1e-4)
