@@ -25,6 +25,18 @@ class ControlSums:
     def __init__(self) -> None:
         self.sums: dict[tuple, dict[str, float]] = defaultdict(lambda: defaultdict(float))
         self.counts: dict[tuple, int] = defaultdict(int)
+        self.null: dict[tuple, dict[str, np.ndarray]] = {}
+        """(hidden, target, score) -> metric -> sums over positions, one per permutation."""
+        self.null_counts: dict[tuple, int] = defaultdict(int)
+
+    def add_null(self, hidden: str, target: str, score: str, sums: dict[str, np.ndarray],
+                 n_positions: int) -> None:
+        """The permutation null of one score (`PermutationNull.finish`)."""
+        key = (hidden, target, score)
+        store = self.null.setdefault(key, {})
+        for name, values in sums.items():
+            store[name] = store[name] + values if name in store else values.copy()
+        self.null_counts[key] += n_positions
 
     def add(self, key: tuple, metrics: dict[str, Tensor]) -> None:
         n_positions = next(iter(metrics.values())).shape[0]
@@ -41,7 +53,7 @@ class ControlSums:
         for alias_name, real in alias.items():
             if alias_name == real:
                 continue
-            for store in (self.sums, self.counts):
+            for store in (self.sums, self.counts, self.null, self.null_counts):
                 store.update({(k[0], alias_name, *k[2:]): v for k, v in list(store.items())
                               if k[1] == real})
 
@@ -53,7 +65,16 @@ class ControlSums:
             rows.append({"hidden": hidden, "target": target, "score": score, "variant": variant,
                          "index": index, "n_positions": n_positions,
                          **{m: s / n_positions for m, s in sums.items()}})
-        return pd.DataFrame(rows)
+        frames = [pd.DataFrame(rows)]
+        for (hidden, target, score), sums in self.null.items():
+            n_positions = self.null_counts[(hidden, target, score)]
+            n_perm = len(next(iter(sums.values())))
+            frames.append(pd.DataFrame({
+                "hidden": hidden, "target": target, "score": score, "variant": "permutation",
+                "index": np.arange(n_perm), "n_positions": n_positions,
+                **{m: v / n_positions for m, v in sums.items()}}))
+        return pd.concat([f for f in frames if len(f)], ignore_index=True) if any(
+            len(f) for f in frames) else pd.DataFrame()
 
 
 class TokenTable:

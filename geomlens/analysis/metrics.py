@@ -144,7 +144,8 @@ class ScoredPair:
     summaries: dict[str, RankSummary]
     """Rank group -> its `rank_summary`."""
     keys: dict[str, Tensor]
-    """Rank group -> its ranking key [n_positions, d_vocab]."""
+    """Rank group -> the values its summary ranks [n_positions, d_vocab] (p for the dot group
+    when the dot products are the logits)."""
 
 
 def pair_metrics(
@@ -173,9 +174,10 @@ def pair_metrics(
         float(eps), jsd_base, dot_is_logits)
     k = ref.ideal.top_indices.shape[-1]
     summaries = {g: rank_summary(keys[g], ref.ideal.gains, k=k) for g in computed}
-    if len(computed) < len(groups):
-        summaries["dot"], keys["dot"] = ref.summary, ref.logits
-    ranked = {g: summary_metrics(summaries[g], ref, ks=ks, key=keys[g]) for g in groups}
+    if len(computed) < len(groups):  # the dot group is p's own ranking
+        summaries["dot"], keys["dot"] = ref.summary, ref.p
+    ranked = {g: summary_metrics(summaries[g], ref, ks=ks,
+                                 key=keys[g] if g in computed else ref.logits) for g in groups}
     metrics = {name: {**ranked[group_of[name]], "jsd": jsd[name]} for name in names}
     return ScoredPair(metrics, summaries, keys)
 

@@ -160,6 +160,9 @@ def analyze_tokens(
                                   fused=fused, spearman_rows=sp_rows):
             table.add(scored)
             ctrl.add_chunk(scored)
+        if plan.null is not None:
+            for hidden, target, score, sums, n_rows in plan.null.finish():
+                ctrl.add_null(hidden, target, score, sums, n_rows)
         acc.add(table.frame(), batch.n_positions)
         n_traj = _trajectory_count(cfg, b, len(rows))
         if n_traj > 0:

@@ -1,18 +1,19 @@
 """Scoring: for a chunk of positions, every (hidden, target) pair is compared once with the whole
-vocabulary (`geomlens.geometry.scores.score_parts`), every score is derived from that and reduced
-at once to per-position metrics against p (`geomlens.analysis.metrics`); the controls are
-computed on the same parts.
+vocabulary: one matmul for h·e (none when h = ln_final and the target is the tied unembedding:
+h·e are then the LM logits the forward already computed), from which every score is derived
+and reduced at once to per-position metrics against p (`geomlens.analysis.metrics.pair_metrics`).
 
 Controls (on the first ``control_positions`` positions of the stream):
-    permutation    the rows of the target matrix are shuffled (``score[:, perm]``), n times;
+    permutation    the rows of the target matrix are shuffled (``score[:, perm]``), n times: the
+                   rank metrics of every permutation from the observed top-K and tail buckets
+                   (`geomlens.analysis.permutation`; JSD and Spearman left out);
     random_matrix  a Gaussian matrix with the target's shape and row-norm distribution;
     observed       the real metric on exactly the same positions, for the p-value.
-Spearman is left out of the controls (it needs one full sort per score and permutation).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Iterator, Sequence
 
 import torch
@@ -23,17 +24,10 @@ from transformer_lens import HookedTransformer
 from geomlens.analysis.capture import CapturedBatch
 from geomlens.analysis.config import AnalyzeConfig
 from geomlens.analysis.fused import Fused
-from geomlens.analysis.metrics import (
-    Metrics,
-    Reference,
-    ScoredPair,
-    all_score_metrics,
-    pair_metrics,
-    reference,
-)
-from geomlens.geometry.distances import row_sq_norms, sq_distance_from_dot
-from geomlens.geometry.scores import ScoreParts, score_parts
-from geomlens.metrics.stats import random_matrix_like, random_permutations
+from geomlens.analysis.metrics import Metrics, Reference, ScoredPair, pair_metrics, reference
+from geomlens.analysis.permutation import PermutationNull
+from geomlens.geometry.distances import row_sq_norms
+from geomlens.metrics.stats import random_matrix_like
 
 def target_matrices(
     model: HookedTransformer, names: Sequence[str]
@@ -95,7 +89,8 @@ class Targets:
 class ControlPlan:
     """The control draws (fixed for the whole run) and how many positions still get controls."""
 
-    permutations: list[Tensor] = field(default_factory=list)
+    null: PermutationNull | None = None
+    """Collects the control rows for the permutation test (None: no permutations)."""
     random_matrices: dict[str, Tensor] = field(default_factory=dict)
     remaining: float = 0.0
 
@@ -103,11 +98,12 @@ class ControlPlan:
     def create(cls, cfg: AnalyzeConfig, targets: Targets, d_vocab: int, device) -> ControlPlan:
         if not cfg.controls:
             return cls()
-        perms = random_permutations(d_vocab, cfg.n_permutations, seed=cfg.seed)
+        null = (PermutationNull(cfg.n_permutations, seed=cfg.seed, ks=cfg.ks)
+                if cfg.n_permutations else None)
         randoms = {name: random_matrix_like(mat, seed=cfg.seed + 1 + i)
                    for i, (name, mat) in enumerate(targets.matrices.items())}
         remaining = float("inf" if cfg.control_positions is None else cfg.control_positions)
-        return cls([p.to(device) for p in perms], randoms, remaining)
+        return cls(null, randoms, remaining)
 
     def take(self, n_positions: int) -> int:
         """How many of the next ``n_positions`` positions get controls (and count them)."""
@@ -146,6 +142,9 @@ def score_batch(
                         spearman=cfg.spearman and spearman_rows is None, spearman_rows=rows,
                         fused=fused)
         n_control = plan.take(stop - start)
+        ref_control = ref.head(n_control) if n_control else None
+        if n_control and plan.null is not None:
+            plan.null.add_reference(ref_control)
         for hidden in cfg.hidden:
             h = batch.hidden[hidden][start:stop]
             h_sq = h.pow(2).sum(-1, keepdim=True)
@@ -155,32 +154,31 @@ def score_batch(
                 scored = pair_metrics(ref, dot, h_sq, targets.sq_norms[target], names=cfg.scores,
                                       ks=cfg.ks, eps=cfg.eps, jsd_base=cfg.jsd_base,
                                       dot_is_logits=reuse, fused=fused)
-                controls = [] if not n_control else list(control_metrics(
-                    scored, ref.head(n_control), n_control, plan, cfg, h=h[:n_control],
-                    dot=dot[:n_control], target_sq=targets.sq_norms[target],
-                    random_matrix=plan.random_matrices.get(target)))
+                controls = []
+                if n_control:
+                    if plan.null is not None:
+                        plan.null.add_pair(hidden, target, scored, n_control)
+                    controls = list(control_metrics(
+                        scored, ref_control, n_control, cfg, h=h[:n_control],
+                        random_matrix=plan.random_matrices.get(target), fused=fused))
                 yield ScoredChunk(start, stop, hidden, target, scored.metrics, controls)
                 del dot, scored  # vocabulary-sized: free before the next pair is scored
 
 
 def control_metrics(
-    scored: ScoredPair, ref: Reference, n_positions: int, plan: ControlPlan, cfg: AnalyzeConfig,
-    *, h: Float[Tensor, "n_positions d_model"], dot: Tensor, target_sq: Tensor,
-    random_matrix: Tensor | None,
+    scored: ScoredPair, ref: Reference, n_positions: int, cfg: AnalyzeConfig, *,
+    h: Float[Tensor, "n_positions d_model"], random_matrix: Tensor | None, fused: Fused,
 ) -> Iterator[tuple[str, str, int, dict[str, Tensor]]]:
-    """``(score, variant, index, metrics)`` of every control on the first ``n_positions``
-    positions of a chunk (Spearman left out)."""
+    """``(score, variant, index, metrics)`` of the observed metrics and the random-matrix
+    control on the first ``n_positions`` positions of a chunk (Spearman left out; the
+    permutations go to `PermutationNull`)."""
     for name, m in scored.metrics.items():
         yield name, "observed", 0, {k: v[:n_positions] for k, v in m.items() if k != "spearman"}
-    h_sq = h.pow(2).sum(-1, keepdim=True)
-    sq = sq_distance_from_dot(dot.float(), h_sq, target_sq)
-    parts = ScoreParts(dot=dot.float(), sq_dist=sq, h_norm=h_sq[:, 0].sqrt(),
-                       e_norm=target_sq.sqrt(), eps=cfg.eps)
-    kw = dict(ks=cfg.ks, jsd_base=cfg.jsd_base, spearman=False)
-    for i, perm in enumerate(plan.permutations):  # rows of the target shuffled = score columns
-        for name, m in all_score_metrics(parts, cfg.scores, ref, perm=perm, **kw).items():
-            yield name, "permutation", i, m
     if random_matrix is not None:
-        rparts = score_parts(h, random_matrix, eps=cfg.eps)
-        for name, m in all_score_metrics(rparts, cfg.scores, ref, **kw).items():
+        plain = replace(ref, ranks=None, spearman_rows=None)
+        rdot = h @ random_matrix.T
+        rscored = pair_metrics(plain, rdot, h.pow(2).sum(-1, keepdim=True),
+                               row_sq_norms(random_matrix), names=cfg.scores, ks=cfg.ks,
+                               eps=cfg.eps, jsd_base=cfg.jsd_base, fused=fused)
+        for name, m in rscored.metrics.items():
             yield name, "random_matrix", 0, m

@@ -43,17 +43,34 @@ def _controls_block(controls: pd.DataFrame, key: tuple, metrics: list[str]) -> d
         if m not in sel.columns or obs.empty:
             continue
         observed = float(obs[m].iloc[0])
-        if len(perm):
-            null = perm[m].to_numpy(dtype=np.float64)
-            out["permutation"][m] = {
-                "observed": observed, "null_mean": float(null.mean()),
-                "null_std": float(null.std(ddof=1)) if len(null) > 1 else 0.0,
-                "p_value": permutation_p_value(observed, null, greater=greater_is_better(m)),
-                "alternative": "greater" if greater_is_better(m) else "less",
-            }
+        null = perm[m].to_numpy(dtype=np.float64) if len(perm) else np.array([])
+        if len(null) and not np.isnan(null).all():
+            out["permutation"][m] = _permutation_block(m, observed, null, obs, perm)
         if len(rand):
             out["random_matrix"][m] = {"observed": observed, "random": float(rand[m].iloc[0])}
     return out
+
+
+def _permutation_block(m: str, observed: float, null: np.ndarray, obs: pd.DataFrame,
+                       perm: pd.DataFrame) -> dict[str, Any]:
+    """Null mean/std and the one-sided p-value of metric ``m``. NDCG@full is bracketed, so a
+    permutation counts as at least as good when its upper bound reaches the observed lower
+    bound (a conservative p-value)."""
+    greater = greater_is_better(m)
+    margin = np.zeros_like(null)
+    if m == "ndcg@full" and "ndcg_full_err" in perm.columns:
+        margin = (perm["ndcg_full_err"].to_numpy(dtype=np.float64)
+                  + float(obs["ndcg_full_err"].iloc[0]))
+    block = {
+        "observed": observed, "null_mean": float(null.mean()),
+        "null_std": float(null.std(ddof=1)) if len(null) > 1 else 0.0,
+        "p_value": permutation_p_value(observed, null + (margin if greater else -margin),
+                                       greater=greater),
+        "alternative": "greater" if greater else "less",
+    }
+    if m == "ndcg@full" and "ndcg_full_err" in perm.columns:
+        block["null_error_bound_max"] = float(perm["ndcg_full_err"].max())
+    return block
 
 
 def definitions(cfg: AnalyzeConfig, result: AnalysisResult, n_layers: int | None = None) -> dict:
@@ -93,8 +110,14 @@ def definitions(cfg: AnalyzeConfig, result: AnalysisResult, n_layers: int | None
         "aggregation": "per-segment mean over positions, then mean over segments; 95% "
                        f"percentile bootstrap over segments ({cfg.n_bootstrap} resamples)",
         "controls": "first control_positions positions; permutation = rows of the target "
-                    "shuffled, p = (1 + #null at least as good)/(1 + n); random_matrix = Gaussian "
-                    "rows with the target's row norms; Spearman not computed in controls",
+                    f"shuffled ({cfg.n_permutations} permutations, the same for every position), "
+                    "p = (1 + #null at least as good)/(1 + n), for the rank metrics (NDCG@k, "
+                    "top-1, top-10 exact; NDCG@full from a wider bracket: p's top-K tokens placed "
+                    "in their exact score bucket, the rest of the gain only between ranks K+1 "
+                    "and V; a permutation counts when its upper bound reaches the observed lower "
+                    "bound); JSD and Spearman are not permuted (each would need a pass over the "
+                    "vocabulary per permutation); random_matrix = Gaussian rows with the "
+                    "target's row norms (every metric but Spearman)",
         "max_tokens": cfg.max_tokens,
         "overflow": cfg.overflow,
     }

@@ -216,21 +216,34 @@ def ndcg_topk(
         if k is not None and k < d_vocab:
             if k > k_eff:
                 raise ValueError(f"NDCG@{k} needs topk_exact >= {k} (got K={k_eff}).")
-            dcg, idcg = prefix[:, k - 1], ideal.prefix[:, k - 1]
-            values[k] = torch.where(idcg > 0, dcg / idcg.clamp_min(1e-30), torch.zeros_like(dcg))
+            values[k] = ndcg_ratio(prefix[:, k - 1], ideal.prefix[:, k - 1])
             continue
         if summary is not None:
             rest_lo, rest_hi = summary_bounds(summary, d_vocab)
         else:
             rest_lo, rest_hi = tail_dcg_bounds(scores, ideal.gains, score_top_indices)
-        dcg_lo, dcg_hi = prefix[:, -1] + rest_lo, prefix[:, -1] + rest_hi
-        idcg_lo, idcg_hi = ideal.prefix[:, -1] + ideal.rest_lo, ideal.prefix[:, -1] + ideal.rest_hi
-        lo = dcg_lo / idcg_hi.clamp_min(1e-30)
-        hi = torch.minimum(dcg_hi / idcg_lo.clamp_min(1e-30), torch.ones_like(dcg_hi))
-        lo = torch.minimum(lo, hi)
-        values[k] = torch.where(idcg_hi > 0, (lo + hi) / 2, torch.zeros_like(lo))
-        bound = torch.where(idcg_hi > 0, (hi - lo) / 2, torch.zeros_like(lo))
+        values[k], bound = ndcg_interval(prefix[:, -1] + rest_lo, prefix[:, -1] + rest_hi,
+                                         ideal.prefix[:, -1] + ideal.rest_lo,
+                                         ideal.prefix[:, -1] + ideal.rest_hi)
     return TopKNDCG(values=values, full_error_bound=bound)
+
+
+def ndcg_ratio(dcg: Float[Tensor, "*#batch"], idcg: Float[Tensor, "*#batch"]) -> Float[Tensor, "*#batch"]:
+    """DCG / IDCG, 0 where IDCG is 0 (shapes broadcast)."""
+    return torch.where(idcg > 0, dcg / idcg.clamp_min(1e-30), torch.zeros_like(dcg))
+
+
+def ndcg_interval(
+    dcg_lo: Float[Tensor, "*#batch"], dcg_hi: Float[Tensor, "*#batch"],
+    idcg_lo: Float[Tensor, "*#batch"], idcg_hi: Float[Tensor, "*#batch"],
+) -> tuple[Float[Tensor, "*#batch"], Float[Tensor, "*#batch"]]:
+    """``(midpoint, half-width)`` of the NDCG interval [dcg_lo / idcg_hi, min(dcg_hi / idcg_lo,
+    1)] (0 and 0 where IDCG is 0; shapes broadcast)."""
+    lo = dcg_lo / idcg_hi.clamp_min(1e-30)
+    hi = torch.minimum(dcg_hi / idcg_lo.clamp_min(1e-30), torch.ones_like(dcg_hi))
+    lo = torch.minimum(lo, hi)
+    zero = torch.zeros_like(lo)
+    return torch.where(idcg_hi > 0, (lo + hi) / 2, zero), torch.where(idcg_hi > 0, (hi - lo) / 2, zero)
 
 
 def overlap_at_k(

@@ -1,6 +1,7 @@
 """Spearman with average ranks against scipy."""
 
 import numpy as np
+import pytest
 import torch
 from scipy.stats import rankdata, spearmanr
 
@@ -42,3 +43,19 @@ def test_fast_spearman_from_centered_ranks_matches_scipy():
     ref = [spearmanr(a[i].numpy(), b[i].numpy()).statistic for i in range(3)]
     np.testing.assert_allclose(ours, ref, atol=1e-4)
     assert abs(float(centered_ranks(a).sum(-1).abs().max())) < 1e-2  # centered exactly
+
+
+def test_native_centered_ranks_match_torch():
+    from geomlens import native
+    from geomlens.metrics.correlation import average_ranks, centered_ranks
+
+    if native.library("ranks") is None:
+        pytest.skip("no C compiler")
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(6, 4001, generator=g)
+    x[0, :300] = 0.25  # a block of ties
+    x[1, ::2] = -0.0
+    x[1, 1::2] = 0.0  # -0.0 == +0.0: one tie group
+    x[2] = torch.round(x[2] * 3)  # many small tie groups
+    expected = average_ranks(x) - (x.shape[-1] + 1) / 2
+    torch.testing.assert_close(centered_ranks(x), expected, rtol=0, atol=0)

@@ -1,0 +1,81 @@
+"""The fast permutation null against the direct computation (the vocabulary re-ranked)."""
+
+import numpy as np
+import pytest
+import torch
+
+from geomlens import native
+from geomlens.analysis import permutation
+from geomlens.analysis.metrics import all_score_metrics, pair_metrics, reference
+from geomlens.analysis.permutation import PermutationNull, perm_tables
+from geomlens.geometry.scores import score_parts
+
+NAMES = ["inv_dist", "softmax_inv_dist", "neg_dist", "neg_sq_dist", "cosine", "dot"]
+
+
+def _case(d_vocab=300, n=6, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    h, e = torch.randn(n, 16, generator=g), torch.randn(d_vocab, 16, generator=g)
+    logits = (h @ e.T) * 0.7 + torch.randn(n, d_vocab, generator=g)  # p related to the scores
+    return h, e, logits
+
+
+def _fast_and_direct(topk, ks, d_vocab=300, n_perm=5):
+    h, e, logits = _case(d_vocab)
+    ref = reference(logits, topk=topk, gain="exp2")
+    e_sq = e.pow(2).sum(-1)
+    scored = pair_metrics(ref, h @ e.T, h.pow(2).sum(-1, keepdim=True), e_sq, names=NAMES,
+                          ks=ks, eps=1e-6)
+    null = PermutationNull(n_perm, seed=3, ks=ks)
+    null.add_reference(ref)
+    null.add_pair("h", "t", scored, n_rows=len(h))
+    fast = {score: sums for _, _, score, sums, _ in null.finish()}
+    perms, _, _ = perm_tables(3, 0, n_perm, d_vocab)
+    parts = score_parts(h, e)
+    direct = [all_score_metrics(parts, NAMES, ref, ks=ks, spearman=False, perm=p.long())
+              for p in perms]
+    return fast, direct
+
+
+@pytest.mark.parametrize("topk", [16, 300])
+def test_fast_null_matches_the_direct_computation(topk):
+    ks = [1, 10, None]
+    fast, direct = _fast_and_direct(topk, ks)
+    for score in NAMES:
+        for metric in ("ndcg@1", "ndcg@10", "top1", "top10"):
+            want = np.array([d[score][metric].sum().item() for d in direct])
+            np.testing.assert_allclose(fast[score][metric], want, atol=1e-4, err_msg=metric)
+        want = np.array([d[score]["ndcg@full"].sum().item() for d in direct])
+        direct_err = np.array([d[score]["ndcg_full_err"].sum().item() for d in direct])
+        gap = np.abs(fast[score]["ndcg@full"] - want)
+        assert (gap <= fast[score]["ndcg_full_err"] + direct_err + 1e-4).all(), score
+        if topk >= 300:  # the top K is the vocabulary: exact
+            np.testing.assert_allclose(fast[score]["ndcg@full"], want, atol=1e-4)
+            assert (fast[score]["ndcg_full_err"] == 0).all()
+
+
+@pytest.mark.skipif(native.library("permnull") is None, reason="no C compiler")
+def test_native_null_terms_match_torch():
+    h, e, logits = _case()
+    ks = [1, 10, None]
+    ref = reference(logits, topk=16, gain="exp2")
+    scored = pair_metrics(ref, h @ e.T, h.pow(2).sum(-1, keepdim=True), e.pow(2).sum(-1),
+                          names=NAMES, ks=ks, eps=1e-6)
+    null = PermutationNull(7, seed=0, ks=ks)
+    null.add_reference(ref)
+    null.add_pair("h", "t", scored, n_rows=len(h))
+    ref_rows, (rows,) = null.ref.cat(), [r.cat() for r in null.groups.values()][:1]
+    _, permT, pinvT = perm_tables(0, 0, 7, e.shape[0])
+    args = dict(gains=ref_rows["gains"], total=ref_rows["total"], heavy=ref_rows["heavy"],
+                top=rows["top"], bucket=rows["bucket"], d_lo=rows["d_lo"], d_hi=rows["d_hi"])
+    nat = permutation.null_terms(ref_rows, rows, permT, pinvT, [1, 10])
+    tor = permutation._null_torch(permT, pinvT, kcut=[1, 10], **args)
+    for name in nat:
+        torch.testing.assert_close(nat[name], tor[name], atol=1e-5, rtol=1e-5, msg=name)
+
+
+def test_permutations_are_fixed_by_seed_and_index():
+    a, _, _ = perm_tables(5, 0, 4, 100)
+    b, _, _ = perm_tables(5, 2, 2, 100)
+    torch.testing.assert_close(a[2:], b)
+    assert all(sorted(row.tolist()) == list(range(100)) for row in a)
