@@ -9,11 +9,15 @@ On smollm2-135m (CPU), one batch of N x T tokens of bundled corpus text (default
                      ``spearman_positions`` sampled positions)
     ratio_spearman_exact = Spearman at every position (--exact-spearman; slow)
     ratio_eager    = ratio with torch.compile off (--eager; the fallback path)
+    ratio_permutations = (time(analysis + controls with --permutations permutations on 512
+                     positions) - time(the same with 0 permutations)) / time(forward of those 512
+                     positions): the cost of the permutation test (goal < 1)
     peak_rss_mb    = process peak resident memory (resource.getrusage ru_maxrss)
 
 torch.compile is forced on (what the default ``compile=None`` picks for >= 2048 positions) and
-compiled once on a warm-up run before timing. Every time is the minimum of --repeats runs (median
-and maximum are recorded too); the load average is read before and after. Goals: ratio <= 1.3,
+compiled once on a warm-up run before timing. The jobs run interleaved (forward, analysis, ...,
+then again), --repeats times; every time is the minimum (median and maximum are recorded too);
+the load average is read before and after. Goals: ratio <= 1.3,
 ratio_spearman <= 1.8. Printed as ``name value`` lines and written to
 benchmarks/results/analysis[_MODEL].json.
 
@@ -33,12 +37,7 @@ from pathlib import Path
 import torch
 
 
-def timings(fn, repeats: int) -> dict:
-    ts = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t)
+def summarize(ts: list[float]) -> dict:
     return {"min": min(ts), "median": statistics.median(ts), "max": max(ts), "all": ts}
 
 
@@ -56,6 +55,8 @@ def main() -> None:
     ap.add_argument("--topk-exact", type=int, default=256)
     ap.add_argument("--exact-spearman", action="store_true", help="also time Spearman everywhere")
     ap.add_argument("--eager", action="store_true", help="also time the eager (uncompiled) path")
+    ap.add_argument("--permutations", type=int, default=999,
+                    help="time the permutation test with this many permutations (0: skip)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     if args.threads:
@@ -84,23 +85,43 @@ def main() -> None:
         configs["ratio_spearman_exact"] = cfg(spearman=True, spearman_positions=None)
     if args.eager:
         configs["ratio_eager"] = cfg(compile=False)
+    if args.permutations:  # controls on the first 512 positions, with and without permutations
+        ctl = dict(controls=True, control_positions=512)
+        configs["controls_no_permutations"] = cfg(**ctl, n_permutations=0)
+        configs["controls_permutations"] = cfg(**ctl, n_permutations=args.permutations)
     load_before = os.getloadavg()
     with torch.no_grad():
         model(tokens[:1, :16])
         analyze_tokens(model, seqs[:2], cfg(spearman=True))  # compiles the fused kernels
-        t_fwd = timings(lambda: model(tokens), args.repeats)
-    rss = {"forward": rss_mb()}
-    times = {}
-    for name, c in configs.items():
-        times[name] = timings(lambda: analyze_tokens(model, seqs, c), args.repeats)
-        rss[name] = rss_mb()
+    n_ctl = max(1, 512 // args.seq_len)
+    jobs = {"forward": lambda: model(tokens), "forward_control": lambda: model(tokens[:n_ctl]),
+            **{name: (lambda c=c: analyze_tokens(model, seqs, c)) for name, c in configs.items()}}
+    runs: dict[str, list[float]] = {name: [] for name in jobs}
+    rss = {}
+    with torch.no_grad():
+        for _ in range(args.repeats):  # interleaved, so every job sees the same machine state
+            for name, fn in jobs.items():
+                t = time.perf_counter()
+                fn()
+                runs[name].append(time.perf_counter() - t)
+                rss[name] = rss_mb()
+    times = {name: summarize(ts) for name, ts in runs.items()}
+    t_fwd, t_fwd_ctl = times.pop("forward"), times.pop("forward_control")
+    perm_extra = {}
+    if args.permutations:
+        a, b = times.pop("controls_permutations"), times.pop("controls_no_permutations")
+        delta = a["min"] - b["min"]
+        perm_extra = {"permutations": args.permutations, "control_positions": 512,
+                      "forward_control_positions_s": t_fwd_ctl,
+                      "controls_s": {"with_permutations": a, "without": b},
+                      "ratio_permutations": delta / t_fwd_ctl["min"]}
     res = {
         "model": args.model, "batch": [args.n_seq, args.seq_len], "device": "cpu",
         "torch_threads": torch.get_num_threads(), "topk_exact": args.topk_exact,
         "repeats": args.repeats, "load_avg_before": load_before, "load_avg_after": os.getloadavg(),
         "forward_s": t_fwd, "analysis_s": times,
         **{name: t["min"] / t_fwd["min"] for name, t in times.items()},
-        "peak_rss_mb": rss,
+        "peak_rss_mb": rss, **perm_extra,
         "definition": "ratio = min time(analyze_tokens incl. its forward; 6 scores, "
                       "NDCG@1/10/100/full, JSD, top-1, top-10; ln_final vs W_E) / min time("
                       "model(tokens)); spearman_positions default for ratio_spearman",
@@ -115,6 +136,10 @@ def main() -> None:
     for name, t in times.items():
         print(f"{name} {res[name]:.3f}  (analysis {t['min']:.2f}s, median {t['median']:.2f}, "
               f"max {t['max']:.2f})")
+    if perm_extra:
+        print(f"ratio_permutations {perm_extra['ratio_permutations']:.3f}  ({args.permutations} "
+              f"permutations on 512 positions: +{perm_extra['controls_s']['with_permutations']['min'] - perm_extra['controls_s']['without']['min']:.2f}s "
+              f"vs forward of those positions {t_fwd_ctl['min']:.2f}s)")
     print(f"peak_rss_mb {max(rss.values()):.0f}")
 
 

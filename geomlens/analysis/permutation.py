@@ -7,15 +7,17 @@ observed metrics, serve every permutation: each one only gathers gains (`native/
 has the arithmetic; `_null_torch` is the same in torch).
 
     NDCG@k (k <= K), top-1, top-10   exact
-    NDCG@full                        the midpoint of a bracket: p's K heaviest tokens are placed
-                                     in their exact score bucket, the rest of the gain mass only
-                                     between ranks K+1 and V; the half-width is ndcg_full_err
+    NDCG@full                        the midpoint of a bracket: ranks 1..Kx exact (Kx = the
+                                     largest finite cut-off), p's K heaviest tokens elsewhere
+                                     in their score bucket, the rest of the gain mass only
+                                     between ranks Kx+1 and V; the half-width is ndcg_full_err
     JSD, Spearman                    left out (each needs a pass over the vocabulary per
                                      permutation; the random-matrix control keeps JSD)
 
 The control rows of a batch are buffered (gains, and one byte per token and rank group for the
 bucket map) and the null is computed for all permutations at the end of the batch, in blocks of
-`BLOCK` permutations drawn by `perm_tables` (the same permutations in every batch).
+permutations drawn by `perm_tables` (the same permutations in every batch) whose tables fit in
+`TABLE_BYTES`.
 """
 
 from __future__ import annotations
@@ -34,32 +36,51 @@ from geomlens.analysis.metrics import Reference, ScoredPair, ndcg_name, rank_gro
 from geomlens.metrics.ranking import discounts, ndcg_interval, ndcg_ratio
 from geomlens.metrics.selection import N_BUCKETS, bucket_index
 
-BLOCK = 16
-"""Permutations per pass over the buffered rows (one 64-byte cache line of int32 indices)."""
+TABLE_BYTES = 256 << 20
+"""Memory for the permutation tables of one pass: S permutations x V tokens x 2 int32 tables."""
 TOP = 255
-"""Bucket-map code of the score's top-K tokens."""
+"""Bucket-map code of the score's tokens in the exact slots (ranks 1..Kx)."""
+NEAR = 254
+"""Bucket-map code of the score's top-K tokens below the exact slots (ranks Kx+1..K)."""
 
 
-def perm_tables(seed: int, first: int, count: int, d_vocab: int) -> tuple[Tensor, Tensor, Tensor]:
-    """Permutations ``first .. first + count - 1`` of ``seed`` as ``(perm [count, V], permT
-    [V, count], pinvT [V, count])`` (int32). Native: Fisher-Yates on xoshiro256** seeded by
-    (seed, index). Torch fallback: `torch.randperm` from a generator seeded by ``seed + index``
-    (other permutations, the same distribution)."""
+def exact_slots(ks: list[int | None], k: int, d_vocab: int) -> int:
+    """Kx: the ranks placed exactly in every permutation (the largest finite NDCG cut-off, at
+    least 10 for top-10; at most K; all of them when K covers the vocabulary)."""
+    if k >= d_vocab:
+        return k
+    finite = [kk for kk in ks if kk is not None and kk < d_vocab]
+    return min(k, max([10, *finite]))
+
+
+def block_size(n_permutations: int, d_vocab: int) -> int:
+    """Permutations per pass over the buffered rows (a multiple of 16 within `TABLE_BYTES`)."""
+    most = max(16, TABLE_BYTES // (8 * d_vocab) // 16 * 16)
+    return min(most, -(-n_permutations // 16) * 16)
+
+
+def perm_tables(seed: int, first: int, count: int, d_vocab: int) -> tuple[Tensor, Tensor]:
+    """Permutations ``first .. first + count - 1`` of ``seed`` (count a multiple of 16) as
+    transposed int32 tables ``(permT, pinvT)`` [V, count]: ``permT[v, i] = perm_i[v]``.
+
+    Native: Fisher-Yates on xoshiro256** seeded by (seed, index). Torch fallback: `torch.randperm`
+    seeded by ``seed * 1000003 + index`` (other permutations, the same distribution). Either
+    way permutation ``index`` is the same in every call."""
+    permT = torch.empty(d_vocab, count, dtype=torch.int32)
+    pinvT = torch.empty_like(permT)
     lib = native.library("permnull")
     if lib is not None:
-        permT = torch.empty(d_vocab, count, dtype=torch.int32)
-        pinvT, perm = torch.empty_like(permT), torch.empty(count, d_vocab, dtype=torch.int32)
-        code = lib.perm_tables(ctypes.c_uint64(seed), ctypes.c_int64(first), ctypes.c_int64(count),
-                               ctypes.c_int64(d_vocab), native.ptr(permT), native.ptr(pinvT),
-                               native.ptr(perm))
-        if code:
-            raise MemoryError("perm_tables: out of memory")
-        return perm, permT, pinvT
-    perm = torch.stack([torch.randperm(d_vocab, generator=torch.Generator().manual_seed(seed + i))
-                        for i in range(first, first + count)]).int()
-    pinv = torch.empty_like(perm).scatter_(1, perm.long(), torch.arange(d_vocab, dtype=torch.int32)
-                                           .expand_as(perm).contiguous())
-    return perm, perm.T.contiguous(), pinv.T.contiguous()
+        i64 = ctypes.c_int64
+        native.run_rows(lambda g0, g1: lib.perm_tables(
+            ctypes.c_uint64(seed), i64(first), i64(16 * g0), i64(16 * g1), i64(count),
+            i64(d_vocab), native.ptr(permT), native.ptr(pinvT)), count // 16)
+        return permT, pinvT
+    for i in range(count):
+        gen = torch.Generator().manual_seed(seed * 1_000_003 + first + i)
+        perm = torch.randperm(d_vocab, generator=gen)
+        permT[:, i] = perm.int()
+        pinvT[perm, i] = torch.arange(d_vocab, dtype=torch.int32)
+    return permT, pinvT
 
 
 @dataclass
@@ -73,7 +94,18 @@ class _Rows:
             self.parts[name].append(t)
 
     def cat(self) -> dict[str, Tensor]:
-        return {name: torch.cat(ts).contiguous() for name, ts in self.parts.items()}
+        return {name: _cat_padded(ts) if ts[0].dtype == torch.uint8 else torch.cat(ts).contiguous()
+                for name, ts in self.parts.items()}
+
+
+def _cat_padded(parts: list[Tensor]) -> Tensor:
+    """``torch.cat(parts)`` in a buffer with 64 bytes of slack after it (the native kernel
+    reads the byte map 4 bytes at a time)."""
+    n_rows, width = sum(len(p) for p in parts), parts[0].shape[1]
+    flat = torch.zeros(n_rows * width + 64, dtype=parts[0].dtype, device=parts[0].device)
+    out = flat[: n_rows * width].view(n_rows, width)
+    torch.cat(parts, out=out)
+    return out
 
 
 class PermutationNull:
@@ -101,7 +133,9 @@ class PermutationNull:
             top = s.top_indices[first]
             bucket = bucket_index(scored.keys[group][first].float(), s.low[first], s.scale[first],
                                   N_BUCKETS).to(torch.uint8)
-            bucket.scatter_(1, top, TOP)
+            kx = exact_slots(self.ks, top.shape[-1], bucket.shape[-1])
+            bucket.scatter_(1, top[:, kx:], NEAR)
+            bucket.scatter_(1, top[:, :kx], TOP)
             above = s.count[first].flip(-1).cumsum(-1).flip(-1) - s.count[first]
             k = top.shape[-1]
             first_rank = torch.clamp(above + 1, min=k + 1)
@@ -119,12 +153,14 @@ class PermutationNull:
         groups = {key: rows.cat() for key, rows in self.groups.items()}
         n_rows, d_vocab = ref["gains"].shape
         sums = {key: defaultdict(lambda: np.zeros(self.n_permutations)) for key in groups}
-        for first in range(0, self.n_permutations, BLOCK):
-            count = min(BLOCK, self.n_permutations - first)
-            _, permT, pinvT = perm_tables(self.seed, first, count, d_vocab)
+        size = block_size(self.n_permutations, d_vocab)
+        for first in range(0, self.n_permutations, size):
+            count = min(size, self.n_permutations - first)
+            permT, pinvT = perm_tables(self.seed, first, size, d_vocab)  # a whole block
             for key, rows in groups.items():
                 for metric, values in self._block(ref, rows, permT, pinvT).items():
-                    sums[key][metric][first:first + count] = values.sum(0).double().numpy()
+                    sums[key][metric][first:first + count] = values[:, :count].sum(0).double().numpy()
+            del permT, pinvT
         self.ref, self.groups = _Rows(), {}
         for (hidden, target, group), s in sums.items():
             for name in self.members[(hidden, target, group)]:
@@ -136,14 +172,14 @@ class PermutationNull:
         d_vocab, count = permT.shape
         k = rows["top"].shape[-1]
         kcut = sorted({kk for kk in self.ks if kk is not None and kk < d_vocab})
-        out = null_terms(ref, rows, permT, pinvT, kcut)
+        out = null_terms(ref, rows, permT, pinvT, kcut, exact_slots(self.ks, k, d_vocab))
         metrics = {ndcg_name(kk): ndcg_ratio(out["dcg_k"][..., c], ref["prefix"][:, kk - 1, None])
                    for c, kk in enumerate(kcut)}
         full = [kk for kk in self.ks if kk is None or kk >= d_vocab]
         if full:
             mid, half = ndcg_interval(out["dcg_top"] + out["tail_lo"], out["dcg_top"] + out["tail_hi"],
                                       ref["idcg_lo"][:, None], ref["idcg_hi"][:, None])
-            if k >= d_vocab:  # the top K is the whole vocabulary: exact
+            if exact_slots(self.ks, k, d_vocab) >= d_vocab:  # every rank is exact
                 mid, half = ndcg_ratio(out["dcg_top"], ref["prefix"][:, -1, None]), half * 0
             metrics.update({ndcg_name(kk): mid for kk in full})
             metrics["ndcg_full_err"] = half
@@ -152,52 +188,61 @@ class PermutationNull:
 
 
 def null_terms(ref: dict[str, Tensor], rows: dict[str, Tensor], permT: Tensor, pinvT: Tensor,
-               kcut: list[int]) -> dict[str, Tensor]:
-    """The raw per (row, permutation) sums (see `native/permnull.c`): dcg_k [n, P, len(kcut)],
-    dcg_top, tail_lo, tail_hi, top1, top10 [n, P]."""
+               kcut: list[int], kx: int) -> dict[str, Tensor]:
+    """The raw per (row, permutation) sums (see `native/permnull.c`): dcg_k [n, S, len(kcut)],
+    dcg_top, tail_lo, tail_hi, top1, top10 [n, S]."""
     n_rows, d_vocab = ref["gains"].shape
     count, k = permT.shape[1], rows["top"].shape[-1]
     lib = native.library("permnull")
     args = dict(gains=ref["gains"], total=ref["total"], heavy=ref["heavy"], top=rows["top"],
                 bucket=rows["bucket"], d_lo=rows["d_lo"], d_hi=rows["d_hi"])
     if lib is None or not native.usable(*args.values()):
-        return _null_torch(permT, pinvT, kcut=kcut, **args)
+        return _null_torch(permT, pinvT, kcut=kcut, kx=kx, **args)
     f32 = dict(dtype=torch.float32)
-    out = {"dcg_k": torch.zeros(n_rows, count, max(1, len(kcut)), **f32),
+    out = {"dcg_k": torch.zeros(n_rows, max(1, len(kcut)), count, **f32),
            **{name: torch.empty(n_rows, count, **f32)
               for name in ("dcg_top", "tail_lo", "tail_hi", "top1", "top10")}}
     cuts = torch.tensor(kcut or [0], dtype=torch.int64)
     disc = discounts(k)
     i64 = ctypes.c_int64
     native.run_rows(lambda r0, r1: lib.perm_null_rows(
-        i64(r0), i64(r1), i64(d_vocab), i64(k), i64(count), i64(rows["d_lo"].shape[-1]),
+        i64(r0), i64(r1), i64(d_vocab), i64(k), i64(kx), i64(count), i64(rows["d_lo"].shape[-1]),
         native.ptr(permT), native.ptr(pinvT), *map(native.ptr, args.values()), native.ptr(disc),
         native.ptr(cuts), i64(len(kcut)), *map(native.ptr, out.values())), n_rows)
+    out["dcg_k"] = out["dcg_k"].transpose(1, 2)
     return out
 
 
-def _null_torch(permT: Tensor, pinvT: Tensor, *, gains: Tensor, total: Tensor, heavy: Tensor,
-                top: Tensor, bucket: Tensor, d_lo: Tensor, d_hi: Tensor,
-                kcut: list[int]) -> dict[str, Tensor]:
-    """`null_terms` in torch (no compiler, or tensors on a GPU)."""
-    d_vocab, count = permT.shape
+def _null_torch(permT: Tensor, pinvT: Tensor, *, kcut: list[int], kx: int,
+                **rows: Tensor) -> dict[str, Tensor]:
+    """`null_terms` in torch (no compiler, or tensors on a GPU), 16 permutations at a time."""
+    parts = [_null_torch_block(permT[:, i:i + 16], pinvT[:, i:i + 16], kcut=kcut, kx=kx, **rows)
+             for i in range(0, permT.shape[1], 16)]
+    return {name: torch.cat([p[name] for p in parts], dim=1) for name in parts[0]}
+
+
+def _null_torch_block(permT: Tensor, pinvT: Tensor, *, gains: Tensor, total: Tensor,
+                      heavy: Tensor, top: Tensor, bucket: Tensor, d_lo: Tensor, d_hi: Tensor,
+                      kcut: list[int], kx: int) -> dict[str, Tensor]:
+    d_vocab = gains.shape[1]
     k = top.shape[-1]
-    src = pinvT.to(top.device).long()[top]  # [n, K, P]: the token in slot j
+    src = pinvT.to(top.device).long()[top[:, :kx]]  # [n, Kx, P]: the token in exact slot j
     g_slot = gains.gather(1, src.flatten(1)).view_as(src)
-    disc = discounts(k, device=gains.device)[None, :, None]
+    disc = discounts(kx, device=gains.device)[None, :, None]
     dcg = (g_slot * disc).cumsum(1)
     dst = permT.to(top.device).long()[heavy]  # [n, K, P]: where p's heavy token lands
     b = bucket.gather(1, dst.flatten(1)).view_as(dst).long()
-    in_tail = b != TOP
     bb = b.clamp_max(d_lo.shape[-1] - 1)
-    gh = gains.gather(1, heavy)[:, :, None] * in_tail
-    lo = (gh * d_lo.gather(1, bb.flatten(1)).view_as(bb)).sum(1)
-    hi = (gh * d_hi.gather(1, bb.flatten(1)).view_as(bb)).sum(1)
+    near_lo, near_hi = 1 / np.log2(k + 1), 1 / np.log2(kx + 2)
+    gh = gains.gather(1, heavy)[:, :, None] * (b != TOP)
+    lo_b = torch.where(b == NEAR, near_lo, d_lo.gather(1, bb.flatten(1)).view_as(bb))
+    hi_b = torch.where(b == NEAR, near_hi, d_hi.gather(1, bb.flatten(1)).view_as(bb))
     light = (total[:, None] - g_slot.sum(1) - gh.sum(1)).clamp_min(0)
-    k10 = min(10, k)
+    k10 = min(10, kx)
     hits = (src[:, :k10, None, :] == heavy[:, None, :k10, None]).any(2).float().sum(1)
     return {
         "dcg_k": dcg[:, [c - 1 for c in kcut] or [0], :].transpose(1, 2),
         "dcg_top": dcg[:, -1], "top1": (src[:, 0] == heavy[:, :1]).float(), "top10": hits / k10,
-        "tail_lo": lo + light / np.log2(d_vocab + 1), "tail_hi": hi + light / np.log2(k + 2),
+        "tail_lo": (gh * lo_b).sum(1) + light / np.log2(d_vocab + 1),
+        "tail_hi": (gh * hi_b).sum(1) + light / np.log2(kx + 2),
     }

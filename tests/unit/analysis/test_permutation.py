@@ -30,7 +30,7 @@ def _fast_and_direct(topk, ks, d_vocab=300, n_perm=5):
     null.add_reference(ref)
     null.add_pair("h", "t", scored, n_rows=len(h))
     fast = {score: sums for _, _, score, sums, _ in null.finish()}
-    perms, _, _ = perm_tables(3, 0, n_perm, d_vocab)
+    perms = perm_tables(3, 0, 16, d_vocab)[0].T[:n_perm]
     parts = score_parts(h, e)
     direct = [all_score_metrics(parts, NAMES, ref, ks=ks, spearman=False, perm=p.long())
               for p in perms]
@@ -61,21 +61,22 @@ def test_native_null_terms_match_torch():
     ref = reference(logits, topk=16, gain="exp2")
     scored = pair_metrics(ref, h @ e.T, h.pow(2).sum(-1, keepdim=True), e.pow(2).sum(-1),
                           names=NAMES, ks=ks, eps=1e-6)
-    null = PermutationNull(7, seed=0, ks=ks)
+    null = PermutationNull(32, seed=0, ks=ks)
     null.add_reference(ref)
     null.add_pair("h", "t", scored, n_rows=len(h))
     ref_rows, (rows,) = null.ref.cat(), [r.cat() for r in null.groups.values()][:1]
-    _, permT, pinvT = perm_tables(0, 0, 7, e.shape[0])
+    permT, pinvT = perm_tables(0, 0, 32, e.shape[0])
     args = dict(gains=ref_rows["gains"], total=ref_rows["total"], heavy=ref_rows["heavy"],
                 top=rows["top"], bucket=rows["bucket"], d_lo=rows["d_lo"], d_hi=rows["d_hi"])
-    nat = permutation.null_terms(ref_rows, rows, permT, pinvT, [1, 10])
-    tor = permutation._null_torch(permT, pinvT, kcut=[1, 10], **args)
+    nat = permutation.null_terms(ref_rows, rows, permT, pinvT, [1, 10], 12)
+    tor = permutation._null_torch(permT, pinvT, kcut=[1, 10], kx=12, **args)
     for name in nat:
         torch.testing.assert_close(nat[name], tor[name], atol=1e-5, rtol=1e-5, msg=name)
 
 
 def test_permutations_are_fixed_by_seed_and_index():
-    a, _, _ = perm_tables(5, 0, 4, 100)
-    b, _, _ = perm_tables(5, 2, 2, 100)
-    torch.testing.assert_close(a[2:], b)
-    assert all(sorted(row.tolist()) == list(range(100)) for row in a)
+    a, ainv = perm_tables(5, 0, 32, 100)
+    b, _ = perm_tables(5, 16, 16, 100)
+    torch.testing.assert_close(a[:, 16:], b)
+    assert all(sorted(col.tolist()) == list(range(100)) for col in a.T)
+    torch.testing.assert_close(ainv.long().gather(0, a.long()), torch.arange(100)[:, None].expand(100, 32))
