@@ -55,7 +55,7 @@ def main() -> None:
     ap.add_argument("--topk-exact", type=int, default=256)
     ap.add_argument("--exact-spearman", action="store_true", help="also time Spearman everywhere")
     ap.add_argument("--eager", action="store_true", help="also time the eager (uncompiled) path")
-    ap.add_argument("--permutations", type=int, default=999,
+    ap.add_argument("--permutations", type=int, default=1023,
                     help="time the permutation test with this many permutations (0: skip)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()

@@ -54,7 +54,7 @@ class AnalyzeConfig(TextSource):
     spearman: bool = True
     """Also compute Spearman's rho over the full vocabulary (one full sort per rank group and
     position, so it is computed on a sample of positions: see ``spearman_positions``)."""
-    spearman_positions: int | None = 4096
+    spearman_positions: int | None = 1024
     """Spearman's rho is averaged over this many positions, drawn uniformly without
     replacement from all positions of the run (seeded by ``seed``); None = every position
     (the exact mode). Its CI then includes the sampling (see summary.json definitions)."""
@@ -64,10 +64,10 @@ class AnalyzeConfig(TextSource):
     """Added to the distance in inv_dist and softmax_inv_dist (1/(0+eps) stays finite)."""
     n_bootstrap: int = 1000
     """Bootstrap resamples of segments for the 95% CIs."""
-    n_permutations: int = 999
+    n_permutations: int = 1023
     """Permutations of the target rows for the permutation test of the rank metrics (0 = no
-    test); 999 reach p = 0.001. They cost less than the forward pass over the control
-    positions (`geomlens.analysis.permutation`)."""
+    test); with 1023 the smallest p-value is 1/1024 < 0.001. They cost less than the forward
+    pass over the control positions (`geomlens.analysis.permutation`)."""
     controls: bool = True
     """Run the controls (permutation test and random-matrix control)."""
     control_positions: int | None = 512

@@ -27,7 +27,7 @@ def plot_metric_bars(per_segment: pd.DataFrame, metrics: list[str], out_dir: str
                    var_name="metric", value_name="value")
     paths = []
     grid = sns.catplot(data=long, x="score", y="value", hue="h/target", col="metric",
-                       col_wrap=4, kind="bar", errorbar=("ci", 95), sharey=False,
+                       col_wrap=4, kind="bar", errorbar=("ci", 95), n_boot=200, seed=0, sharey=False,
                        height=3, aspect=1.3)
     _rotate(grid)
     paths.append(out / "metrics_by_score.png")
@@ -36,7 +36,7 @@ def plot_metric_bars(per_segment: pd.DataFrame, metrics: list[str], out_dir: str
     first = df["h/target"].iloc[0]
     sub = long[long["h/target"] == first]
     grid = sns.catplot(data=sub, x="domain", y="value", hue="score", col="metric", col_wrap=4,
-                       kind="bar", errorbar=("ci", 95), sharey=False, height=3, aspect=1.3)
+                       kind="bar", errorbar=("ci", 95), n_boot=200, seed=0, sharey=False, height=3, aspect=1.3)
     _rotate(grid)
     grid.figure.suptitle(first, y=1.02)
     paths.append(out / "metrics_by_domain.png")

@@ -6,14 +6,62 @@ from __future__ import annotations
 from pathlib import Path
 
 KIND = "analyze"
+COLUMNS = (("ndcg@full", "ndcg@full"), ("ndcg@10", "ndcg@10"), ("top1", "top-1"), ("jsd", "JSD"))
 
 
 def headline(summary: dict, run_dir: Path) -> str:
-    from geomlens.analysis.summary import table_frame
-
-    frame = table_frame(summary)
-    short = [c for c in ("hidden", "target", "score", "ndcg@10", "ndcg@full", "jsd", "top1")
-             if c in frame.columns]
+    """A few rows: per hidden state, the distance family (its scores share one ranking; the JSD
+    shown is the family's smallest), cosine and dot, against the first target; the full table
+    is in ``table61.md``."""
+    results = summary["results"]
+    if not results:
+        return f"no results; see {run_dir}"
+    target = results[0]["target"]
+    alias = summary["info"].get("target_alias", {})
+    same = [t for t, real in alias.items() if t != target and real == alias.get(target, target)]
+    families = _families([r["score"] for r in results])
+    rows = [_row(hidden, family, [r for r in results if r["hidden"] == hidden
+                                  and r["target"] == target and _family(r["score"]) == family])
+            for hidden in dict.fromkeys(r["hidden"] for r in results) for family in families]
+    header = ["hidden", "score", *(label for _, label in COLUMNS), "perm p"]
+    widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(header)]
+    fmt = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths))  # noqa: E731
+    note = f" (= {', '.join(same)}: same numbers)" if same else ""
+    n_perm = next((r["controls"].get("n_permutations", 0) for r in results if r.get("controls")), 0)
     bound = summary["info"]["ndcg_full_error_bound_max"]
-    return (frame[short].to_string(index=False)
-            + f"\nNDCG@full max error bound: {bound:.2e}; full table: {run_dir / 'table61.md'}")
+    lines = [f"target {target}{note}; means over {results[0]['n_segments']} segments; "
+             f"perm p: NDCG@full, {n_perm} permutations", fmt(header),
+             *(fmt(row) for row in rows),
+             f"NDCG@full max error bound: {bound:.2e}; full table: {run_dir / 'table61.md'}"]
+    return "\n".join(lines)
+
+
+def _families(scores: list[str]) -> list[str]:
+    """The rank groups of ``scores`` in the order of the score registry (distance first)."""
+    from geomlens.geometry.scores import SCORES
+
+    present = {_family(s) for s in scores}
+    return [f for f in dict.fromkeys(_family(n) for n in SCORES.names()) if f in present]
+
+
+def _family(score: str) -> str:
+    from geomlens.geometry.scores import get_score
+
+    return get_score(score).rank_group or score
+
+
+def _row(hidden: str, family: str, entries: list[dict]) -> list[str]:
+    first = entries[0]
+    label = family if len(entries) == 1 else f"{family} ({len(entries)} scores)"
+    cells = []
+    for metric, _ in COLUMNS:
+        if metric not in first["overall"]:
+            cells.append("-")
+        elif metric == "jsd" and len(entries) > 1:
+            best = min(entries, key=lambda e: e["overall"]["jsd"]["mean"])
+            cells.append(f"{best['overall']['jsd']['mean']:.3f} ({best['score']})")
+        else:
+            cells.append(f"{first['overall'][metric]['mean']:.3f}")
+    perm = first.get("controls", {}).get("permutation", {}).get("ndcg@full")
+    cells.append("-" if perm is None else f"{perm['p_value']:.2g}")
+    return [hidden, label, *cells]
