@@ -14,6 +14,7 @@ when asked and falls back to eager (with one warning) when compilation is unavai
 from __future__ import annotations
 
 import logging
+from contextlib import contextmanager
 from typing import Callable
 
 import torch
@@ -74,6 +75,23 @@ def _group_member(group: str, names: tuple[str, ...]) -> str:
     return next(n for n in names if (get_score(n).rank_group or n) == group)
 
 
+@contextmanager
+def _untyped():
+    """jaxtyping's runtime shape checks (on under pytest) cannot run inside a torch.compile
+    trace: switch them off for the compiled call (the eager path is checked)."""
+    try:
+        from jaxtyping import config
+    except ImportError:
+        yield
+        return
+    before = config.jaxtyping_disable
+    config.update("jaxtyping_disable", True)
+    try:
+        yield
+    finally:
+        config.update("jaxtyping_disable", before)
+
+
 class Fused:
     """Calls the kernels above compiled (``enabled``) or eagerly; a failed compilation (no C++
     compiler, an unsupported backend) switches to eager for the rest of the process."""
@@ -92,7 +110,8 @@ class Fused:
             if isinstance(a, Tensor) and a.dim() == 2 and a.shape[0] > 1:
                 torch._dynamo.maybe_mark_dynamic(a, 0)
         try:
-            return compiled(*args)
+            with _untyped():
+                return compiled(*args)
         except Exception as exc:  # noqa: BLE001 - any backend failure means "run eagerly"
             logger.warning("torch.compile unavailable (%s: %s); running eagerly",
                            type(exc).__name__, exc)

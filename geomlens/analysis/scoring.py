@@ -47,9 +47,11 @@ def target_matrices(
 
 def is_unembedding(model: HookedTransformer, matrix: Float[Tensor, "d_vocab d_model"]) -> bool:
     """True when h·e with this matrix *is* the LM logits for h = ln_final: the matrix equals
-    W_U.T bitwise, b_U is 0 and the model computes in float32 (checked once per run)."""
+    W_U.T bitwise, b_U is 0, the logits are not soft-capped and the model computes in float32
+    (checked once per run)."""
     W_U = model.W_U.detach()
-    return (W_U.dtype == torch.float32 and matrix.shape == W_U.T.shape
+    softcap = getattr(model.cfg, "output_logits_soft_cap", -1.0) or -1.0
+    return (W_U.dtype == torch.float32 and softcap <= 0 and matrix.shape == W_U.T.shape
             and bool((model.b_U == 0).all()) and torch.equal(matrix, W_U.T.to(matrix.device)))
 
 
