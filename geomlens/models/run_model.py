@@ -67,13 +67,12 @@ def reduced_vocab(train_cfg: dict[str, Any], stream: Int[Tensor, "n"] | None = N
 
 
 def _tokenizer():
-    from geomlens.errors import MissingPackageError
     from geomlens.models.load import load_tokenizer
 
     try:
         return load_tokenizer(RUN_TOKENIZER)
-    except MissingPackageError as exc:
-        logger.warning("No tokenizer for the run (%s); tokens print as ids.", exc)
+    except Exception as exc:  # noqa: BLE001  (no weights package / cache: ids still work)
+        logger.warning("No %s tokenizer for the run (%s); tokens print as ids.", RUN_TOKENIZER, exc)
         return None
 
 

@@ -97,10 +97,14 @@ def project_vectors(
 ) -> pd.DataFrame:
     """Top-k and bottom-k tokens of each vector of a vector kind at one layer.
 
-    ``heads`` are query heads; for k and v under GQA, the KV heads they read."""
+    ``heads`` are query heads; for k and v under GQA, the KV heads they read. ``neurons`` must
+    exist for MLP kinds; for q/k/v/o those below d_head are kept."""
     through = through or KINDS[kind].through
     pv = parameter_vectors(model, kind, layer)
-    keep = np.isin(pv.neuron, _select(int(pv.neuron.max()) + 1, neurons, "neurons"))
+    n = int(pv.neuron.max()) + 1
+    if pv.head is not None and neurons is not None:  # coordinates within a head: those that exist
+        neurons = [i for i in neurons if i < n]
+    keep = np.isin(pv.neuron, _select(n, neurons, "neurons"))
     if pv.head is not None:
         keep &= np.isin(pv.head, _heads_for(model, kind, heads))
     idx = np.flatnonzero(keep)
