@@ -151,6 +151,7 @@ def topk_overlap(
     Y: Float[Tensor, "n d_b"], T_b: Float[Tensor, "n_shared d_b"], k: int,
 ) -> float:
     """Mean |top-k(T_a x_i) ∩ top-k(T_b y_i)| / k over paired rows i (shared-token positions)."""
+    k = min(k, T_a.shape[0])
     top_a = (X.to(T_a.dtype) @ T_a.T).topk(k, dim=-1).indices
     top_b = (Y.to(T_b.dtype) @ T_b.T).topk(k, dim=-1).indices
     same = (top_a[:, :, None] == top_b[:, None, :]).any(-1).sum(-1)

@@ -133,11 +133,12 @@ class _Best:
 
 def _bounding_coordinates(
     A: Float[Tensor, "n_rows r"], B: Float[Tensor, "r n_cols"]
-) -> tuple[Float[Tensor, "n_rows r"], Float[Tensor, "n_cols r"]]:
-    """a, b with a bᵀ = A B and columns sorted by singular value (step 1 of the module doc)."""
+) -> tuple[Float[Tensor, "n_rows rank"], Float[Tensor, "n_cols rank"]]:
+    """a, b with a bᵀ = A B and columns sorted by singular value (step 1 of the module doc);
+    rank = min(n_rows, n_cols, r)."""
     Qa, Ra = torch.linalg.qr(A.double())
     Qb, Rb = torch.linalg.qr(B.T.double())
-    P, S, Qh = torch.linalg.svd(Ra @ Rb.T)
+    P, S, Qh = torch.linalg.svd(Ra @ Rb.T, full_matrices=False)
     return (Qa @ (P * S)).to(A.dtype), (Qb @ Qh.T).to(A.dtype)
 
 
@@ -184,9 +185,10 @@ def factored_topk(
     that a row chunk costs about as much to multiply exactly (the output write dominates).
     ``max_block`` caps the entries of one row chunk (memory: 4 bytes each).
     """
-    n_rows, n_cols, r = A.shape[0], B.shape[1], A.shape[1]
+    n_rows, n_cols = A.shape[0], B.shape[1]
     k = min(k, n_rows * n_cols)
     a, b = _bounding_coordinates(A, B)
+    r = a.shape[1]  # rank bound: min(n_rows, n_cols, A.shape[1])
     G = n_partial_dims if r > 2 * n_partial_dims else r
     row_hi, row_lo = _row_bounds(a, b, n_exact_dims)
     col_hi, col_lo = _row_bounds(b, a, n_exact_dims)
