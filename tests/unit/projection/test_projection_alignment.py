@@ -48,8 +48,8 @@ def _permuted_copy(model, layer_perm, neuron_perms):
     sd, new = model.state_dict(), {}
     for key, v in sd.items():
         if key.startswith("blocks."):
-            _, l, *rest = key.split(".")
-            src = int(layer_perm[int(l)])
+            _, layer, *rest = key.split(".")
+            src = int(layer_perm[int(layer)])
             v = sd[".".join(["blocks", str(src), *rest])]
             P = neuron_perms[src]
             if rest[-1] in ("W_in", "W_gate"):
