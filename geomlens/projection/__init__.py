@@ -21,7 +21,13 @@ from geomlens.projection.config import (
 from geomlens.projection.experiment import run_align, run_project
 from geomlens.projection.kernel import EmbeddingKernel
 from geomlens.projection.kinds import KINDS, available_kinds, parameter_vectors, token_matrix
-from geomlens.projection.project import COLUMNS, project_pairs, project_parameters, project_vectors
+from geomlens.projection.project import (
+    COLUMNS,
+    project_pairs,
+    project_parameters,
+    project_vectors,
+    top_tokens_table,
+)
 from geomlens.projection.topk import factored_topk, vector_topk
 
 __all__ = [
@@ -29,5 +35,5 @@ __all__ = [
     "align_models", "available_kinds", "component_parts", "factored_topk", "parameter_vectors",
     "parse_index_spec", "project_pairs", "project_parameters", "project_vectors", "run_align",
     "run_project", "shared_vocabulary", "step_attribution", "token_matrix", "validate_align",
-    "validate_project", "vector_topk",
+    "top_tokens_table", "validate_project", "vector_topk",
 ]

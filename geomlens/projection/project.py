@@ -212,3 +212,18 @@ def project_parameters(
     out = pd.concat(parts, ignore_index=True) if parts else _frame({}, model)
     out.attrs["pair_search"] = search
     return out
+
+
+def top_tokens_table(table: pd.DataFrame, n: int = 10) -> pd.DataFrame:
+    """One row per (kind, layer, head, neuron, through, direction) of a projection table with its
+    best ``n`` tokens joined in a ``tokens`` column (pairs as ``src -> token``), for reading."""
+    keys = ["kind", "layer", "head", "neuron", "through", "direction"]
+    rows = []
+    for key, df in table.groupby(keys, dropna=False, sort=False):
+        df = df.sort_values("rank").head(n)
+        if df["src_token"].notna().any():
+            toks = [f"{s!r}->{t!r}" for s, t in zip(df["src_token"], df["token"])]
+        else:
+            toks = [repr(t) for t in df["token"]]
+        rows.append({**dict(zip(keys, key)), "tokens": ", ".join(toks)})
+    return pd.DataFrame(rows, columns=[*keys, "tokens"])

@@ -87,17 +87,13 @@ def align() -> None:
 
 def _examples_md(table: pd.DataFrame, n: int = 10) -> str:
     """One markdown row per parameter and direction: its top-n tokens (pairs)."""
-    lines = ["| kind | layer | head | neuron | through | direction | tokens (best first) |",
-             "|---|---|---|---|---|---|---|"]
-    keys = ["kind", "layer", "head", "neuron", "through", "direction"]
-    for key, df in table.groupby(keys, dropna=False, sort=False):
-        df = df.sort_values("rank").head(n)
-        if key[0] in ("ov", "qk"):
-            toks = [f"`{s!r}`→`{t!r}`" for s, t in zip(df["src_token"], df["token"])]
-        else:
-            toks = [f"`{t!r}`" for t in df["token"]]
-        cells = ["" if pd.isna(v) else str(v) for v in key]
-        lines.append("| " + " | ".join(cells) + " | " + ", ".join(toks).replace("|", "\\|") + " |")
+    from geomlens.projection.project import top_tokens_table
+
+    rows = top_tokens_table(table, n).astype(object)
+    lines = ["| " + " | ".join(rows.columns) + " |", "|" + "---|" * len(rows.columns)]
+    for r in rows.itertuples(index=False):
+        cells = ["" if pd.isna(v) else str(v).replace("|", "\\|") for v in r]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
