@@ -99,7 +99,8 @@ def run_project(cfg: ProjectConfig, run_dir: Path) -> dict[str, Any]:
     table.to_csv(run_dir / "projection.csv", index=False)
     fractions = [s["fraction_evaluated"] for s in search]
     return {
-        "model": cfg.model, "kinds": kinds, "n_layers_projected": len(layers or range(model.cfg.n_layers)),
+        "model": cfg.model, "tying_note": getattr(model, "geomlens_info", {}).get("tying_note"),
+        "kinds": kinds, "n_layers_projected": len(layers or range(model.cfg.n_layers)),
         "n_rows": len(table), "rows_per_kind": table.groupby("kind").size().to_dict(),
         "pair_tokens": None if pair_ids is None else len(pair_ids),
         "pair_heads_searched": len(search),
