@@ -14,10 +14,12 @@ both can represent (`shared_vocabulary`). For each vector kind κ (default: the 
      maximising the summed score). matched_score = mean S over the matched pairs.
   4. Null: the same pipeline after a random permutation of b's shared-token rows (token i of a
      paired with token π(i) of b), ``n_permutations`` times; p = (1 + #{null ≥ observed}) /
-     (1 + n). Baseline (paper's): the same pipeline on the raw d_model vectors (kernel = I), only
-     when d_model matches.
-  5. Neuron matching within each matched layer pair (of S_mean): Hungarian on the |corr| neuron x
-     neuron matrix; neuron_corr = mean matched |corr| (embedding, null, raw), and top-k overlap =
+     (1 + n). Baseline (paper's): the same pipeline on the raw d_model vectors (token matrix =
+     I, so Pearson over coordinates), only when d_model matches; its null permutes b's
+     coordinates.
+  5. Neuron matching within each matched layer pair (of the embedding-space S_mean): Hungarian on
+     the |corr| neuron x neuron matrix; neuron_corr = mean matched |corr| (embedding and raw,
+     each with its null over the first ``n_neuron_null`` permutations), and top-k overlap =
      |top-k tokens of x_i ∩ top-k tokens of y_π(i)| / k averaged over matched neurons, against
      the same for a random pairing of the neurons.
 """
@@ -171,74 +173,139 @@ def check_kinds(model_a, model_b, kinds: list[str] | None) -> list[str]:
 
 
 @dataclass(kw_only=True)
+class SpaceScores:
+    """Layer scores of one space ("embedding", or "raw" d_model coordinates) and its null."""
+
+    scores: dict[str, np.ndarray]
+    """kind or "mean" -> S (rows: layers of a, columns: layers of b)."""
+    null_scores: dict[str, np.ndarray]
+    """S averaged over the null permutations."""
+    null_matched: dict[str, np.ndarray]
+    """matched_score of each null permutation."""
+    units: dict[str, tuple[list[Tensor], list[Tensor]]] = field(repr=False)
+    """Per kind, the normalised vectors of both models per layer."""
+    null_kernels: dict[str, list[EmbeddingKernel]] = field(repr=False)
+    """Per kind, the kernels of the first permutations (for the neuron-level null)."""
+
+
+def _units(data: KindData) -> tuple[list[Tensor], list[Tensor]]:
+    return [data.kernel.unit_a(X) for X in data.vecs_a], [data.kernel.unit_b(Y) for Y in data.vecs_b]
+
+
+def score_space(
+    data: dict[str, KindData], *, reduce: str, n_permutations: int, n_neuron_null: int, seed: int
+) -> SpaceScores:
+    """Layer scores of every kind and their mean, and the null that re-pairs the rows of the
+    token matrices (tokens, or coordinates for the raw space) at random (module doc, 2-4)."""
+    kinds = list(data)
+    units = {kd: _units(d) for kd, d in data.items()}
+    scores = {kd: layer_scores(d.kernel, *units[kd], reduce) for kd, d in data.items()}
+    scores["mean"] = np.mean([scores[kd] for kd in kinds], axis=0)
+    gen = torch.Generator().manual_seed(seed)
+    centred_tokens = {kd: (centred(d.tokens_a), centred(d.tokens_b)) for kd, d in data.items()}
+    null_sum = {key: np.zeros_like(S) for key, S in scores.items()}
+    null_matched: dict[str, list[float]] = {key: [] for key in scores}
+    null_kernels: dict[str, list[EmbeddingKernel]] = {kd: [] for kd in kinds}
+    n_rows = next(iter(data.values())).tokens_a.shape[0]
+    for p in range(n_permutations):
+        perm = torch.randperm(n_rows, generator=gen)
+        S_p = {}
+        for kd, d in data.items():
+            kp = d.kernel.with_permutation(*centred_tokens[kd], perm)
+            if p < n_neuron_null:
+                null_kernels[kd].append(kp)
+            S_p[kd] = layer_scores(kp, *units[kd], reduce)
+        S_p["mean"] = np.mean([S_p[kd] for kd in kinds], axis=0)
+        for key, S in S_p.items():
+            null_sum[key] += S
+            null_matched[key].append(match_layers(S)[1])
+    return SpaceScores(
+        scores=scores, null_scores={key: v / max(n_permutations, 1) for key, v in null_sum.items()},
+        null_matched={key: np.array(v) for key, v in null_matched.items()}, units=units,
+        null_kernels=null_kernels)
+
+
+@dataclass(kw_only=True)
 class Alignment:
-    """Everything `align_models` measured (module doc); `layer_table` and ``neurons`` are the
-    tables, ``scores`` the layer x layer matrices (key: a kind or "mean")."""
+    """Everything `align_models` measured (module doc): `layer_table` and ``neurons`` are the
+    tables; ``spaces["embedding"]`` / ``spaces["raw"]`` hold the layer x layer matrices."""
 
     kinds: list[str]
     shared: SharedVocab
     reduce: str
-    scores: dict[str, np.ndarray]
-    """Embedding-space layer scores S (rows: layers of a, columns: layers of b)."""
-    raw_scores: dict[str, np.ndarray]
-    """The same on raw d_model vectors (empty when d_model differs)."""
-    null_scores: dict[str, np.ndarray]
-    """Layer scores averaged over the permutation null."""
-    null_matched: dict[str, np.ndarray]
-    """matched_score of each null permutation."""
+    spaces: dict[str, SpaceScores]
+    """"embedding", and "raw" when d_model matches."""
     neurons: pd.DataFrame
     """Neuron matching per kind and matched layer pair."""
     neuron_matches: dict[tuple[str, int, int], np.ndarray]
     """(kind, layer_a, layer_b) -> the neuron of b matched to each neuron of a (−1 = none)."""
 
+    @property
+    def scores(self) -> dict[str, np.ndarray]:
+        """Embedding-space layer scores (key: a kind or "mean")."""
+        return self.spaces["embedding"].scores
+
+    @property
+    def raw_scores(self) -> dict[str, np.ndarray]:
+        """Raw d_model layer scores (empty when d_model differs)."""
+        return self.spaces["raw"].scores if "raw" in self.spaces else {}
+
+    @property
+    def null_scores(self) -> dict[str, np.ndarray]:
+        """Embedding-space layer scores averaged over the token-permutation null."""
+        return self.spaces["embedding"].null_scores
+
     def layer_table(self) -> pd.DataFrame:
-        """One row per (key, space): matched pairs, matched/mean score, identity accuracy
-        (same depth only), and for embedding space the null's mean, std and p-value."""
+        """One row per (key, space): matched pairs, matched and mean score, identity accuracy
+        (same depth only), and the null's mean, std and p-value for matched_score."""
         rows = []
-        for key, S in self.scores.items():
-            for space, M in (("embedding", S), ("raw", self.raw_scores.get(key))):
-                if M is None:
-                    continue
-                pairs, matched = match_layers(M)
-                null = self.null_matched[key] if space == "embedding" else None
-                same_depth = M.shape[0] == M.shape[1]
+        for space, sc in self.spaces.items():
+            for key, S in sc.scores.items():
+                pairs, matched = match_layers(S)
+                null = sc.null_matched[key]
                 rows.append({
                     "kind": key, "space": space, "matched_score": matched,
-                    "mean_score": float(M.mean()),
+                    "mean_score": float(S.mean()),
                     "identity_accuracy": (float(np.mean([a == b for a, b in pairs]))
-                                          if same_depth else np.nan),
-                    "null_mean": float(null.mean()) if null is not None and len(null) else np.nan,
-                    "null_std": float(null.std()) if null is not None and len(null) else np.nan,
+                                          if S.shape[0] == S.shape[1] else np.nan),
+                    "null_mean": float(null.mean()) if len(null) else np.nan,
+                    "null_std": float(null.std()) if len(null) else np.nan,
                     "p_value": (float((1 + (null >= matched).sum()) / (1 + len(null)))
-                                if null is not None and len(null) else np.nan),
+                                if len(null) else np.nan),
                     "pairs": " ".join(f"{a}-{b}" for a, b in pairs),
                 })
         return pd.DataFrame(rows)
 
 
-def _units(kernel: EmbeddingKernel, data: KindData) -> tuple[list[Tensor], list[Tensor]]:
-    return [kernel.unit_a(X) for X in data.vecs_a], [kernel.unit_b(Y) for Y in data.vecs_b]
+def _neuron_corr(units, null_kernels, kernel, la, lb) -> tuple[np.ndarray, np.ndarray, float, float]:
+    Ua, Ub = units[0][la], units[1][lb]
+    r, c, corr = match_neurons(kernel.cross(Ua, Ub))
+    null = [match_neurons(kn.cross(Ua, Ub))[2] for kn in null_kernels]
+    return r, c, corr, float(np.mean(null)) if null else np.nan
 
 
-def _neuron_rows(data, units, raw_units, null_kernels, pairs, k, gen, matches) -> list[dict]:
+def _neuron_rows(kind, data, spaces, pairs, k, gen, matches) -> list[dict]:
     """Neuron matching of one kind in each matched layer pair (module doc, 5); fills
     ``matches``."""
     rows = []
+    emb, raw = spaces["embedding"], spaces.get("raw")
     for la, lb in pairs:
-        Ua, Ub = units[0][la], units[1][lb]
-        r, c, corr = match_neurons(data.kernel.cross(Ua, Ub))
-        matches[(data.kind, la, lb)] = np.full(Ua.shape[0], -1)
-        matches[(data.kind, la, lb)][r] = c
-        null = [match_neurons(kn.cross(Ua, Ub))[2] for kn in null_kernels]
-        raw = match_neurons(raw_units[2].cross(raw_units[0][la], raw_units[1][lb]))[2] if raw_units else np.nan
-        X, Y = data.vecs_a[la][r], data.vecs_b[lb]
+        r, c, corr, null = _neuron_corr(emb.units[kind], emb.null_kernels[kind], data["embedding"][kind].kernel, la, lb)
+        matches[(kind, la, lb)] = np.full(len(data["embedding"][kind].vecs_a[la]), -1)
+        matches[(kind, la, lb)][r] = c
+        raw_corr = raw_null = np.nan
+        if raw is not None:
+            _, _, raw_corr, raw_null = _neuron_corr(raw.units[kind], raw.null_kernels[kind],
+                                                    data["raw"][kind].kernel, la, lb)
+        d = data["embedding"][kind]
+        X, Y = d.vecs_a[la][r], d.vecs_b[lb]
         rand = torch.randperm(Y.shape[0], generator=gen)[: len(c)]
         rows.append({
-            "kind": data.kind, "layer_a": la, "layer_b": lb, "n_matched": len(r),
-            "neuron_corr": corr, "neuron_corr_null": float(np.mean(null)) if null else np.nan,
-            "neuron_corr_raw": raw,
-            "topk_overlap": topk_overlap(X, data.tokens_a, Y[c], data.tokens_b, k),
-            "topk_overlap_random": topk_overlap(X, data.tokens_a, Y[rand], data.tokens_b, k),
+            "kind": kind, "layer_a": la, "layer_b": lb, "n_matched": len(r),
+            "neuron_corr": corr, "neuron_corr_null": null,
+            "neuron_corr_raw": raw_corr, "neuron_corr_raw_null": raw_null,
+            "topk_overlap": topk_overlap(X, d.tokens_a, Y[c], d.tokens_b, k),
+            "topk_overlap_random": topk_overlap(X, d.tokens_a, Y[rand], d.tokens_b, k),
         })
     return rows
 
@@ -249,48 +316,25 @@ def align_models(
     reduce: str = "mean", n_permutations: int = 20, seed: int = 0, k: int = 20,
     n_neuron_null: int = 5,
 ) -> Alignment:
-    """Align the layers (and, within matched layers, the neurons) of two models (module doc)."""
+    """Align the layers (and, within matched layers, the neurons) of two models (module doc).
+
+    The raw baseline runs the same pipeline with identity token matrices (rows = d_model
+    coordinates), so its null permutes model b's coordinates."""
     kinds = check_kinds(model_a, model_b, kinds)
     shared = shared_vocabulary(model_a, model_b)
-    data = {kd: kind_data(model_a, model_b, kd, shared) for kd in kinds}
-    units = {kd: _units(d.kernel, d) for kd, d in data.items()}
-    scores = {kd: layer_scores(d.kernel, *units[kd], reduce) for kd, d in data.items()}
-    raw_units: dict[str, tuple] = {}
-    raw_scores: dict[str, np.ndarray] = {}
+    data = {"embedding": {kd: kind_data(model_a, model_b, kd, shared) for kd in kinds}}
     if model_a.cfg.d_model == model_b.cfg.d_model:
-        eye = EmbeddingKernel.identity(model_a.cfg.d_model)
-        for kd, d in data.items():
-            raw_units[kd] = (*_units(eye, d), eye)
-            raw_scores[kd] = layer_scores(eye, *raw_units[kd][:2], reduce)
-    gen = torch.Generator().manual_seed(seed)
-    centred_tokens = {kd: (centred(d.tokens_a), centred(d.tokens_b)) for kd, d in data.items()}
-    null_sum = {kd: np.zeros_like(S) for kd, S in scores.items()}
-    null_matched = {kd: [] for kd in [*kinds, "mean"]}
-    null_kernels: dict[str, list[EmbeddingKernel]] = {kd: [] for kd in kinds}
-    for p in range(n_permutations):
-        perm = torch.randperm(len(shared.rows_a), generator=gen)
-        S_p = {}
-        for kd, d in data.items():
-            kp = d.kernel.with_permutation(*centred_tokens[kd], perm)
-            if p < n_neuron_null:
-                null_kernels[kd].append(kp)
-            S_p[kd] = layer_scores(kp, *units[kd], reduce)
-            null_sum[kd] += S_p[kd]
-        S_p["mean"] = np.mean([S_p[kd] for kd in kinds], axis=0)
-        for key, S in S_p.items():
-            null_matched[key].append(match_layers(S)[1])
-    scores["mean"] = np.mean([scores[kd] for kd in kinds], axis=0)
-    if raw_scores:
-        raw_scores["mean"] = np.mean([raw_scores[kd] for kd in kinds], axis=0)
-    null_scores = {kd: v / max(n_permutations, 1) for kd, v in null_sum.items()}
-    if n_permutations:
-        null_scores["mean"] = np.mean([null_scores[kd] for kd in kinds], axis=0)
-    pairs, _ = match_layers(scores["mean"])
-    neuron_rows, neuron_matches = [], {}
-    for kd, d in data.items():
-        neuron_rows += _neuron_rows(d, units[kd], raw_units.get(kd), null_kernels[kd], pairs, k,
-                                    gen, neuron_matches)
-    return Alignment(kinds=kinds, shared=shared, reduce=reduce, scores=scores,
-                     raw_scores=raw_scores, null_scores=null_scores,
-                     null_matched={kd: np.array(v) for kd, v in null_matched.items()},
+        eye = torch.eye(model_a.cfg.d_model, dtype=torch.float64)
+        data["raw"] = {kd: KindData(kind=kd, vecs_a=d.vecs_a, vecs_b=d.vecs_b, tokens_a=eye,
+                                    tokens_b=eye) for kd, d in data["embedding"].items()}
+    spaces = {space: score_space(dd, reduce=reduce, n_permutations=n_permutations,
+                                 n_neuron_null=n_neuron_null, seed=seed)
+              for space, dd in data.items()}
+    pairs, _ = match_layers(spaces["embedding"].scores["mean"])
+    gen = torch.Generator().manual_seed(seed + 1)
+    neuron_rows: list[dict] = []
+    neuron_matches: dict[tuple[str, int, int], np.ndarray] = {}
+    for kd in kinds:
+        neuron_rows += _neuron_rows(kd, data, spaces, pairs, k, gen, neuron_matches)
+    return Alignment(kinds=kinds, shared=shared, reduce=reduce, spaces=spaces,
                      neurons=pd.DataFrame(neuron_rows), neuron_matches=neuron_matches)

@@ -8,7 +8,8 @@ run dir, seeding and writing config/env/summary/done belong to the caller (the r
 `run_align` writes
     alignment_layers.csv     per kind (+ mean) and space: matched pairs, scores, null, p-value
     alignment_neurons.csv    neuron matching in each matched layer pair
-    alignment_scores.csv     every layer x layer score (kind, space, layer_a, layer_b, score)
+    alignment_scores.csv     every layer x layer score (kind, space, what = observed | null_mean,
+                             layer_a, layer_b, score)
     alignment_heatmap.png    embedding-space scores, one panel per kind, matches outlined
     alignment_heatmap_raw.png   the raw d_model baseline (only when d_model matches)
 """
@@ -113,10 +114,12 @@ def run_project(cfg: ProjectConfig, run_dir: Path) -> dict[str, Any]:
 
 def _scores_long(al) -> pd.DataFrame:
     rows = []
-    for space, scores in (("embedding", al.scores), ("raw", al.raw_scores), ("null_mean", al.null_scores)):
-        for key, S in scores.items():
-            for (a, b), v in np.ndenumerate(S):
-                rows.append({"kind": key, "space": space, "layer_a": a, "layer_b": b, "score": v})
+    for space, sc in al.spaces.items():
+        for what, scores in (("observed", sc.scores), ("null_mean", sc.null_scores)):
+            for key, S in scores.items():
+                for (a, b), v in np.ndenumerate(S):
+                    rows.append({"kind": key, "space": space, "what": what, "layer_a": a,
+                                 "layer_b": b, "score": v})
     return pd.DataFrame(rows)
 
 
@@ -148,7 +151,8 @@ def run_align(cfg: AlignConfig, run_dir: Path) -> dict[str, Any]:
                                label_b=names[1], title=f"baseline: |corr| of raw d_model vectors ({cfg.reduce})")
     head = layers[layers["kind"] == "mean"].set_index("space")
     neurons = al.neurons.groupby("kind")[["neuron_corr", "neuron_corr_null", "neuron_corr_raw",
-                                          "topk_overlap", "topk_overlap_random"]].mean()
+                                          "neuron_corr_raw_null", "topk_overlap",
+                                          "topk_overlap_random"]].mean()
     return {
         "model_a": cfg.model_a, "model_b": cfg.model_b, "shared_vocab": al.shared.note,
         "kinds": al.kinds, "reduce": cfg.reduce,
