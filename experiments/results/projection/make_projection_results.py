@@ -8,10 +8,12 @@ each run dir under runs/projection/ gets config.json, summary.json (with wall_s)
 function's outputs; `report` copies the small ones here and writes the markdown tables.
 
 train    two micro-1m runs (linear head, vocab 8192) with the settings of
-         experiments/configs/knn_heads_cpu.yaml, seeds 0 and 1, into runs/proj_micro_seed{0,1}
+         experiments/configs/knn_heads_cpu.yaml, seeds 0 and 1, into runs/proj_micro_seed{0,1};
+         and the same two seeds 4x longer (480 steps) into runs/proj_micro480_seed{0,1}
 project  smollm2-135m and gemma3-270m, 3-4 layers, k=20, ov/qk among the 8,192 most frequent
          corpus tokens; plus exact whole-vocabulary ov/qk for two SmolLM2 heads
-align    micro seed 0 vs seed 1, and smollm2-135m vs micro seed 0 (20 permutations)
+align    micro seed 0 vs seed 1 (mean and best layer scores), smollm2-135m vs micro seed 0,
+         and the 480-step seed pair (20 permutations each)
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ HERE = Path(__file__).parent
 ROOT = HERE.parents[2]
 RUNS = ROOT / "runs" / "projection"
 MICRO = [ROOT / "runs" / f"proj_micro_seed{s}" for s in (0, 1)]
+#: the same two seeds trained 4x longer (480 steps; beyond knn_heads_cpu.yaml, for comparison)
+MICRO_LONG = [ROOT / "runs" / f"proj_micro480_seed{s}" for s in (0, 1)]
 
 PROJECT = {
     "smollm2": dict(model="smollm2-135m", layers="0,10,20,29", neurons="0-3", k=20, device="cpu"),
@@ -41,6 +45,7 @@ ALIGN = {
     "micro_seed0_vs_seed1": dict(model_a=str(MICRO[0]), model_b=str(MICRO[1])),
     "micro_seed0_vs_seed1_best": dict(model_a=str(MICRO[0]), model_b=str(MICRO[1]), reduce="best"),
     "smollm2_vs_micro_seed0": dict(model_a="smollm2-135m", model_b=str(MICRO[0])),
+    "micro480_seed0_vs_seed1": dict(model_a=str(MICRO_LONG[0]), model_b=str(MICRO_LONG[1])),
 }
 
 
@@ -61,11 +66,14 @@ def train() -> None:
     from geomlens.training.experiment import run_training
 
     settings = yaml.safe_load((ROOT / "experiments/configs/knn_heads_cpu.yaml").read_text())["config"]
-    for seed, run_dir in enumerate(MICRO):
+    long = {"steps": 480, "warmup": 48, "eval_every": 160, "checkpoint_every": 240}
+    jobs = [(seed, d, {}) for seed, d in enumerate(MICRO)]
+    jobs += [(seed, d, long) for seed, d in enumerate(MICRO_LONG)]
+    for seed, run_dir, extra in jobs:
         if (run_dir / "checkpoints" / "latest.pt").exists():
             continue
         run_dir.mkdir(parents=True, exist_ok=True)
-        cfg = TrainConfig.from_dict({**settings, "head": "linear", "seed": seed})
+        cfg = TrainConfig.from_dict({**settings, "head": "linear", "seed": seed, **extra})
         (run_dir / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=1))
         summary = run_training(cfg, run_dir)
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
