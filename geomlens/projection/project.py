@@ -112,17 +112,17 @@ def project_vectors(
     rows: dict[str, list] = {c: [] for c in COLUMNS}
     for direction, largest in (("top", True), ("bottom", False)):
         values, ids = vector_topk(X, T, k, largest=largest)
-        n, kk = values.shape
-        rows["layer"] += [layer] * (n * kk)
-        rows["head"] += np.repeat(pv.head[idx], kk).tolist() if pv.head is not None else [pd.NA] * (n * kk)
+        n_vec, kk = values.shape
+        rows["layer"] += [layer] * (n_vec * kk)
+        rows["head"] += np.repeat(pv.head[idx], kk).tolist() if pv.head is not None else [pd.NA] * (n_vec * kk)
         rows["neuron"] += np.repeat(pv.neuron[idx], kk).tolist()
-        rows["kind"] += [kind] * (n * kk)
-        rows["direction"] += [direction] * (n * kk)
-        rows["rank"] += np.tile(np.arange(kk), n).tolist()
+        rows["kind"] += [kind] * (n_vec * kk)
+        rows["direction"] += [direction] * (n_vec * kk)
+        rows["rank"] += np.tile(np.arange(kk), n_vec).tolist()
         rows["token_id"] += ids.reshape(-1).tolist()
         rows["score"] += values.reshape(-1).double().tolist()
-        rows["through"] += [through] * (n * kk)
-        rows["src_token_id"] += [pd.NA] * (n * kk)
+        rows["through"] += [through] * (n_vec * kk)
+        rows["src_token_id"] += [pd.NA] * (n_vec * kk)
     return _frame(rows, model)
 
 
