@@ -71,6 +71,8 @@ def load_model(
     """
     if is_run_dir(name):
         if fold_ln or center_writing_weights or center_unembed:
+            from geomlens.errors import InputError
+
             raise InputError("Weight processing is not supported for training runs.")
         model = load_run_model(name, device=device)
         return model.to(dtype) if dtype is not None else model
