@@ -39,12 +39,11 @@ from transformer_lens import HookedTransformer
 
 from geomlens.errors import InputError
 from geomlens.models.token_map import token_map
+from geomlens.projection.config import REDUCERS
 from geomlens.projection.kernel import EmbeddingKernel, centred
 from geomlens.projection.kinds import KINDS, available_kinds, parameter_vectors, token_matrix
 
 logger = logging.getLogger(__name__)
-
-REDUCERS = ("mean", "best")
 MLP_KINDS = ("mlp_in", "mlp_gate", "mlp_out")
 
 

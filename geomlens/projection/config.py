@@ -7,18 +7,15 @@ inclusive ranges, e.g. ``"0,3,5-7"``; ranges are checked against the model once 
 
 from __future__ import annotations
 
-import dataclasses
-import logging
 import re
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass, field
 
+from geomlens.config.base import Config, choices
 from geomlens.errors import InputError
-from geomlens.projection.alignment import REDUCERS
-from geomlens.projection.kinds import KINDS, PAIR_KINDS, THROUGH
 
-logger = logging.getLogger(__name__)
+KINDS = "geomlens.projection.kinds:KINDS"
+THROUGH = ("W_E", "W_U")
+REDUCERS = ("mean", "best")
 
 _SPEC = re.compile(r"^\d+(-\d+)?(,\d+(-\d+)?)*$")
 
@@ -43,30 +40,19 @@ def parse_index_spec(spec: str | None, n: int | None = None, *, what: str = "ind
     return out
 
 
-def _from_dict(cls, d: dict[str, Any]):
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(d) - names)
-    if unknown:
-        logger.warning("%s: ignoring unknown keys %s", cls.__name__, unknown)
-    return cls(**{k: v for k, v in d.items() if k in names})
-
-
-def _check_model(name: str, field: str) -> None:
-    from geomlens.models.run_model import is_run_dir
+def _check_model(name: str, flag: str):
+    from geomlens.models.zoo import check_model_name
 
     if not isinstance(name, str) or not name.strip():
-        raise InputError(f"{field} must be a model name or a training run directory")
-    p = Path(name)
-    if p.exists() and not is_run_dir(p):
-        raise InputError(f"{field}={name!r} is a path without a training checkpoint "
-                         "(checkpoints/latest.pt)")
+        raise InputError(f"{flag} must be a model name or a training run directory")
+    return check_model_name(name)
 
 
 @dataclass(kw_only=True)
-class ProjectConfig:
+class ProjectConfig(Config):
     model: str = "smollm2-135m"
     """Offline model name, TransformerLens official name, or a training run directory."""
-    what: list[str] | None = None
+    what: list[str] | None = field(default=None, metadata=choices(KINDS))
     """Kinds to project (mlp_in, mlp_gate, mlp_out, ov, qk, q, k, v, o); None = every kind the
     model has."""
     layers: str = "all"
@@ -75,7 +61,7 @@ class ProjectConfig:
     """Heads of the per-head kinds (query heads; k/v use the KV heads they read); None = all."""
     neurons: str | None = "0-9"
     """MLP neurons (and coordinates within a head for q/k/v/o) to list; None = all of them."""
-    through: str | None = None
+    through: str | None = field(default=None, metadata=choices(THROUGH))
     """"W_E" or "W_U" for every kind (both sides of ov/qk); None = each kind's default (read
     kinds W_E, write kinds W_U, ov W_E -> W_U)."""
     k: int = 20
@@ -89,42 +75,33 @@ class ProjectConfig:
     device: str | None = None
     """Device (None = CUDA if available, else CPU)."""
 
-    def __post_init__(self) -> None:
-        validate_project(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> ProjectConfig:
-        """Build from plain values; unknown keys are dropped with a warning."""
-        return _from_dict(cls, d)
+    def validate(self) -> None:
+        for name in ("layers", "heads", "neurons"):
+            parse_index_spec(getattr(self, name), what=f"--{name}")
+        if self.k < 1:
+            raise InputError(f"--k must be >= 1, got {self.k}")
+        if self.pair_tokens is not None and self.pair_tokens < 2:
+            raise InputError(f"--pair-tokens must be >= 2 or none, got {self.pair_tokens}")
 
 
 def validate_project(cfg: ProjectConfig) -> None:
-    """Cheap checks (no model load): kind names, specs, through, k, pair_tokens, model path."""
-    _check_model(cfg.model, "model")
-    if cfg.what is not None:
-        bad = [w for w in cfg.what if w not in KINDS]
-        if bad or not cfg.what:
-            raise InputError(f"what: unknown kinds {bad or cfg.what}; choose from {list(KINDS)}")
-    for name in ("layers", "heads", "neurons"):
-        parse_index_spec(getattr(cfg, name), what=name)
-    if cfg.through is not None and cfg.through not in THROUGH:
-        raise InputError(f"through must be one of {THROUGH} or unset, not {cfg.through!r}")
-    if cfg.k < 1:
-        raise InputError(f"k must be >= 1, got {cfg.k}")
-    if cfg.pair_tokens is not None and cfg.pair_tokens < 2:
-        raise InputError(f"pair_tokens must be >= 2 or unset, got {cfg.pair_tokens}")
+    """Before a run dir exists: the model name or run directory is loadable, and the layers
+    exist where the model's depth is known without loading it."""
+    entry = _check_model(cfg.model, "--model")
+    if entry is not None:
+        parse_index_spec(cfg.layers, entry.n_layers, what="--layers")
 
 
 @dataclass(kw_only=True)
-class AlignConfig:
+class AlignConfig(Config):
     model_a: str = "smollm2-135m"
     """First model: offline name, TransformerLens official name, or a training run directory."""
-    model_b: str
-    """Second model (same tokenizer as model_a; d_model and depth may differ)."""
-    kinds: list[str] | None = None
+    model_b: str | None = None
+    """Second model (required) (same tokenizer as model_a; d_model and depth may differ)."""
+    kinds: list[str] | None = field(default=None, metadata=choices(KINDS))
     """Vector kinds to align (mlp_in, mlp_gate, mlp_out, q, k, v, o); None = the MLP kinds both
     models have."""
-    reduce: str = "mean"
+    reduce: str = field(default="mean", metadata=choices(REDUCERS))
     """Layer score from the neuron |corr| matrix: "mean" over all pairs (the paper's) or "best"
     (mean best match, both directions)."""
     k: int = 20
@@ -138,27 +115,21 @@ class AlignConfig:
     device: str | None = None
     """Device (None = CUDA if available, else CPU)."""
 
-    def __post_init__(self) -> None:
-        validate_align(self)
+    def validate(self) -> None:
+        from geomlens.projection.kinds import PAIR_KINDS
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> AlignConfig:
-        """Build from plain values; unknown keys are dropped with a warning."""
-        return _from_dict(cls, d)
+        if self.model_b is None:
+            raise InputError("--model-b is required: an offline model name or a training run directory")
+        pairs = [kd for kd in self.kinds or () if kd in PAIR_KINDS]
+        if pairs:
+            raise InputError(f"--kinds {pairs} are token-pair kinds and cannot be aligned; use vector kinds")
+        if self.k < 1:
+            raise InputError(f"--k must be >= 1, got {self.k}")
+        if self.n_permutations < 0 or self.n_neuron_null < 0:
+            raise InputError("--n-permutations and --n-neuron-null must be >= 0")
 
 
 def validate_align(cfg: AlignConfig) -> None:
-    """Cheap checks (no model load): model names/paths, kinds, reduce, counts."""
-    _check_model(cfg.model_a, "model_a")
-    _check_model(cfg.model_b, "model_b")
-    if cfg.kinds is not None:
-        bad = [kd for kd in cfg.kinds if kd not in KINDS or kd in PAIR_KINDS]
-        if bad or not cfg.kinds:
-            raise InputError(f"kinds {bad or cfg.kinds} cannot be aligned; choose vector kinds "
-                             f"from {[kd for kd in KINDS if kd not in PAIR_KINDS]}")
-    if cfg.reduce not in REDUCERS:
-        raise InputError(f"reduce must be one of {REDUCERS}, not {cfg.reduce!r}")
-    if cfg.k < 1:
-        raise InputError(f"k must be >= 1, got {cfg.k}")
-    if cfg.n_permutations < 0 or cfg.n_neuron_null < 0:
-        raise InputError("n_permutations and n_neuron_null must be >= 0")
+    """Before a run dir exists: both models are loadable names or run directories."""
+    _check_model(cfg.model_a, "--model-a")
+    _check_model(cfg.model_b, "--model-b")

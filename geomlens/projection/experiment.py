@@ -29,8 +29,15 @@ from torch import Tensor
 from transformer_lens import HookedTransformer
 
 from geomlens.errors import InputError
-from geomlens.projection.config import AlignConfig, ProjectConfig, parse_index_spec
+from geomlens.projection.config import (
+    AlignConfig,
+    ProjectConfig,
+    parse_index_spec,
+    validate_align,
+    validate_project,
+)
 from geomlens.projection.kinds import PAIR_KINDS, available_kinds
+from geomlens.runner.kinds import register_run_kind
 
 logger = logging.getLogger(__name__)
 
@@ -161,3 +168,9 @@ def run_align(cfg: AlignConfig, run_dir: Path) -> dict[str, Any]:
         "load_s": round(t_load, 2), "align_s": round(t_align, 2),
         "tables": ["alignment_layers.csv", "alignment_neurons.csv", "alignment_scores.csv"],
     }
+
+
+register_run_kind("project", ProjectConfig, run_project, validate=validate_project,
+                  help="parameters projected onto the vocabulary (Dar et al. 2022)")
+register_run_kind("align", AlignConfig, run_align, validate=validate_align,
+                  help="align two models' parameters in embedding space")

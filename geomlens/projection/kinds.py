@@ -38,6 +38,7 @@ from torch import Tensor
 from transformer_lens import HookedTransformer
 
 from geomlens.errors import InputError
+from geomlens.registry import Registry
 
 #: the token matrices a vector can be read through (rows = tokens)
 THROUGH: tuple[str, ...] = ("W_E", "W_U")
@@ -57,22 +58,29 @@ class Kind:
     """One set of vectors (or one pair map) per attention head."""
 
 
-KINDS: dict[str, Kind] = {
-    k.name: k
-    for k in (
-        Kind(name="mlp_in", side="read", through="W_E"),
-        Kind(name="mlp_gate", side="read", through="W_E"),
-        Kind(name="mlp_out", side="write", through="W_U"),
-        Kind(name="ov", side="pair", through="W_U", src_through="W_E", per_head=True),
-        Kind(name="qk", side="pair", through="W_E", src_through="W_E", per_head=True),
-        Kind(name="q", side="read", through="W_E", per_head=True),
-        Kind(name="k", side="read", through="W_E", per_head=True),
-        Kind(name="v", side="read", through="W_E", per_head=True),
-        Kind(name="o", side="write", through="W_U", per_head=True),
-    )
-}
-VECTOR_KINDS = tuple(k for k, v in KINDS.items() if v.side != "pair")
-PAIR_KINDS = tuple(k for k, v in KINDS.items() if v.side == "pair")
+KINDS: Registry[Kind] = Registry("parameter kind")
+"""Every projectable kind by name: the choices of ``geomlens project --what``."""
+
+
+def register_kind(kind: Kind, *, help: str) -> Kind:
+    """Register a parameter kind (one call; the CLI, config and tables read `KINDS`)."""
+    return KINDS.register(kind.name, kind, help=help)
+
+
+register_kind(Kind(name="mlp_in", side="read", through="W_E"), help="columns of W_in (read)")
+register_kind(Kind(name="mlp_gate", side="read", through="W_E"),
+              help="columns of W_gate, gated MLPs (read, through the nonlinearity)")
+register_kind(Kind(name="mlp_out", side="write", through="W_U"), help="rows of W_out (write)")
+register_kind(Kind(name="ov", side="pair", through="W_U", src_through="W_E", per_head=True),
+              help="E W_V W_O U: attended token -> output token, per head")
+register_kind(Kind(name="qk", side="pair", through="W_E", src_through="W_E", per_head=True),
+              help="E W_Q W_K^T E^T: query token x key token, per head")
+register_kind(Kind(name="q", side="read", through="W_E", per_head=True), help="columns of W_Q[h] (read)")
+register_kind(Kind(name="k", side="read", through="W_E", per_head=True), help="columns of W_K[h] per KV head (read)")
+register_kind(Kind(name="v", side="read", through="W_E", per_head=True), help="columns of W_V[h] per KV head (read)")
+register_kind(Kind(name="o", side="write", through="W_U", per_head=True), help="rows of W_O[h] (write)")
+VECTOR_KINDS = tuple(k for k in KINDS if KINDS[k].side != "pair")
+PAIR_KINDS = tuple(k for k in KINDS if KINDS[k].side == "pair")
 
 
 @dataclass(kw_only=True)

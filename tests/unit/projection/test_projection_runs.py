@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 import torch
 
-from geomlens.errors import InputError
+from geomlens.errors import ConfigError, InputError, UnknownModelError
 from geomlens.models import is_run_dir, load_model, load_run_model, token_map
 from geomlens.projection import (
     COLUMNS,
@@ -16,6 +16,7 @@ from geomlens.projection import (
     run_align,
     run_project,
 )
+from geomlens.projection.config import validate_project
 from geomlens.training.data import TokenData
 
 
@@ -57,16 +58,21 @@ def test_index_specs():
 def test_configs_validate_cheaply(tmp_path):
     assert ProjectConfig().k == 20 and ProjectConfig().through is None
     for bad in (dict(what=["mlp_up"]), dict(layers="x"), dict(through="W_X"), dict(k=0),
-                dict(pair_tokens=1), dict(model=str(tmp_path))):
+                dict(pair_tokens=1)):
         with pytest.raises(InputError):
             ProjectConfig(**bad)
-    with pytest.raises(TypeError):
-        AlignConfig()  # model_b is required
+    with pytest.raises(UnknownModelError, match="checkpoint"):  # checked before a run dir exists
+        validate_project(ProjectConfig(model=str(tmp_path)))
+    with pytest.raises(InputError, match="--layers"):
+        validate_project(ProjectConfig(model="smollm2-135m", layers="29-31"))
+    with pytest.raises(InputError, match="--model-b is required"):
+        AlignConfig()
     for bad in (dict(kinds=["ov"]), dict(reduce="max"), dict(n_permutations=-1)):
         with pytest.raises(InputError):
             AlignConfig(model_b="smollm2-135m", **bad)
-    cfg = ProjectConfig.from_dict({"model": "smollm2-135m", "k": 5, "bogus": 1})
-    assert cfg.k == 5
+    with pytest.raises(ConfigError, match="unknown key 'bogus'"):
+        ProjectConfig.from_dict({"model": "smollm2-135m", "k": 5, "bogus": 1})
+    assert ProjectConfig.from_dict({"model": "smollm2-135m", "k": 5}).k == 5
 
 
 def test_run_project_on_a_run_dir(make_run, tmp_path):
