@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from geomlens.errors import InputError
@@ -108,7 +107,7 @@ def run_kv(cfg: KVConfig, run_dir: Path) -> dict[str, Any]:
     if cfg.max_tokens > model.cfg.n_ctx:
         raise InputError(f"max_tokens {cfg.max_tokens} exceeds {cfg.model}'s context of {model.cfg.n_ctx}.")
     n = model.cfg.n_layers
-    layer_map = LayerMap.parse(cfg.layers, n, attn_types=model.cfg.attn_types)
+    layer_map = LayerMap.for_model(cfg.layers, model)
     check_patchable(model.cfg, layer_map, cfg.mode)
     seqs, ids, domains = load_segments(cfg, model.tokenizer)
     if not seqs:

@@ -100,6 +100,12 @@ class LayerMap:
             tuple(source if l == layer else l for l in range(n_layers)), spec=f"{layer}<-{source}")
 
     @classmethod
+    def for_model(cls, spec: str, model) -> LayerMap:
+        """`parse` for a `HookedTransformer`: its depth and its layers' attention types."""
+        types = [block.attn.attn_type for block in model.blocks]
+        return cls.parse(spec, model.cfg.n_layers, attn_types=types)
+
+    @classmethod
     def parse(cls, spec: str, n_layers: int, *, attn_types: Sequence[str] | None = None) -> LayerMap:
         """Build the map of ``spec`` (module docstring) for a model with ``n_layers`` layers.
 

@@ -29,7 +29,7 @@ def rms(x: Tensor, w: Tensor, eps: float) -> Tensor:
 
 
 def rotate(
-    x: Float[Tensor, "batch pos head d_head"], *, base: float, rotary_dim: int, adjacent: bool
+    x: Float[Tensor, "batch pos head d_head"], *, base: float | int, rotary_dim: int, adjacent: bool
 ) -> Float[Tensor, "batch pos head d_head"]:
     """Rotary embedding at positions 0..pos-1; dims ≥ rotary_dim pass through."""
     pos = torch.arange(x.shape[1], dtype=torch.float64)
