@@ -1,17 +1,31 @@
 """First-layer K/V (thesis §5.2): every layer attends to layer 0's keys and values.
 
 Hook patches for pretrained models (`patch_kv`), a KV cache that stores only the source layers
-(`shared_kv_cache`, `decode`), losses (`segment_losses`) and the ``kv`` run (`KVConfig`,
-`run_kv`). See `geomlens.kv.patch` for the exact definition.
+(`shared_kv_cache`, `decode`), losses (`segment_losses`), training from scratch
+(`share_kv`) and the ``kv`` run (`KVConfig`, `validate_kv`, `run_kv`). See `geomlens.kv.patch`
+for the exact definition. Names are imported lazily, so that configs can import
+`geomlens.kv.layer_map` without loading TransformerLens.
 """
 
-from geomlens.kv.cache import SharedKVEntry, cache_bytes, expected_cache_bytes, shared_kv_cache
-from geomlens.kv.decode import DecodeResult, decode, next_token
-from geomlens.kv.layer_map import LayerMap, check_spec
-from geomlens.kv.patch import MODES, KVHooks, install_kv_hooks, key_recipe, kv_hooks, patch_kv
+from __future__ import annotations
 
-__all__ = [
-    "LayerMap", "check_spec", "MODES", "KVHooks", "kv_hooks", "patch_kv", "install_kv_hooks",
-    "key_recipe", "SharedKVEntry", "shared_kv_cache", "cache_bytes", "expected_cache_bytes",
-    "decode", "next_token", "DecodeResult",
-]
+import importlib
+
+_EXPORTS = {
+    "LayerMap": "layer_map", "MODES": "layer_map", "check_spec": "layer_map",
+    "KVHooks": "patch", "kv_hooks": "patch", "patch_kv": "patch", "install_kv_hooks": "patch",
+    "key_recipe": "patch",
+    "SharedKVEntry": "cache", "shared_kv_cache": "cache", "cache_bytes": "cache",
+    "expected_cache_bytes": "cache",
+    "decode": "decoding", "next_token": "decoding", "DecodeResult": "decoding",
+    "segment_losses": "evaluate", "loss_rows": "evaluate", "ratio_ci": "evaluate",
+    "share_kv": "training", "unused_kv_parameters": "training",
+    "KVConfig": "config", "validate_kv": "experiment", "run_kv": "experiment",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'geomlens.kv' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"geomlens.kv.{_EXPORTS[name]}"), name)

@@ -8,7 +8,7 @@ rotary and its own mask (sliding window included). Because every layer reads the
 before rotary, this is exactly the definition in `geomlens.kv.patch`, for any rotary base.
 
 With ``mode="all"`` the cache alone does the sharing. ``mode="prev"`` also needs the diagonal
-hooks: ``patch_kv(model, layer_map, "prev", share=False)`` (`geomlens.kv.decode` does this).
+hooks: ``patch_kv(model, layer_map, "prev", share=False)`` (`geomlens.kv.decoding` does this).
 
 Bytes per token, with GQA (n_kv key/value heads of size d_head, float32 = 4 bytes):
     standard        2 · L · n_kv · d_head · 4        (eq. 5.17)

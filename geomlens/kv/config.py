@@ -8,8 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from geomlens.errors import InputError
-from geomlens.kv.layer_map import check_spec
-from geomlens.kv.patch import MODES
+from geomlens.kv.layer_map import MODES, check_spec
 
 logger = logging.getLogger(__name__)
 

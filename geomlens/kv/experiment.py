@@ -22,8 +22,7 @@ import pandas as pd
 
 from geomlens.errors import InputError
 from geomlens.kv.config import KVConfig
-from geomlens.kv.layer_map import LayerMap, check_spec
-from geomlens.kv.patch import MODES
+from geomlens.kv.layer_map import MODES, LayerMap, check_spec
 
 logger = logging.getLogger(__name__)
 

@@ -33,6 +33,9 @@ from dataclasses import dataclass, field
 from geomlens.errors import InputError
 
 NAMED_SPECS = ("all", "none", "cla", "lckv", "first_of_type")
+MODES = ("all", "prev")
+"""How a consumer reads its source: "all" positions, or "prev" = positions before the query
+(the query's own position keeps the consumer's K/V, eq. 5.16)."""
 
 
 @dataclass(frozen=True)

@@ -42,9 +42,8 @@ from transformer_lens import HookedTransformer
 from transformer_lens.utilities.activation_functions import apply_softcap
 
 from geomlens.errors import InputError
-from geomlens.kv.layer_map import LayerMap
+from geomlens.kv.layer_map import MODES, LayerMap
 
-MODES = ("all", "prev")
 QK_NORM_ARCHITECTURES = ("OlmoeForCausalLM", "Olmo2ForCausalLM", "Olmo3ForCausalLM")
 
 

@@ -40,6 +40,11 @@ def kv_model(request, one_thread):
 
 
 @pytest.fixture()
+def llama_model(one_thread):
+    return llama_like()
+
+
+@pytest.fixture()
 def gemma_model(one_thread):
     return gemma_like()
 
