@@ -54,7 +54,7 @@ def run_sweeps(model, seqs, counts, clean, cfg: KVConfig, run_dir: Path) -> dict
 
     n = model.cfg.n_layers
     per_layer = pd.DataFrame([
-        _condition(model, seqs, counts, clean, LayerMap.only(l, n), cfg, layer=l) for l in range(1, n)])
+        _condition(model, seqs, counts, clean, LayerMap.only(layer, n), cfg, layer=layer) for layer in range(1, n)])
     ge_m = pd.DataFrame([
         _condition(model, seqs, counts, clean, LayerMap.parse(f">={m}", n), cfg, m=m, n_shared=n - m)
         for m in range(1, n)])

@@ -55,12 +55,12 @@ class LayerMap:
         bad = [s for s in self.source if not 0 <= s < n]
         if bad:
             raise InputError(f"Source layers {bad} are outside 0..{n - 1}.")
-        chained = [l for l, s in enumerate(self.source) if self.source[s] != s]
+        chained = [layer for layer, s in enumerate(self.source) if self.source[s] != s]
         if chained:
             raise InputError(f"Layers {chained} take K/V from a layer that does not keep its own; "
                              "every source layer must use its own K/V.")
         if self.consumers is None:
-            object.__setattr__(self, "consumers", tuple(l for l, s in enumerate(self.source) if s != l))
+            object.__setattr__(self, "consumers", tuple(layer for layer, s in enumerate(self.source) if s != layer))
 
     @property
     def n_layers(self) -> int:
@@ -74,7 +74,7 @@ class LayerMap:
     @property
     def is_causal(self) -> bool:
         """Every layer's source is at or below it (computable in one forward pass)."""
-        return all(s <= l for l, s in enumerate(self.source))
+        return all(s <= layer for layer, s in enumerate(self.source))
 
     @property
     def layer_types(self) -> str:
@@ -100,7 +100,7 @@ class LayerMap:
     def only(cls, layer: int, n_layers: int, *, source: int = 0) -> LayerMap:
         """Only ``layer`` takes ``source``'s K/V (the per-layer sensitivity sweep)."""
         return cls.parse(str(layer), n_layers) if source == 0 else cls(
-            tuple(source if l == layer else l for l in range(n_layers)), spec=f"{layer}<-{source}")
+            tuple(source if i == layer else i for i in range(n_layers)), spec=f"{layer}<-{source}")
 
     @classmethod
     def for_model(cls, spec: str, model) -> LayerMap:
@@ -145,7 +145,7 @@ def _parse_source(text: str, n: int, attn_types: Sequence[str] | None) -> list[i
     if text == "none":
         return list(range(n))
     if text == "cla":
-        return [l - l % 2 for l in range(n)]
+        return [layer - layer % 2 for layer in range(n)]
     if text == "lckv":
         return [n - 1] * n
     if text == "first_of_type":
@@ -154,19 +154,19 @@ def _parse_source(text: str, n: int, attn_types: Sequence[str] | None) -> list[i
         m = int(text[2:])
         if not 1 <= m <= n - 1:
             raise InputError(f"In '>=m', m must be in 1..{n - 1} for a {n}-layer model, got {m}.")
-        return [0 if l >= m else l for l in range(n)]
+        return [0 if layer >= m else layer for layer in range(n)]
     if "_" in text:
         source = [int(x) for x in text.split("_")]
         if len(source) != n:
             raise InputError(f"layer_types {text!r} has {len(source)} entries; the model has {n} layers.")
         return source
     layers = [int(x) for x in text.split(",")]
-    bad = [l for l in layers if not 1 <= l <= n - 1]
+    bad = [layer for layer in layers if not 1 <= layer <= n - 1]
     if bad:
         raise InputError(f"Layers {bad} cannot take layer 0's K/V: use layers in 1..{n - 1}.")
     if len(set(layers)) != len(layers):
         raise InputError(f"Layer list {text!r} repeats a layer.")
-    return [0 if l in layers else l for l in range(n)]
+    return [0 if layer in layers else layer for layer in range(n)]
 
 
 def _first_of_type(n: int, attn_types: Sequence[str] | None) -> list[int]:
@@ -174,4 +174,4 @@ def _first_of_type(n: int, attn_types: Sequence[str] | None) -> list[int]:
     if len(types) != n:
         raise InputError(f"attn_types has {len(types)} entries; the model has {n} layers.")
     first: dict[str, int] = {}
-    return [first.setdefault(t, l) for l, t in enumerate(types)]
+    return [first.setdefault(t, layer) for layer, t in enumerate(types)]

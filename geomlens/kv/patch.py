@@ -186,24 +186,24 @@ def kv_hooks(
     fwd: list[tuple[str, Callable]] = []
     mods: list[tuple[nn.Module, Callable]] = []
     layers = sorted(set(lm.sources) | set(lm.consumers))
-    for l in layers:
-        fwd.append((f"blocks.{l}.attn.hook_v", partial(_value_hook, **kw)))
-        key_fn = partial(_key_hook, layer=l, **kw)
+    for layer in layers:
+        fwd.append((f"blocks.{layer}.attn.hook_v", partial(_value_hook, **kw)))
+        key_fn = partial(_key_hook, layer=layer, **kw)
         if recipe == "k_norm":
-            mods.append((model.blocks[l].attn.k_norm, _module_hook(key_fn)))
+            mods.append((model.blocks[layer].attn.k_norm, _module_hook(key_fn)))
         else:
-            fwd.append((f"blocks.{l}.attn.hook_k", lambda k, *, hook, fn=key_fn: fn(k)))
+            fwd.append((f"blocks.{layer}.attn.hook_k", lambda k, *, hook, fn=key_fn: fn(k)))
     if mode == "prev":
-        for l in lm.consumers:
-            attn = model.blocks[l].attn
-            q_fn = partial(_query_hook, layer=l, store=store, n_heads=model.cfg.n_heads)
+        for layer in lm.consumers:
+            attn = model.blocks[layer].attn
+            q_fn = partial(_query_hook, layer=layer, store=store, n_heads=model.cfg.n_heads)
             if recipe == "k_norm":
                 mods.append((attn.q_norm, _module_hook(q_fn)))
             else:
-                fwd.append((f"blocks.{l}.attn.hook_q", lambda q, *, hook, fn=q_fn: fn(q)))
-            fwd += [(f"blocks.{l}.attn.hook_attn_scores", partial(_scores_hook, attn=attn, store=store)),
-                    (f"blocks.{l}.attn.hook_pattern", partial(_pattern_hook, store=store)),
-                    (f"blocks.{l}.attn.hook_z", partial(_z_hook, lm=lm, store=store))]
+                fwd.append((f"blocks.{layer}.attn.hook_q", lambda q, *, hook, fn=q_fn: fn(q)))
+            fwd += [(f"blocks.{layer}.attn.hook_attn_scores", partial(_scores_hook, attn=attn, store=store)),
+                    (f"blocks.{layer}.attn.hook_pattern", partial(_pattern_hook, store=store)),
+                    (f"blocks.{layer}.attn.hook_z", partial(_z_hook, lm=lm, store=store))]
     return KVHooks(fwd_hooks=fwd, module_hooks=mods, store=store)
 
 

@@ -105,6 +105,6 @@ def reference_logits(
     def resid_hook(x: Tensor, *, hook) -> None:
         resid[hook.layer()] = x
 
-    hooks = [(f"blocks.{l}.hook_resid_pre", resid_hook) for l in range(cfg.n_layers)]
-    hooks += [(f"blocks.{l}.attn.hook_z", z_hook) for l in range(cfg.n_layers)]
+    hooks = [(f"blocks.{layer}.hook_resid_pre", resid_hook) for layer in range(cfg.n_layers)]
+    hooks += [(f"blocks.{layer}.attn.hook_z", z_hook) for layer in range(cfg.n_layers)]
     return model.run_with_hooks(tokens, fwd_hooks=hooks, return_type="logits")

@@ -2,7 +2,6 @@
 
 import pytest
 import torch
-
 from helpers import build_model
 
 N_LAYERS = 4

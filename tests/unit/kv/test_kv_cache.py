@@ -4,8 +4,15 @@ import pytest
 import torch
 
 from geomlens.errors import InputError
-from geomlens.kv import (LayerMap, SharedKVEntry, cache_bytes, decode, expected_cache_bytes,
-                         patch_kv, shared_kv_cache)
+from geomlens.kv import (
+    LayerMap,
+    SharedKVEntry,
+    cache_bytes,
+    decode,
+    expected_cache_bytes,
+    patch_kv,
+    shared_kv_cache,
+)
 
 PROMPT, NEW = 5, 9  # 14 positions: beyond the Gemma-like window of 4
 

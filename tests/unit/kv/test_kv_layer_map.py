@@ -20,7 +20,7 @@ from geomlens.kv.layer_map import LayerMap, check_spec
 def test_parse(spec, source):
     lm = LayerMap.parse(spec, 6)
     assert lm.source == source
-    assert lm.consumers == tuple(l for l, s in enumerate(source) if s != l)
+    assert lm.consumers == tuple(layer for layer, s in enumerate(source) if s != layer)
     assert lm.layer_types == "_".join(map(str, source))
 
 

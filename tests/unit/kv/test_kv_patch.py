@@ -60,9 +60,9 @@ def test_copying_hook_k_is_wrong_under_qk_norm(gemma_model, tokens):
     def put(k, *, hook):
         return store["k"]
 
-    hooks = [("blocks.0.attn.hook_k", grab)] + [(f"blocks.{l}.attn.hook_k", put) for l in (1, 2, 3)]
+    hooks = [("blocks.0.attn.hook_k", grab)] + [(f"blocks.{layer}.attn.hook_k", put) for layer in (1, 2, 3)]
     hooks += [("blocks.0.attn.hook_v", lambda v, *, hook: store.__setitem__("v", v))]
-    hooks += [(f"blocks.{l}.attn.hook_v", lambda v, *, hook: store["v"]) for l in (1, 2, 3)]
+    hooks += [(f"blocks.{layer}.attn.hook_v", lambda v, *, hook: store["v"]) for layer in (1, 2, 3)]
     naive = gemma_model.run_with_hooks(tokens, fwd_hooks=hooks)
     ref = reference_logits(gemma_model, tokens, LayerMap.parse("all", 4))
     assert (naive - ref).abs().max() > 1e-2

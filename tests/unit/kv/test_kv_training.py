@@ -3,12 +3,12 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import build_cfg
 
 from geomlens.errors import InputError
 from geomlens.kv import LayerMap, patch_kv, share_kv, unused_kv_parameters
 from geomlens.training.config import TrainConfig
 from geomlens.training.loop import Trainer, param_groups
-from helpers import build_cfg
 
 
 def _loss(model, tokens):
@@ -35,7 +35,7 @@ def test_consumer_kv_get_no_gradient_even_unfrozen(llama_model, tokens):
     with patch_kv(model, LayerMap.parse("all", 4)):
         _loss(model, tokens).backward()
     assert model.blocks[0].attn._W_K.grad.abs().sum() > 0
-    assert all(model.blocks[l].attn._W_K.grad is None for l in (1, 2, 3))
+    assert all(model.blocks[layer].attn._W_K.grad is None for layer in (1, 2, 3))
 
 
 def test_share_kv_matches_patch(llama_model, tokens):
