@@ -38,6 +38,15 @@ def validate_kv(cfg: KVConfig) -> None:
                          "forward pass cannot compute it (see geomlens.kv.layer_map).")
 
 
+def segment_config(cfg: KVConfig):
+    """The `AnalyzeConfig` whose segments `load_segments` tokenizes: the same corpus, segment
+    count, length and overflow as ``cfg``, so ``kv`` and ``analyze`` see the same tokens."""
+    from geomlens.analysis.config import AnalyzeConfig
+
+    return AnalyzeConfig(model=cfg.model, domains=cfg.domains, texts=cfg.texts,
+                         n_segments=cfg.n_segments, max_tokens=cfg.max_tokens, overflow=cfg.overflow)
+
+
 def _condition(model, seqs, counts, clean, layer_map, cfg: KVConfig, **labels) -> dict[str, Any]:
     from geomlens.kv.evaluate import loss_rows, segment_losses
 
@@ -87,9 +96,10 @@ def _cache_sizes(model, layer_map: LayerMap) -> dict[str, Any]:
             "cache_reduction": full / shared}
 
 
-def run_kv(cfg: KVConfig, run_dir: Path) -> dict[str, Any]:
+def run_kv(cfg: KVConfig, run_dir: Path, *, model=None) -> dict[str, Any]:
     """Measure clean vs first-layer-K/V loss (and the sweeps); write tables/figures to
-    ``run_dir`` and return the summary."""
+    ``run_dir`` and return the summary. ``model`` (optional, with a tokenizer) is used instead
+    of loading ``cfg.model``."""
     import torch
 
     from geomlens.analysis.experiment import load_segments
@@ -102,13 +112,16 @@ def run_kv(cfg: KVConfig, run_dir: Path) -> dict[str, Any]:
     run_dir = Path(run_dir)
     torch.manual_seed(cfg.seed)
     t0 = time.perf_counter()
-    model = load_model(cfg.model, device=cfg.device)
+    if model is None:
+        model = load_model(cfg.model, device=cfg.device)
+    if model.tokenizer is None:
+        raise InputError("The model has no tokenizer; the kv run tokenizes corpus text.")
     if cfg.max_tokens > model.cfg.n_ctx:
         raise InputError(f"max_tokens {cfg.max_tokens} exceeds {cfg.model}'s context of {model.cfg.n_ctx}.")
     n = model.cfg.n_layers
     layer_map = LayerMap.for_model(cfg.layers, model)
     check_patchable(model.cfg, layer_map, cfg.mode)
-    seqs, ids, domains = load_segments(cfg, model.tokenizer)
+    seqs, ids, domains = load_segments(segment_config(cfg), model.tokenizer)
     if not seqs:
         raise InputError("No segments to evaluate; check domains/texts/n_segments.")
     logger.info("kv: %s, %d segments, %d tokens, map %s", cfg.model, len(seqs),
