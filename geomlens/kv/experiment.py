@@ -52,6 +52,7 @@ def _condition(model, seqs, counts, clean, layer_map, cfg: KVConfig, **labels) -
 
     sums, _ = segment_losses(model, seqs, layer_map=layer_map, mode=cfg.mode, batch_size=cfg.batch_size)
     row = loss_rows(clean, sums, counts, n_bootstrap=cfg.n_bootstrap, seed=cfg.seed).iloc[0]
+    logger.info("kv sweep %s: loss %.4f (delta %+.4f)", labels, row["patched_loss"], row["delta_loss"])
     keep = ["patched_loss", "patched_loss_low", "patched_loss_high",
             "delta_loss", "delta_loss_low", "delta_loss_high"]
     return {**labels, "layer_types": layer_map.layer_types, **{k: float(row[k]) for k in keep}}

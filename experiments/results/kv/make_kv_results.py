@@ -3,7 +3,7 @@
     OMP_NUM_THREADS=2 PYTHONPATH=. python experiments/results/kv/make_kv_results.py kv smollm2-135m all
     OMP_NUM_THREADS=2 PYTHONPATH=. python experiments/results/kv/make_kv_results.py table63
 
-``kv MODEL MODE [--no-sweep]`` runs `geomlens.kv.run_kv` into runs/kv/MODEL_MODE (a fresh run dir
+``kv MODEL MODE [--layers SPEC] [--no-sweep]`` runs `geomlens.kv.run_kv` into runs/kv/MODEL_MODE[_SPEC] (a fresh run dir
 with config.json, env.json, summary.json, done) and copies its tables, figures and summary here.
 ``table63`` collects runs/kv_train_cpu (experiments/configs/kv_train_cpu.yaml) into
 table63_cpu.csv and table63_cpu_val_loss.png.
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import shutil
 from pathlib import Path
 
@@ -21,17 +22,18 @@ import pandas as pd
 HERE = Path(__file__).parent
 SIZES = {  # per domain; 5 domains
     "smollm2-135m": {"n_segments": 6, "max_tokens": 64, "batch_size": 8},
-    "gemma3-270m": {"n_segments": 6, "max_tokens": 64, "batch_size": 4},
+    "gemma3-270m": {"n_segments": 4, "max_tokens": 64, "batch_size": 4},
 }
 
 
-def run_model(model: str, mode: str, sweep: bool) -> None:
+def run_model(model: str, mode: str, sweep: bool, layers: str = "all") -> None:
     from geomlens.kv import KVConfig, run_kv
     from geomlens.runs import execute_run
 
-    cfg = KVConfig(model=model, mode=mode, layers="all", sweep=sweep, **SIZES[model])
-    run_dir, summary = execute_run(Path("runs/kv") / f"{model}_{mode}", cfg, run_kv, device="cpu")
-    dest = HERE / f"{model}_{mode}"
+    cfg = KVConfig(model=model, mode=mode, layers=layers, sweep=sweep, **SIZES[model])
+    name = f"{model}_{mode}" + ("" if layers == "all" else f"_{layers}")
+    run_dir, summary = execute_run(Path("runs/kv") / name, cfg, run_kv, device="cpu")
+    dest = HERE / name
     (dest / "figures").mkdir(parents=True, exist_ok=True)
     for name in ("losses.csv", "sweep_layer.csv", "sweep_ge_m.csv", "summary.json", "config.json"):
         if (run_dir / name).exists():
@@ -77,10 +79,12 @@ def main() -> None:
     kv.add_argument("model", choices=sorted(SIZES))
     kv.add_argument("mode", choices=["all", "prev"])
     kv.add_argument("--no-sweep", action="store_true")
+    kv.add_argument("--layers", default="all", help="LayerMap spec (default all)")
     sub.add_parser("table63")
     args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     if args.what == "kv":
-        run_model(args.model, args.mode, sweep=not args.no_sweep)
+        run_model(args.model, args.mode, sweep=not args.no_sweep, layers=args.layers)
     else:
         table63()
 
