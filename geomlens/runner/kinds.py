@@ -45,6 +45,7 @@ PROVIDERS: tuple[str, ...] = (
     "geomlens.ablation.experiment",
     "geomlens.training.experiment",
     "geomlens.projection.experiment",
+    "geomlens.kv.experiment",
 )
 #: extra provider modules, comma-separated (a plugin, or a test kind in `--jobs` child processes)
 PROVIDERS_ENV = "GEOMLENS_EXPERIMENT_PROVIDERS"
