@@ -1,26 +1,54 @@
-"""Distances from hidden states to every row of W_E, without a [batch, pos, d_vocab, d_model]
-tensor.
+"""Distances from hidden states to every row of W_E, and the logits of every KNN / kernel head,
+as one custom autograd op (`_DistanceOp`) without a [batch, pos, d_vocab, d_model] tensor.
 
-    ‖h − e_v‖² = ‖h‖² − 2 h·e_v + ‖e_v‖²            (the matmul identity)
+    s[t, v] = ‖h_t − e_v‖² = ‖h‖² − 2 h·e_v + ‖e_v‖²          (the matmul identity)
+    out[t, v] = b_v ∓ a_t · c_v · φ(s[t, v])
+    φ(s) = sqrt(max(s, 0) + SQRT_EPS)     (`distances`; heads neg_dist, sigma, linear_scale,
+                                            hybrid, context_mlp)
+    φ(s) = max(s, 0)                      (`sq_distances`; heads gaussian, sq_dist_bias)
 
-Both functions run as one custom autograd op (`_PairwiseDistance`): the forward is the shared
-kernel `geomlens.geometry.distances.sq_distances` (one broadcast add and one ``addmm_`` over the
-whole vocabulary, then in-place ops), and the backward is written by hand (one elementwise pass
-and two matmuls, as for a linear head), instead of the ~12 passes over a [batch·pos, d_vocab]
-tensor that autograd records for the formula. Rounding can make the identity slightly negative,
-so it is clamped at 0 (the gradient is taken as if unclamped there: those points are rounding
-noise).
+`distances` and `sq_distances` are φ alone (a = c = 1, b = 0, sign +); `distance_logits` is
+the heads' ``b − a·c·φ`` with an optional per-position scale ``a`` (f(h)), per-token scale ``c``
+(σ_v, 1/(2σ_v²)) and per-token bias ``b``.
+
+Forward: the shared kernel `geomlens.geometry.distances.sq_distance_block` (one broadcast add
+and one ``addmm_``, no clamp), then one elementwise epilogue that clamps, takes the root and
+applies the head's transform. Backward, written by hand: from ∂L/∂out = g and the saved ``s``
+(the only [n_positions, d_vocab] tensor kept; φ is recomputed), one elementwise pass with its
+row and column reductions gives
+
+    q = ∓2·g·a·c·∂φ/∂s         ∂L/∂a_t = ∓Σ_v g c_v φ      ∂L/∂c_v = ∓Σ_t g a_t φ      ∂L/∂b_v = Σ_t g
+
+and then the two matmuls of a linear head: ∂L/∂h = h·Σ_v q − q W_E, ∂L/∂W_E = W_E·Σ_t q − qᵀ h
+(∂s/∂h = 2(h − e), so for φ = sqrt the factor 2 cancels: q = ∓g·a·c / φ). Autograd records
+none of the ~10 passes over [n_positions, d_vocab] of the composed formula; the gradients of
+a, c and b flow on through the head's own small softplus / MLP graph. Rounding can make the
+identity slightly negative, so it is clamped; the gradient is taken as if unclamped there (those
+points are rounding noise).
+
+Backends. The two elementwise steps (`_epilogue`, `_backward_pass`) are plain torch code, written
+once. With backend ``"compile"`` they run through ``torch.compile`` (inductor fuses each into one
+or two loops over [n_positions, d_vocab]); ``"eager"`` runs them op by op (more passes, the same
+numbers up to the order of summation in the reductions); ``"auto"`` (the default) compiles when
+the problem has at least `COMPILE_MIN_ELEMENTS` entries and falls back to eager, once and with a
+warning, if compilation fails. Choose with `set_backend` / `use_backend` or the environment
+variable ``GEOMLENS_HEADS_BACKEND``.
 
 Precision: under CUDA autocast the op runs in float32 (``custom_fwd(cast_inputs=float32)``):
 ‖h‖² (≈ d_model after RMSNorm) is much larger than the differences between tokens, and a bf16
 sum would round them away.
 
-``d = sqrt(d² + SQRT_EPS)`` keeps the gradient finite when ``h`` equals an embedding row exactly
-(``d/dx sqrt(x)`` is infinite at 0). With ``SQRT_EPS = 1e-6`` the shift in ``d`` is at most 1e-3
-(at d = 0) and below 1e-7 at the typical d ≈ sqrt(d_model) ≈ 11 of a micro model.
+``SQRT_EPS = 1e-6`` keeps the gradient finite when ``h`` equals an embedding row exactly
+(``d/dx sqrt(x)`` is infinite at 0). The shift in ``d`` is at most 1e-3 (at d = 0) and below
+1e-7 at the typical d ≈ sqrt(d_model) ≈ 11 of a micro model.
 """
 
 from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from typing import Iterator, Literal
 
 import torch
 from jaxtyping import Float
@@ -28,43 +56,199 @@ from torch import Tensor
 
 from geomlens.geometry import distances as vocab_distances
 
+logger = logging.getLogger(__name__)
+
 SQRT_EPS = 1e-6
 """Added under the square root in `distances`; see the module docstring."""
 
+Backend = Literal["auto", "compile", "eager"]
+BACKENDS: tuple[Backend, ...] = ("auto", "compile", "eager")
 
-class _PairwiseDistance(torch.autograd.Function):
-    """``squared``: max(‖h‖² − 2h·e + ‖e‖², 0); else sqrt(max(·, 0) + eps).
+COMPILE_MIN_ELEMENTS = 1 << 18
+"""``auto`` compiles the elementwise steps from this many [n_positions, d_vocab] entries up
+(below it the launch and guard overhead of a compiled call outweighs the saved passes)."""
 
-    h is 2-D: [batch·pos, d_model]."""
+_state: dict[str, object] = {"backend": os.environ.get("GEOMLENS_HEADS_BACKEND", "auto"),
+                             "compile_failed": False}
+
+
+def set_backend(backend: Backend) -> None:
+    """Choose how the elementwise steps run: ``auto``, ``compile`` or ``eager``."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    _state["backend"] = backend
+
+
+def get_backend() -> Backend:
+    return _state["backend"]  # type: ignore[return-value]
+
+
+@contextlib.contextmanager
+def use_backend(backend: Backend) -> Iterator[None]:
+    """Temporarily switch the backend (tests compare ``compile`` against ``eager``)."""
+    old = get_backend()
+    set_backend(backend)
+    try:
+        yield
+    finally:
+        set_backend(old)
+
+
+# -- the elementwise steps, written once --------------------------------------------------------
+def _epilogue(
+    s: Tensor, a: Tensor | None, c: Tensor | None, b: Tensor | None, squared: bool, eps: float,
+    negate: bool,
+) -> Tensor:
+    """out = b ± a·c·φ(s), evaluated as ((±φ)·c)·a + b."""
+    out = s.clamp_min(0.0) if squared else s.clamp_min(eps).sqrt()
+    if negate:
+        out = out.neg()
+    if c is not None:
+        out = out * c
+    if a is not None:
+        out = out * a
+    if b is not None:
+        out = out + b
+    return out
+
+
+def _root_rows(
+    g: Tensor, s: Tensor, a: Tensor | None, c: Tensor | None, eps: float, negate: bool,
+    need_a: bool,
+) -> tuple[Tensor, Tensor | None]:
+    """φ = sqrt(s): p = ±g·a/φ (q without its column factor c) and ∂L/∂a = ±Σ_v g·c·φ."""
+    phi = s.clamp_min(eps).sqrt()
+    p = g / phi
+    if a is not None:
+        p = p * a
+    if negate:
+        p = p.neg()
+    grad_a = None
+    if need_a:
+        gc = g * c if c is not None else g
+        grad_a = (gc * phi).sum(-1, keepdim=True)
+        grad_a = grad_a.neg() if negate else grad_a
+    return p, grad_a
+
+
+_STEPS = {"epilogue": _epilogue, "root_rows": _root_rows}
+_compiled: dict[str, object] = {}
+
+
+def _run(name: str, n_elements: int, *args):
+    """Run elementwise step ``name`` on the chosen backend (module docstring)."""
+    eager = _STEPS[name]
+    backend = get_backend()
+    if backend == "eager" or _state["compile_failed"] or (
+        backend == "auto" and n_elements < COMPILE_MIN_ELEMENTS
+    ):
+        return eager(*args)
+    try:
+        if name not in _compiled:
+            _compiled[name] = torch.compile(eager, dynamic=False, fullgraph=True)
+        return _compiled[name](*args)
+    except Exception as exc:  # noqa: BLE001 - any compiler failure: fall back, once
+        if backend == "compile":
+            raise
+        _state["compile_failed"] = True
+        logger.warning("torch.compile of the fused head kernels failed (%s); using eager", exc)
+        return eager(*args)
+
+
+# -- the backward: everything that is separable goes into the two matmuls ---------------------
+def _rowdot(x: Tensor, y: Tensor) -> Tensor:
+    return (x * y).sum(-1)
+
+
+def _backward_squared(g, h, W_E, h_sq, e_sq, a, c, sign: float, need):
+    """φ = s: q = 2·sign·a_t·g·c_v is separable, so no [n_positions, d_vocab] tensor is made.
+
+    a and c are folded into the matmul operands, and the reductions ride along as extra
+    columns: g [cE | c | c‖e‖²] gives Σ_v q e_v, Σ_v q and Σ_v g c s (with s expanded by the
+    matmul identity, s = ‖h‖² + ‖e‖² − 2 h·e); gᵀ [a h | a | a‖h‖² | 1] the same over t."""
+    need_h, need_E, need_a, need_c, need_b = need
+    d_model = h.shape[1]
+    grad_h = grad_E = grad_a = grad_c = grad_b = None
+    if need_h or need_a:
+        cv = c.unsqueeze(-1) if c is not None else W_E.new_ones(W_E.shape[0], 1)
+        out = g @ torch.cat([W_E * cv, cv, cv * e_sq.unsqueeze(-1)], dim=1)
+        P, r1, r2 = out[:, :d_model], out[:, d_model:d_model + 1], out[:, d_model + 1:]
+        if need_h:
+            grad_h = (h * r1 - P) * (2.0 * sign if a is None else 2.0 * sign * a)
+        if need_a:
+            grad_a = (h_sq * r1 + r2 - 2.0 * _rowdot(h, P).unsqueeze(-1)) * sign
+    if need_E or need_c or need_b:
+        av = a if a is not None else h.new_ones(h.shape[0], 1)
+        cols = [h * av, av, av * h_sq] + ([h.new_ones(h.shape[0], 1)] if a is not None else [])
+        out = g.T @ torch.cat(cols, dim=1)
+        Q, k1, k2 = out[:, :d_model], out[:, d_model], out[:, d_model + 1]
+        if need_E:
+            scale = 2.0 * sign if c is None else 2.0 * sign * c.unsqueeze(-1)
+            grad_E = (W_E * k1.unsqueeze(-1) - Q) * scale
+        if need_c:
+            grad_c = (k2 + e_sq * k1 - 2.0 * _rowdot(W_E, Q)) * sign
+        if need_b:
+            grad_b = out[:, d_model + 2] if a is not None else k1
+    return grad_h, grad_E, grad_a, grad_c, grad_b
+
+
+def _backward_root(g, s, h, W_E, h_sq, e_sq, a, c, eps: float, negate: bool, need):
+    """φ = sqrt(s): one pass over [n_positions, d_vocab] writes p = ±g·a/φ (q = p·c_v) and
+    ∂L/∂a; c goes into the matmul operands, Σ_v q rides along as a column of the first matmul
+    and Σ_t q, ∂L/∂c (= Σ_t p·s, s expanded by the matmul identity) as columns of the second."""
+    need_h, need_E, need_a, need_c, need_b = need
+    d_model = h.shape[1]
+    p, grad_a = _run("root_rows", s.numel(), g, s, a, c, eps, negate, need_a)
+    grad_h = grad_E = grad_c = grad_b = None
+    if need_h:
+        cv = c.unsqueeze(-1) if c is not None else W_E.new_ones(W_E.shape[0], 1)
+        out = p @ torch.cat([W_E * cv if c is not None else W_E, cv], dim=1)
+        grad_h = h * out[:, d_model:] - out[:, :d_model]
+    if need_E or need_c:
+        out = p.T @ torch.cat([h, h.new_ones(h.shape[0], 1), h_sq], dim=1)
+        M, k1, k2 = out[:, :d_model], out[:, d_model], out[:, d_model + 1]
+        if need_E:
+            grad_E = W_E * k1.unsqueeze(-1) - M
+            grad_E = grad_E * c.unsqueeze(-1) if c is not None else grad_E
+        if need_c:
+            grad_c = k2 + e_sq * k1 - 2.0 * _rowdot(W_E, M)
+    if need_b:
+        grad_b = g.sum(0)
+    return grad_h, grad_E, grad_a, grad_c, grad_b
+
+
+# -- the autograd op --------------------------------------------------------------------------
+class _DistanceOp(torch.autograd.Function):
+    """b ± a·c·φ(s). h is 2-D [n_positions, d_model]; a is [n_positions, 1]; c, b are [d_vocab]."""
 
     @staticmethod
     @torch.amp.custom_fwd(device_type="cuda", cast_inputs=torch.float32)
-    def forward(ctx, h2d: Tensor, W_E: Tensor, squared: bool, eps: float) -> Tensor:
-        offset = 0.0 if squared else eps
-        out = vocab_distances.sq_distances(h2d, W_E, shift=offset)  # max(d², 0) (+ eps)
-        if not squared:
-            out.sqrt_()
-        ctx.save_for_backward(h2d, W_E, out)
-        ctx.squared = squared
+    def forward(ctx, h2d, W_E, a, c, b, squared: bool, eps: float, negate: bool):
+        h_sq = h2d.pow(2).sum(-1, keepdim=True)
+        e_sq = vocab_distances.row_sq_norms(W_E) + (0.0 if squared else eps)
+        s = vocab_distances.sq_distance_block(h2d, h_sq, W_E, e_sq, floor=None)  # clamp: below
+        out = _run("epilogue", s.numel(), s, a, c, b, squared, eps, negate)
+        ctx.save_for_backward(h2d, W_E, s, h_sq, e_sq, a, c)
+        ctx.squared, ctx.eps, ctx.negate = squared, eps, negate
         return out
 
     @staticmethod
     @torch.amp.custom_bwd(device_type="cuda")
-    def backward(ctx, grad: Tensor):
-        h2d, W_E, out = ctx.saved_tensors
-        # ∂(d²)/∂h = 2(h − e), ∂(d²)/∂e = 2(e − h); for d, ∂d/∂(d²) = 1/(2d) cancels the 2.
-        q = 2.0 * grad if ctx.squared else grad / out
-        grad_h = grad_E = None
-        if ctx.needs_input_grad[0]:
-            grad_h = h2d * q.sum(-1, keepdim=True) - q @ W_E
-        if ctx.needs_input_grad[1]:
-            grad_E = W_E * q.sum(0).unsqueeze(-1) - q.T @ h2d
-        return grad_h, grad_E, None, None
+    def backward(ctx, g):
+        h2d, W_E, s, h_sq, e_sq, a, c = ctx.saved_tensors
+        need = ctx.needs_input_grad[:5]
+        g = g.contiguous()
+        if ctx.squared:
+            grads = _backward_squared(g, h2d, W_E, h_sq, e_sq, a, c, -1.0 if ctx.negate else 1.0, need)
+        else:
+            grads = _backward_root(g, s, h2d, W_E, h_sq, e_sq, a, c, ctx.eps, ctx.negate, need)
+        return (*grads, None, None, None)
 
 
-def _pairwise(h: Tensor, W_E: Tensor, *, squared: bool) -> Tensor:
+def _apply(h, W_E, a, c, b, *, squared: bool, negate: bool) -> Tensor:
     batch, pos, d_model = h.shape
-    out = _PairwiseDistance.apply(h.reshape(batch * pos, d_model), W_E, squared, SQRT_EPS)
+    a = None if a is None else a.reshape(batch * pos, 1)
+    out = _DistanceOp.apply(h.reshape(batch * pos, d_model), W_E, a, c, b, squared, SQRT_EPS, negate)
     return out.reshape(batch, pos, -1)
 
 
@@ -72,14 +256,29 @@ def sq_distances(
     h: Float[Tensor, "batch pos d_model"], W_E: Float[Tensor, "d_vocab d_model"]
 ) -> Float[Tensor, "batch pos d_vocab"]:
     """Squared Euclidean distances ‖h − e_v‖² (clamped ≥ 0) via the matmul identity."""
-    return _pairwise(h, W_E, squared=True)
+    return _apply(h, W_E, None, None, None, squared=True, negate=False)
 
 
 def distances(
     h: Float[Tensor, "batch pos d_model"], W_E: Float[Tensor, "d_vocab d_model"]
 ) -> Float[Tensor, "batch pos d_vocab"]:
     """Euclidean distances sqrt(‖h − e_v‖² + SQRT_EPS), finite gradient at d = 0."""
-    return _pairwise(h, W_E, squared=False)
+    return _apply(h, W_E, None, None, None, squared=False, negate=False)
+
+
+def distance_logits(
+    h: Float[Tensor, "batch pos d_model"],
+    W_E: Float[Tensor, "d_vocab d_model"],
+    *,
+    squared: bool,
+    row_scale: Float[Tensor, "batch pos 1"] | None = None,
+    col_scale: Float[Tensor, "d_vocab"] | None = None,
+    col_bias: Float[Tensor, "d_vocab"] | None = None,
+) -> Float[Tensor, "batch pos d_vocab"]:
+    """``col_bias − row_scale · col_scale · φ`` with φ = `distances` (or, with ``squared=True``,
+    `sq_distances`): the logits of every KNN / kernel head in one op. Omitted scales are 1, an
+    omitted bias is 0; scales must be positive for a larger distance to mean a lower logit."""
+    return _apply(h, W_E, row_scale, col_scale, col_bias, squared=squared, negate=True)
 
 
 def softplus_inverse(y: Float[Tensor, "*shape"]) -> Float[Tensor, "*shape"]:
