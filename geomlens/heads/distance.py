@@ -72,7 +72,7 @@ _state: dict[str, object] = {"backend": os.environ.get("GEOMLENS_HEADS_BACKEND",
                              "compile_failed": False}
 
 
-def set_backend(backend: Backend) -> None:
+def set_backend(backend: str) -> None:
     """Choose how the elementwise steps run: ``auto``, ``compile`` or ``eager``."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
@@ -84,7 +84,7 @@ def get_backend() -> Backend:
 
 
 @contextlib.contextmanager
-def use_backend(backend: Backend) -> Iterator[None]:
+def use_backend(backend: str) -> Iterator[None]:
     """Temporarily switch the backend (tests compare ``compile`` against ``eager``)."""
     old = get_backend()
     set_backend(backend)
@@ -112,26 +112,40 @@ def _epilogue(
     return out
 
 
-def _root_rows(
+def _epilogue_inplace(
+    s: Tensor, a: Tensor | None, c: Tensor | None, b: Tensor | None, squared: bool, eps: float,
+    negate: bool,
+) -> None:
+    """`_epilogue` written over ``s`` (compiled: one read-modify-write loop, no new tensor)."""
+    s.copy_(_epilogue(s, a, c, b, squared, eps, negate))
+
+
+def _root_rows_inplace(
     g: Tensor, s: Tensor, a: Tensor | None, c: Tensor | None, eps: float, negate: bool,
-    need_a: bool,
-) -> tuple[Tensor, Tensor | None]:
-    """φ = sqrt(s): p = ±g·a/φ (q without its column factor c) and ∂L/∂a = ±Σ_v g·c·φ."""
+    need_rows: bool, need_a: bool,
+) -> tuple[Tensor | None, Tensor | None]:
+    """φ = sqrt(s): writes p = ±g·a/φ (q = p·c_v without its column factor) over ``s``;
+    returns Σ_v q and ∂L/∂a = ±Σ_v g·c·φ (compiled: one loop per row; the reductions read the
+    row again from cache)."""
     phi = s.clamp_min(eps).sqrt()
     p = g / phi
     if a is not None:
         p = p * a
     if negate:
         p = p.neg()
-    grad_a = None
+    q_rows = grad_a = None
+    if need_rows:
+        q_rows = (p * c if c is not None else p).sum(-1, keepdim=True)
     if need_a:
         gc = g * c if c is not None else g
         grad_a = (gc * phi).sum(-1, keepdim=True)
         grad_a = grad_a.neg() if negate else grad_a
-    return p, grad_a
+    s.copy_(p)
+    return q_rows, grad_a
 
 
-_STEPS = {"epilogue": _epilogue, "root_rows": _root_rows}
+_STEPS = {"epilogue": _epilogue, "epilogue_inplace": _epilogue_inplace,
+          "root_rows_inplace": _root_rows_inplace}
 _compiled: dict[str, object] = {}
 
 
@@ -155,63 +169,78 @@ def _run(name: str, n_elements: int, *args):
         return eager(*args)
 
 
-# -- the backward: everything that is separable goes into the two matmuls ---------------------
+# -- the backward: everything separable goes into the two matmuls -----------------------------
+# Their shapes are the linear head's (g W_U: [n_positions, d_vocab] x [d_vocab, d_model], and
+# hᵀ g: [d_model, n_positions] x [n_positions, d_vocab]): BLAS runs [n_positions, d_model + 1]
+# outputs far slower than [n_positions, d_model], but takes extra rows of hᵀ g (column sums
+# over positions) almost for free.
 def _rowdot(x: Tensor, y: Tensor) -> Tensor:
     return (x * y).sum(-1)
+
+
+def _left_rows(h: Tensor, a: Tensor | None, h_sq: Tensor, *, sq_row: bool, ones_row: bool) -> Tensor:
+    """[(a h)ᵀ; aᵀ; (a‖h‖²)ᵀ if sq_row; 1ᵀ if ones_row]: the left operand of the second matmul,
+    whose product with g gives Σ_t g a h_t, Σ_t g a, Σ_t g a ‖h_t‖² and Σ_t g per token."""
+    ones = h.new_ones(1, h.shape[0])
+    av = a.T if a is not None else ones
+    rows = [(h * a).T if a is not None else h.T, av]
+    if sq_row:
+        rows.append(av * h_sq.T)
+    if ones_row:
+        rows.append(ones)
+    return torch.cat(rows, dim=0)
 
 
 def _backward_squared(g, h, W_E, h_sq, e_sq, a, c, sign: float, need):
     """φ = s: q = 2·sign·a_t·g·c_v is separable, so no [n_positions, d_vocab] tensor is made.
 
-    a and c are folded into the matmul operands, and the reductions ride along as extra
-    columns: g [cE | c | c‖e‖²] gives Σ_v q e_v, Σ_v q and Σ_v g c s (with s expanded by the
-    matmul identity, s = ‖h‖² + ‖e‖² − 2 h·e); gᵀ [a h | a | a‖h‖² | 1] the same over t."""
+    a and c are folded into the matmul operands; the column sums ride along as extra rows of
+    the second matmul, and ∂L/∂a, ∂L/∂c expand s by the matmul identity
+    (Σ g c s = ‖h‖² Σ g c + Σ g c ‖e‖² − 2 h·Σ g c e); the row sums are matrix-vector products."""
     need_h, need_E, need_a, need_c, need_b = need
     d_model = h.shape[1]
     grad_h = grad_E = grad_a = grad_c = grad_b = None
     if need_h or need_a:
-        cv = c.unsqueeze(-1) if c is not None else W_E.new_ones(W_E.shape[0], 1)
-        out = g @ torch.cat([W_E * cv, cv, cv * e_sq.unsqueeze(-1)], dim=1)
-        P, r1, r2 = out[:, :d_model], out[:, d_model:d_model + 1], out[:, d_model + 1:]
+        P = g @ (W_E * c.unsqueeze(-1) if c is not None else W_E)  # Σ_v g c e_v
+        r1 = (g @ c if c is not None else g.sum(-1)).unsqueeze(-1)  # Σ_v g c
         if need_h:
             grad_h = (h * r1 - P) * (2.0 * sign if a is None else 2.0 * sign * a)
         if need_a:
+            r2 = (g @ (c * e_sq if c is not None else e_sq)).unsqueeze(-1)  # Σ_v g c ‖e‖²
             grad_a = (h_sq * r1 + r2 - 2.0 * _rowdot(h, P).unsqueeze(-1)) * sign
     if need_E or need_c or need_b:
-        av = a if a is not None else h.new_ones(h.shape[0], 1)
-        cols = [h * av, av, av * h_sq] + ([h.new_ones(h.shape[0], 1)] if a is not None else [])
-        out = g.T @ torch.cat(cols, dim=1)
-        Q, k1, k2 = out[:, :d_model], out[:, d_model], out[:, d_model + 1]
+        out = _left_rows(h, a, h_sq, sq_row=need_c, ones_row=need_b and a is not None) @ g
+        Q, k1 = out[:d_model].T, out[d_model]  # Σ_t g a h_t, Σ_t g a
         if need_E:
             scale = 2.0 * sign if c is None else 2.0 * sign * c.unsqueeze(-1)
             grad_E = (W_E * k1.unsqueeze(-1) - Q) * scale
         if need_c:
-            grad_c = (k2 + e_sq * k1 - 2.0 * _rowdot(W_E, Q)) * sign
+            grad_c = (out[d_model + 1] + e_sq * k1 - 2.0 * _rowdot(W_E, Q)) * sign
         if need_b:
-            grad_b = out[:, d_model + 2] if a is not None else k1
+            grad_b = out[-1] if a is not None else k1
     return grad_h, grad_E, grad_a, grad_c, grad_b
 
 
 def _backward_root(g, s, h, W_E, h_sq, e_sq, a, c, eps: float, negate: bool, need):
-    """φ = sqrt(s): one pass over [n_positions, d_vocab] writes p = ±g·a/φ (q = p·c_v) and
-    ∂L/∂a; c goes into the matmul operands, Σ_v q rides along as a column of the first matmul
-    and Σ_t q, ∂L/∂c (= Σ_t p·s, s expanded by the matmul identity) as columns of the second."""
+    """φ = sqrt(s): one pass over [n_positions, d_vocab] writes p = ±g·a/φ (q = p·c_v) over s
+    and gives Σ_v q and ∂L/∂a; c goes into the first matmul's operand, Σ_t p and
+    ∂L/∂c = Σ_t p·s (s expanded by the matmul identity) ride along as rows of the second."""
     need_h, need_E, need_a, need_c, need_b = need
     d_model = h.shape[1]
-    p, grad_a = _run("root_rows", s.numel(), g, s, a, c, eps, negate, need_a)
+    q_rows, grad_a = _run("root_rows_inplace", s.numel(), g, s, a, c, eps, negate, need_h, need_a)
+    p = s
     grad_h = grad_E = grad_c = grad_b = None
     if need_h:
-        cv = c.unsqueeze(-1) if c is not None else W_E.new_ones(W_E.shape[0], 1)
-        out = p @ torch.cat([W_E * cv if c is not None else W_E, cv], dim=1)
-        grad_h = h * out[:, d_model:] - out[:, :d_model]
+        grad_h = torch.addmm(h * q_rows, p, W_E * c.unsqueeze(-1) if c is not None else W_E,
+                             alpha=-1.0)
     if need_E or need_c:
-        out = p.T @ torch.cat([h, h.new_ones(h.shape[0], 1), h_sq], dim=1)
-        M, k1, k2 = out[:, :d_model], out[:, d_model], out[:, d_model + 1]
+        out = _left_rows(h, None, h_sq, sq_row=need_c, ones_row=False) @ p
+        M, k1 = out[:d_model].T, out[d_model]  # Σ_t p h_t, Σ_t p
         if need_E:
             grad_E = W_E * k1.unsqueeze(-1) - M
             grad_E = grad_E * c.unsqueeze(-1) if c is not None else grad_E
         if need_c:
-            grad_c = k2 + e_sq * k1 - 2.0 * _rowdot(W_E, M)
+            grad_c = out[d_model + 1] + e_sq * k1 - 2.0 * _rowdot(W_E, M)
     if need_b:
         grad_b = g.sum(0)
     return grad_h, grad_E, grad_a, grad_c, grad_b
@@ -227,20 +256,29 @@ class _DistanceOp(torch.autograd.Function):
         h_sq = h2d.pow(2).sum(-1, keepdim=True)
         e_sq = vocab_distances.row_sq_norms(W_E) + (0.0 if squared else eps)
         s = vocab_distances.sq_distance_block(h2d, h_sq, W_E, e_sq, floor=None)  # clamp: below
-        out = _run("epilogue", s.numel(), s, a, c, b, squared, eps, negate)
-        ctx.save_for_backward(h2d, W_E, s, h_sq, e_sq, a, c)
+        ctx.save_for_backward(h2d, W_E, h_sq, e_sq, a, c)
         ctx.squared, ctx.eps, ctx.negate = squared, eps, negate
-        return out
+        if squared:  # the backward needs no [n_positions, d_vocab] tensor: reuse s for the output
+            _run("epilogue_inplace", s.numel(), s, a, c, b, squared, eps, negate)
+            return s
+        # s is kept as an attribute, not a saved tensor: the backward overwrites it (see there)
+        ctx.s = s
+        return _run("epilogue", s.numel(), s, a, c, b, squared, eps, negate)
 
     @staticmethod
     @torch.amp.custom_bwd(device_type="cuda")
     def backward(ctx, g):
-        h2d, W_E, s, h_sq, e_sq, a, c = ctx.saved_tensors
+        h2d, W_E, h_sq, e_sq, a, c = ctx.saved_tensors
         need = ctx.needs_input_grad[:5]
         g = g.contiguous()
         if ctx.squared:
             grads = _backward_squared(g, h2d, W_E, h_sq, e_sq, a, c, -1.0 if ctx.negate else 1.0, need)
         else:
+            # The first backward writes its [n_positions, d_vocab] temporary over s instead of a
+            # new tensor; a second one (retain_graph=True, gradcheck) recomputes s.
+            s = ctx.s if ctx.s is not None else vocab_distances.sq_distance_block(
+                h2d, h_sq, W_E, e_sq, floor=None)
+            ctx.s = None
             grads = _backward_root(g, s, h2d, W_E, h_sq, e_sq, a, c, ctx.eps, ctx.negate, need)
         return (*grads, None, None, None)
 
