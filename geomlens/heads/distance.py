@@ -48,6 +48,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import threading
 from typing import Iterator, Literal
 
 import torch
@@ -67,6 +68,9 @@ BACKENDS: tuple[Backend, ...] = ("auto", "compile", "eager")
 COMPILE_MIN_ELEMENTS = 1 << 18
 """``auto`` compiles the elementwise steps from this many [n_positions, d_vocab] entries up
 (below it the launch and guard overhead of a compiled call outweighs the saved passes)."""
+
+RECOMPILE_LIMIT = 64
+"""Compiled variants allowed per elementwise step (module docstring)."""
 
 _state: dict[str, object] = {"backend": os.environ.get("GEOMLENS_HEADS_BACKEND", "auto"),
                              "compile_failed": False}
@@ -92,6 +96,53 @@ def use_backend(backend: str) -> Iterator[None]:
         yield
     finally:
         set_backend(old)
+
+
+# -- reused [n_positions, d_vocab] buffers (CPU) ----------------------------------------------
+class _BufferPool:
+    """Free buffers for s, the op's internal [n_positions, d_vocab] temporary, on the CPU.
+
+    A fresh tensor of that size costs more than a pass over it: the OS maps and zeroes its pages
+    on first touch and unmaps them on free (≈90 ms for 1024 x 49152 floats on one core, against
+    ≈10 ms for one pass over warm memory). s lives from the forward to the end of the backward
+    and never leaves the op, so the backward gives it back here and the next forward takes it.
+    At most `MAX_FREE` buffers are kept (one [n_positions, d_vocab] buffer between training
+    steps); `release_buffers` frees them. CUDA has its own caching allocator and is not pooled.
+    """
+
+    MAX_FREE = 2
+
+    def __init__(self) -> None:
+        self._free: list[Tensor] = []
+        self._lock = threading.Lock()
+
+    def take(self, shape: tuple[int, int], like: Tensor) -> Tensor:
+        if like.device.type != "cpu" or torch.compiler.is_compiling():
+            return like.new_empty(shape)
+        with self._lock:
+            for i, buf in enumerate(self._free):
+                if buf.shape == shape and buf.dtype == like.dtype:
+                    return self._free.pop(i)
+        return like.new_empty(shape)
+
+    def give(self, buf: Tensor) -> None:
+        if buf.device.type != "cpu" or torch.compiler.is_compiling():
+            return
+        with self._lock:
+            self._free.insert(0, buf)
+            del self._free[self.MAX_FREE:]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._free.clear()
+
+
+_POOL = _BufferPool()
+
+
+def release_buffers() -> None:
+    """Free the pooled [n_positions, d_vocab] buffers (e.g. after training, before analysis)."""
+    _POOL.clear()
 
 
 # -- the elementwise steps, written once --------------------------------------------------------
@@ -144,8 +195,22 @@ def _root_rows_inplace(
     return q_rows, grad_a
 
 
+def _grad_E_and_c(
+    W_E: Tensor, M: Tensor, k1: Tensor, k2: Tensor | None, e_sq: Tensor, c: Tensor | None,
+    scale: float, sign: float, need_E: bool, need_c: bool,
+) -> tuple[Tensor | None, Tensor | None]:
+    """From the second matmul: ∂L/∂W_E = scale·c·(W_E·Σ_t − M) and ∂L/∂c = sign·(Σ_t‖h‖² +
+    ‖e‖²·Σ_t − 2 e·M) (M [d_vocab, d_model] is a transposed view: compiled, one tiled pass)."""
+    grad_E = grad_c = None
+    if need_E:
+        grad_E = (W_E * k1.unsqueeze(-1) - M) * (scale * c.unsqueeze(-1) if c is not None else scale)
+    if need_c:
+        grad_c = (k2 + e_sq * k1 - 2.0 * (W_E * M).sum(-1)) * sign
+    return grad_E, grad_c
+
+
 _STEPS = {"epilogue": _epilogue, "epilogue_inplace": _epilogue_inplace,
-          "root_rows_inplace": _root_rows_inplace}
+          "root_rows_inplace": _root_rows_inplace, "grad_E_and_c": _grad_E_and_c}
 _compiled: dict[str, object] = {}
 
 
@@ -153,14 +218,19 @@ def _run(name: str, n_elements: int, *args):
     """Run elementwise step ``name`` on the chosen backend (module docstring)."""
     eager = _STEPS[name]
     backend = get_backend()
+    if torch.compiler.is_compiling():  # inside a compiled model: its compiler fuses the step
+        return eager(*args)
     if backend == "eager" or _state["compile_failed"] or (
         backend == "auto" and n_elements < COMPILE_MIN_ELEMENTS
     ):
         return eager(*args)
     try:
         if name not in _compiled:
-            _compiled[name] = torch.compile(eager, dynamic=False, fullgraph=True)
-        return _compiled[name](*args)
+            _compiled[name] = torch.compile(eager, fullgraph=True)
+        # one compiled variant per combination of optional inputs, flags and (static, then
+        # dynamic) shapes: more than dynamo's default limit of 8 when many heads share a process
+        with torch._dynamo.config.patch(recompile_limit=RECOMPILE_LIMIT):
+            return _compiled[name](*args)
     except Exception as exc:  # noqa: BLE001 - any compiler failure: fall back, once
         if backend == "compile":
             raise
@@ -211,11 +281,9 @@ def _backward_squared(g, h, W_E, h_sq, e_sq, a, c, sign: float, need):
     if need_E or need_c or need_b:
         out = _left_rows(h, a, h_sq, sq_row=need_c, ones_row=need_b and a is not None) @ g
         Q, k1 = out[:d_model].T, out[d_model]  # Σ_t g a h_t, Σ_t g a
-        if need_E:
-            scale = 2.0 * sign if c is None else 2.0 * sign * c.unsqueeze(-1)
-            grad_E = (W_E * k1.unsqueeze(-1) - Q) * scale
-        if need_c:
-            grad_c = (out[d_model + 1] + e_sq * k1 - 2.0 * _rowdot(W_E, Q)) * sign
+        grad_E, grad_c = _run("grad_E_and_c", g.numel(), W_E, Q, k1,
+                              out[d_model + 1] if need_c else None, e_sq, c, 2.0 * sign, sign,
+                              need_E, need_c)
         if need_b:
             grad_b = out[-1] if a is not None else k1
     return grad_h, grad_E, grad_a, grad_c, grad_b
@@ -236,11 +304,9 @@ def _backward_root(g, s, h, W_E, h_sq, e_sq, a, c, eps: float, negate: bool, nee
     if need_E or need_c:
         out = _left_rows(h, None, h_sq, sq_row=need_c, ones_row=False) @ p
         M, k1 = out[:d_model].T, out[d_model]  # Σ_t p h_t, Σ_t p
-        if need_E:
-            grad_E = W_E * k1.unsqueeze(-1) - M
-            grad_E = grad_E * c.unsqueeze(-1) if c is not None else grad_E
-        if need_c:
-            grad_c = out[d_model + 1] + e_sq * k1 - 2.0 * _rowdot(W_E, M)
+        grad_E, grad_c = _run("grad_E_and_c", p.numel(), W_E, M, k1,
+                              out[d_model + 1] if need_c else None, e_sq, c, 1.0, 1.0,
+                              need_E, need_c)
     if need_b:
         grad_b = g.sum(0)
     return grad_h, grad_E, grad_a, grad_c, grad_b
@@ -252,18 +318,23 @@ class _DistanceOp(torch.autograd.Function):
 
     @staticmethod
     @torch.amp.custom_fwd(device_type="cuda", cast_inputs=torch.float32)
-    def forward(ctx, h2d, W_E, a, c, b, squared: bool, eps: float, negate: bool):
+    def forward(ctx, h2d, W_E, a, c, b, squared: bool, eps: float, negate: bool, backward: bool):
         h_sq = h2d.pow(2).sum(-1, keepdim=True)
         e_sq = vocab_distances.row_sq_norms(W_E) + (0.0 if squared else eps)
-        s = vocab_distances.sq_distance_block(h2d, h_sq, W_E, e_sq, floor=None)  # clamp: below
         ctx.save_for_backward(h2d, W_E, h_sq, e_sq, a, c)
         ctx.squared, ctx.eps, ctx.negate = squared, eps, negate
-        if squared:  # the backward needs no [n_positions, d_vocab] tensor: reuse s for the output
+        if squared:  # the backward needs no [n_positions, d_vocab] tensor: s becomes the output
+            s = vocab_distances.sq_distance_block(h2d, h_sq, W_E, e_sq, floor=None)
             _run("epilogue_inplace", s.numel(), s, a, c, b, squared, eps, negate)
             return s
-        # s is kept as an attribute, not a saved tensor: the backward overwrites it (see there)
-        ctx.s = s
-        return _run("epilogue", s.numel(), s, a, c, b, squared, eps, negate)
+        s = _POOL.take((h2d.shape[0], W_E.shape[0]), h2d)
+        vocab_distances.sq_distance_block(h2d, h_sq, W_E, e_sq, floor=None, out=s)  # clamp: below
+        out = _run("epilogue", s.numel(), s, a, c, b, squared, eps, negate)
+        if backward:
+            ctx.s = s  # an attribute, not a saved tensor: the backward overwrites it (see there)
+        else:  # no graph (no_grad, or nothing requires grad): s is free again
+            _POOL.give(s)
+        return out
 
     @staticmethod
     @torch.amp.custom_bwd(device_type="cuda")
@@ -280,13 +351,17 @@ class _DistanceOp(torch.autograd.Function):
                 h2d, h_sq, W_E, e_sq, floor=None)
             ctx.s = None
             grads = _backward_root(g, s, h2d, W_E, h_sq, e_sq, a, c, ctx.eps, ctx.negate, need)
-        return (*grads, None, None, None)
+            _POOL.give(s)
+        return (*grads, None, None, None, None)
 
 
 def _apply(h, W_E, a, c, b, *, squared: bool, negate: bool) -> Tensor:
     batch, pos, d_model = h.shape
     a = None if a is None else a.reshape(batch * pos, 1)
-    out = _DistanceOp.apply(h.reshape(batch * pos, d_model), W_E, a, c, b, squared, SQRT_EPS, negate)
+    backward = torch.is_grad_enabled() and any(
+        x is not None and x.requires_grad for x in (h, W_E, a, c, b))
+    out = _DistanceOp.apply(h.reshape(batch * pos, d_model), W_E, a, c, b, squared, SQRT_EPS, negate,
+                            backward)
     return out.reshape(batch, pos, -1)
 
 
