@@ -2,7 +2,7 @@
 as one custom autograd op (`_DistanceOp`) without a [batch, pos, d_vocab, d_model] tensor.
 
     s[t, v] = ‖h_t − e_v‖² = ‖h‖² − 2 h·e_v + ‖e_v‖²          (the matmul identity)
-    out[t, v] = b_v ∓ a_t · c_v · φ(s[t, v])
+    out[t, v] = b_v ± a_t · c_v · φ(s[t, v])
     φ(s) = sqrt(max(s, 0) + SQRT_EPS)     (`distances`; heads neg_dist, sigma, linear_scale,
                                             hybrid, context_mlp)
     φ(s) = max(s, 0)                      (`sq_distances`; heads gaussian, sq_dist_bias)
@@ -11,27 +11,42 @@ as one custom autograd op (`_DistanceOp`) without a [batch, pos, d_vocab, d_mode
 the heads' ``b − a·c·φ`` with an optional per-position scale ``a`` (f(h)), per-token scale ``c``
 (σ_v, 1/(2σ_v²)) and per-token bias ``b``.
 
+Cost model. The op does the linear head's three matmuls ([n_positions, d_model] x [d_model,
+d_vocab] and the two backward products, in the same shapes) plus as few [n_positions, d_vocab]
+passes and, on the CPU, as few *fresh* [n_positions, d_vocab] tensors as possible: a fresh
+200 MB tensor costs the OS's page faults on first touch and an unmap on free, several times a
+pass over warm memory.
+
 Forward: the shared kernel `geomlens.geometry.distances.sq_distance_block` (one broadcast add
 and one ``addmm_``, no clamp), then one elementwise epilogue that clamps, takes the root and
-applies the head's transform. Backward, written by hand: from ∂L/∂out = g and the saved ``s``
-(the only [n_positions, d_vocab] tensor kept; φ is recomputed), one elementwise pass with its
-row and column reductions gives
+applies the head's transform. For φ = s it writes the logits over s (the backward needs no
+[n_positions, d_vocab] tensor); for φ = sqrt it writes a new logits tensor and keeps s, which on
+the CPU comes from, and goes back to, a small pool (`_BufferPool`).
 
-    q = ∓2·g·a·c·∂φ/∂s         ∂L/∂a_t = ∓Σ_v g c_v φ      ∂L/∂c_v = ∓Σ_t g a_t φ      ∂L/∂b_v = Σ_t g
+Backward, written by hand from ∂L/∂out = g (∂s/∂h = 2(h − e), ∂s/∂e = 2(e − h)):
 
-and then the two matmuls of a linear head: ∂L/∂h = h·Σ_v q − q W_E, ∂L/∂W_E = W_E·Σ_t q − qᵀ h
-(∂s/∂h = 2(h − e), so for φ = sqrt the factor 2 cancels: q = ∓g·a·c / φ). Autograd records
-none of the ~10 passes over [n_positions, d_vocab] of the composed formula; the gradients of
-a, c and b flow on through the head's own small softplus / MLP graph. Rounding can make the
-identity slightly negative, so it is clamped; the gradient is taken as if unclamped there (those
-points are rounding noise).
+    q = 2·∂L/∂s = ±2·g·a·c·φ'(s)       ∂L/∂h = h·Σ_v q − q W_E      ∂L/∂W_E = W_E·Σ_t q − qᵀ h
+    ∂L/∂a_t = ±Σ_v g c_v φ      ∂L/∂c_v = ±Σ_t g a_t φ      ∂L/∂b_v = Σ_t g
 
-Backends. The two elementwise steps (`_epilogue`, `_backward_pass`) are plain torch code, written
-once. With backend ``"compile"`` they run through ``torch.compile`` (inductor fuses each into one
-or two loops over [n_positions, d_vocab]); ``"eager"`` runs them op by op (more passes, the same
-numbers up to the order of summation in the reductions); ``"auto"`` (the default) compiles when
-the problem has at least `COMPILE_MIN_ELEMENTS` entries and falls back to eager, once and with a
-warning, if compilation fails. Choose with `set_backend` / `use_backend` or the environment
+* φ = s: q = ±2·a_t·g·c_v is separable, so a and c are folded into the matmul operands and no
+  [n_positions, d_vocab] pass is made at all (`_backward_squared`).
+* φ = sqrt: one pass writes p = ±g·a/φ over s (q = p·c_v) and the row sums (`_root_rows_inplace`),
+  then the two matmuls (`_backward_root`).
+
+Column sums over positions ride along as extra rows of the second matmul (hᵀ g-shaped, where
+BLAS takes them almost for free), and ∂L/∂c expands s by the matmul identity:
+Σ_t p s = Σ_t p‖h‖² + ‖e‖² Σ_t p − 2 e·Σ_t p h. Autograd records none of the ~10 passes of the
+composed formula; the gradients of a, c and b flow on through the head's own small softplus /
+MLP graph. Rounding can make the identity slightly negative, so it is clamped; the gradient is
+taken as if unclamped there (those points are rounding noise).
+
+Backends. The elementwise steps (`_STEPS`) are plain torch code, written once. With backend
+``"compile"`` they run through ``torch.compile`` (inductor fuses each into one loop over
+[n_positions, d_vocab]); ``"eager"`` runs them op by op (more passes; the same numbers up to the
+last bit of a square root and the order of summation in the reductions); ``"auto"`` (the
+default) compiles when the problem has at least `COMPILE_MIN_ELEMENTS` entries and falls back to
+eager, once and with a warning, if compilation fails. Inside a model under ``torch.compile`` the
+steps are traced as plain code. Choose with `set_backend` / `use_backend` or the environment
 variable ``GEOMLENS_HEADS_BACKEND``.
 
 Precision: under CUDA autocast the op runs in float32 (``custom_fwd(cast_inputs=float32)``):
