@@ -44,6 +44,24 @@ def _hub_model(name: str, device: torch.device, dtype, processing: dict) -> Hook
         ) from None
 
 
+def _offline_model(name: str, *, use_cache: bool) -> HookedTransformer:
+    """An offline zoo model: from the converted-weights cache, else converted from its GGUF."""
+    spec = get_offline_model(name)
+    t0 = time.perf_counter()
+    model = load_from_cache(name) if use_cache else None
+    from_cache = model is not None
+    if model is None:
+        hf_model, tokenizer = load_hf_from_gguf(spec.locate())
+        model = CONVERTERS[spec.family](hf_model, tokenizer, name=name)
+        set_native_tokenizer(model, tokenizer)
+        del hf_model
+        if use_cache:
+            save_to_cache(model, name, tokenizer)
+    logger.info("Loaded %s in %.1fs (%s)", name, time.perf_counter() - t0,
+                "cache" if from_cache else "converted from GGUF")
+    return model
+
+
 def load_model(
     name: str | Path,
     *,
@@ -87,19 +105,7 @@ def load_model(
         return model.eval()
 
     spec = get_offline_model(name)
-    t0 = time.perf_counter()
-    model = load_from_cache(name) if use_cache else None
-    from_cache = model is not None
-    if model is None:
-        gguf = spec.locate()
-        hf_model, tokenizer = load_hf_from_gguf(gguf)
-        model = CONVERTERS[spec.family](hf_model, tokenizer, name=name)
-        set_native_tokenizer(model, tokenizer)
-        del hf_model
-        if use_cache:
-            save_to_cache(model, name, tokenizer)
-    logger.info("Loaded %s in %.1fs (%s)", name, time.perf_counter() - t0,
-                "cache" if from_cache else "converted from GGUF")
+    model = _offline_model(name, use_cache=use_cache)
     if any(processing.values()):
         model.process_weights_(
             fold_ln=fold_ln, center_writing_weights=center_writing_weights,
