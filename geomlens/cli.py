@@ -34,6 +34,12 @@ COMMANDS.register("ablate", "geomlens.commands.ablate", help=(
     "zero/mean/resample ablation of attention/MLP outputs: delta loss and delta NDCG@k"))
 COMMANDS.register("train", "geomlens.commands.train", help=(
     "train a micro-LLaMA with a KNN / kernel / linear LM head (resumable)"))
+COMMANDS.register("kv", "geomlens.commands.kv", help=(
+    "first-layer-only K/V on a pretrained model: clean vs patched loss, layer sweeps"))
+COMMANDS.register("project", "geomlens.commands.project", help=(
+    "project attention/MLP parameters onto the vocabulary (Dar et al. 2022), no forward pass"))
+COMMANDS.register("align", "geomlens.commands.align", help=(
+    "align two models that share a vocabulary in embedding space (layers and neurons)"))
 COMMANDS.register("run", "geomlens.commands.run", help=(
     "run an experiment config (YAML) and its sweep; finished points are skipped"))
 COMMANDS.register("report", "geomlens.commands.report", help=(

@@ -17,8 +17,9 @@ tensor is never formed; `dot_and_sq_dist`, `sq_distances` and `distances` fill w
     distance lens     `sq_distance_chunks(..., relative=True)`: ‖e‖² − 2 h·e, the squared
                       distance less ‖h‖², which orders each row's vocabulary exactly like it
     ablation metrics  `sq_distances`
-    KNN heads         `sq_distances(..., shift=eps)` inside a custom autograd function with a
-                      hand-written backward (`geomlens.heads.distance`)
+    KNN heads         `sq_distance_block(..., floor=None)` inside one custom autograd function
+                      with a hand-written backward (`geomlens.heads.distance`), which clamps in
+                      its fused epilogue
 
 These functions do not record gradients (they write into preallocated outputs under
 ``no_grad``); `geomlens.heads.distance` is the differentiable wrapper. Arithmetic is in the

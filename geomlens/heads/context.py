@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from transformer_lens import HookedTransformerConfig
 
 from geomlens.heads.base import Head
-from geomlens.heads.distance import distances, softplus_inverse
+from geomlens.heads.distance import distance_logits, softplus_inverse
 from geomlens.heads.registry import register_head
 
 
@@ -47,7 +47,7 @@ class ContextMLPHead(Head):
         return F.softplus(self.fc_out(F.silu(self.fc_in(h))).float())
 
     def logits(self, h: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_vocab"]:
-        return distances(h, self.W_E) * -self.scale(h)
+        return distance_logits(h, self.W_E, squared=False, row_scale=self.scale(h))
 
 
 register_head("context_mlp", ContextMLPHead)

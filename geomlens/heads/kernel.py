@@ -5,7 +5,8 @@
 
 Since −d² = −‖h‖² + 2 h·e_v − ‖e_v‖² and softmax ignores the −‖h‖² term,
 ``sq_dist_bias`` with b_v = ‖e_v‖² is exactly the tied head at twice the scale, and
-``gaussian`` with σ_v = 1 starts as the tied head with a −‖e_v‖²/2 bias.
+``gaussian`` with σ_v = 1 starts as the tied head with a −‖e_v‖²/2 bias. Both compute their
+logits in one fused op, `geomlens.heads.distance.distance_logits` (``squared=True``).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from torch import Tensor, nn
 from transformer_lens import HookedTransformerConfig
 
 from geomlens.heads.base import Head
-from geomlens.heads.distance import sq_distances
+from geomlens.heads.distance import distance_logits
 from geomlens.heads.registry import register_head
 from geomlens.heads.scales import TokenScale
 
@@ -43,7 +44,7 @@ class GaussianHead(Head):
         return self.token_scale()
 
     def logits(self, h: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_vocab"]:
-        return sq_distances(h, self.W_E) * (-0.5 / self.sigma() ** 2)  # one pass over [.., d_vocab]
+        return distance_logits(h, self.W_E, squared=True, col_scale=0.5 / self.sigma() ** 2)
 
     def set_token_prior(self, log_prior: Float[Tensor, "d_vocab"]) -> bool:
         """1/σ_v² = 1/σ0² − 2·log_prior_v / D², so that −D²/(2σ_v²) = −D²/(2σ0²) + log_prior_v:
@@ -62,7 +63,7 @@ class SqDistBiasHead(Head):
         self.b_v: Float[Tensor, "d_vocab"] = nn.Parameter(torch.zeros(cfg.d_vocab, dtype=cfg.dtype))
 
     def logits(self, h: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_vocab"]:
-        return self.b_v.float() - sq_distances(h, self.W_E)
+        return distance_logits(h, self.W_E, squared=True, col_bias=self.b_v.float())
 
 
 register_head("gaussian", GaussianHead)

@@ -5,9 +5,10 @@
     linear_scale  −d · f(h)          (eq. 5.10)  d_model + 1
     hybrid        −d · σ_v · f(h)    (eq. 5.11)  |V| + d_model + 1
 
-with d = ‖h − e_v‖ (`geomlens.heads.distance`), σ_v = softplus(ρ_v) and
+with d = ‖h − e_v‖, σ_v = softplus(ρ_v) and
 f(h) = softplus(w·h + b) (`geomlens.heads.scales`). The thesis writes f(h) = w·h + b; the
-softplus keeps the scale positive, so a larger distance always means a lower logit.
+softplus keeps the scale positive, so a larger distance always means a lower logit. Every head
+computes its logits in one fused op, `geomlens.heads.distance.distance_logits`.
 
 Initial scales (see `geomlens.heads.base`): the total scale starts at ``sqrt(d_model)`` (σ_v for
 ``sigma``, f for ``linear_scale`` / ``hybrid`` with σ_v = 1), which gives initial logit
@@ -23,7 +24,7 @@ from torch import Tensor, nn
 from transformer_lens import HookedTransformerConfig
 
 from geomlens.heads.base import Head
-from geomlens.heads.distance import distances
+from geomlens.heads.distance import distance_logits
 from geomlens.heads.registry import register_head
 from geomlens.heads.scales import ContextScale, TokenScale
 
@@ -32,7 +33,7 @@ class NegDistHead(Head):
     """logits = −‖h − e_v‖."""
 
     def logits(self, h: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_vocab"]:
-        return -distances(h, self.W_E)
+        return distance_logits(h, self.W_E, squared=False)
 
 
 class SigmaHead(Head):
@@ -55,7 +56,7 @@ class SigmaHead(Head):
         return self.token_scale()
 
     def logits(self, h: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_vocab"]:
-        return distances(h, self.W_E) * -self.sigma()  # negate the [d_vocab] vector, not [.., d_vocab]
+        return distance_logits(h, self.W_E, squared=False, col_scale=self.sigma())
 
     def set_token_prior(self, log_prior: Float[Tensor, "d_vocab"]) -> bool:
         """σ_v = σ0 − log_prior_v / D (D = typical distance): then −D·σ_v = −D·σ0 + log_prior_v,
@@ -79,7 +80,7 @@ class LinearScaleHead(Head):
         self.f = ContextScale(cfg.d_model, scale_init if scale_init is not None else self.typical_norm())
 
     def logits(self, h: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_vocab"]:
-        return distances(h, self.W_E) * -self.f(h)
+        return distance_logits(h, self.W_E, squared=False, row_scale=self.f(h))
 
 
 class HybridHead(Head):
@@ -110,7 +111,7 @@ class HybridHead(Head):
         return self.token_scale()
 
     def logits(self, h: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_vocab"]:
-        return distances(h, self.W_E) * -self.sigma() * self.f(h)
+        return distance_logits(h, self.W_E, squared=False, row_scale=self.f(h), col_scale=self.sigma())
 
     def set_token_prior(self, log_prior: Float[Tensor, "d_vocab"]) -> bool:
         """σ_v = σ0 − log_prior_v / (D·f0), the `SigmaHead` rule with the initial f folded in."""

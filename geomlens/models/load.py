@@ -1,9 +1,10 @@
-"""`load_model(name)`: offline GGUF models, micro-LLaMA sizes, or TransformerLens hub names."""
+"""`load_model(name)`: offline GGUF models, training run dirs, or TransformerLens hub names."""
 
 from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 
 import torch
 from transformer_lens import HookedTransformer
@@ -13,6 +14,7 @@ from geomlens.errors import UnknownModelError
 from geomlens.models.cache import load_from_cache, save_to_cache, set_native_tokenizer
 from geomlens.models.convert import CONVERTERS
 from geomlens.models.gguf import load_hf_from_gguf, load_tokenizer_from_gguf
+from geomlens.models.run_model import is_run_dir, load_run_model
 from geomlens.models.zoo import OFFLINE_MODELS, get_offline_model
 
 logger = logging.getLogger(__name__)
@@ -42,8 +44,26 @@ def _hub_model(name: str, device: torch.device, dtype, processing: dict) -> Hook
         ) from None
 
 
+def _offline_model(name: str, *, use_cache: bool) -> HookedTransformer:
+    """An offline zoo model: from the converted-weights cache, else converted from its GGUF."""
+    spec = get_offline_model(name)
+    t0 = time.perf_counter()
+    model = load_from_cache(name) if use_cache else None
+    from_cache = model is not None
+    if model is None:
+        hf_model, tokenizer = load_hf_from_gguf(spec.locate())
+        model = CONVERTERS[spec.family](hf_model, tokenizer, name=name)
+        set_native_tokenizer(model, tokenizer)
+        del hf_model
+        if use_cache:
+            save_to_cache(model, name, tokenizer)
+    logger.info("Loaded %s in %.1fs (%s)", name, time.perf_counter() - t0,
+                "cache" if from_cache else "converted from GGUF")
+    return model
+
+
 def load_model(
-    name: str,
+    name: str | Path,
     *,
     device: str | torch.device | None = None,
     dtype: torch.dtype | None = None,
@@ -55,8 +75,10 @@ def load_model(
     """Load a pretrained model as a `HookedTransformer` in eval mode.
 
     Args:
-        name: an offline model (``"smollm2-135m"``, ``"gemma3-270m"``) or a TransformerLens
-            official name (``"meta-llama/Llama-3.2-1B"``; needs hub access).
+        name: an offline model (``"smollm2-135m"``, ``"gemma3-270m"``), a training run
+            directory (or checkpoint file; see `geomlens.models.run_model.load_run_model`, which
+            takes no weight processing) or a TransformerLens official name
+            (``"meta-llama/Llama-3.2-1B"``; needs hub access).
         device: None = CUDA if available else CPU.
         dtype: weights dtype (float32 by default).
         fold_ln, center_writing_weights, center_unembed: TransformerLens weight processing.
@@ -65,6 +87,13 @@ def load_model(
 
     The processing actually applied is recorded in ``model_info(model)["processing"]``.
     """
+    if is_run_dir(name):
+        if fold_ln or center_writing_weights or center_unembed:
+            from geomlens.errors import InputError
+
+            raise InputError("Weight processing is not supported for training runs.")
+        model = load_run_model(name, device=device)
+        return model.to(dtype) if dtype is not None else model
     dev = resolve_device(device)
     processing = {
         "fold_ln": fold_ln, "center_writing_weights": center_writing_weights,
@@ -76,19 +105,7 @@ def load_model(
         return model.eval()
 
     spec = get_offline_model(name)
-    t0 = time.perf_counter()
-    model = load_from_cache(name) if use_cache else None
-    from_cache = model is not None
-    if model is None:
-        gguf = spec.locate()
-        hf_model, tokenizer = load_hf_from_gguf(gguf)
-        model = CONVERTERS[spec.family](hf_model, tokenizer, name=name)
-        set_native_tokenizer(model, tokenizer)
-        del hf_model
-        if use_cache:
-            save_to_cache(model, name, tokenizer)
-    logger.info("Loaded %s in %.1fs (%s)", name, time.perf_counter() - t0,
-                "cache" if from_cache else "converted from GGUF")
+    model = _offline_model(name, use_cache=use_cache)
     if any(processing.values()):
         model.process_weights_(
             fold_ln=fold_ln, center_writing_weights=center_writing_weights,

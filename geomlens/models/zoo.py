@@ -124,11 +124,18 @@ def check_model_name(name: str) -> OfflineModel | None:
     """Check that ``name`` can be loaded, without loading it (before a run directory exists).
 
     Returns the zoo entry of an offline model (its depth and context are known), None for a
-    TransformerLens official name (loaded from the hub at run time); raises
-    `UnknownModelError` for anything else.
+    training run directory or a TransformerLens official name (loaded from the hub at run
+    time); raises `UnknownModelError` for anything else (a path without a checkpoint too).
     """
     if name in OFFLINE_MODELS:
         return OFFLINE_MODELS[name]
+    if Path(name).exists():
+        from geomlens.models.run_model import is_run_dir
+
+        if is_run_dir(name):
+            return None
+        raise UnknownModelError(f"{name!r} is a path without a training checkpoint "
+                                "(checkpoints/latest.pt); give a training run directory")
     from transformer_lens.loading_from_pretrained import get_official_model_name
 
     try:

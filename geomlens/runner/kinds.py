@@ -44,6 +44,8 @@ PROVIDERS: tuple[str, ...] = (
     "geomlens.analysis.experiment",
     "geomlens.ablation.experiment",
     "geomlens.training.experiment",
+    "geomlens.projection.experiment",
+    "geomlens.kv.experiment",
 )
 #: extra provider modules, comma-separated (a plugin, or a test kind in `--jobs` child processes)
 PROVIDERS_ENV = "GEOMLENS_EXPERIMENT_PROVIDERS"

@@ -68,6 +68,11 @@ class TrainConfig(Config):
     """"cpu", "cuda", "cuda:1"...; None = cuda if available."""
     seed: int = 0
     """Seeds the model init, the data order and every RNG."""
+    kv_layers: str | None = None
+    """First-layer K/V (thesis §5.2, Table 6.3): a `geomlens.kv.LayerMap` spec of the layers
+    that attend to another layer's keys/values ("all" = every layer ≥ 1 uses layer 0's);
+    gradients flow into the source layer, and the consumers' W_K/W_V are frozen and unused.
+    None = a standard model."""
     checkpoint_every: int | None = None
     """Save a checkpoint every this many steps (and always at the end); None = only at the end."""
     log_every: int = 10
@@ -93,6 +98,10 @@ class TrainConfig(Config):
             raise InputError(f"val_fraction must be in (0, 1), got {self.val_fraction}.")
         if not 0.0 <= self.min_lr_ratio <= 1.0:
             raise InputError(f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}.")
+        if self.kv_layers is not None:
+            from geomlens.kv.layer_map import check_spec
+
+            check_spec(self.kv_layers)
 
     @property
     def tokens_per_step(self) -> int:

@@ -59,6 +59,12 @@ def build_model(
     """A freshly initialised model (seeded by ``model_cfg.seed``) with head ``cfg.head``."""
     model = HookedTransformer(model_cfg)
     head = install_head(model, cfg.head, **cfg.head_kwargs)
+    if cfg.kv_layers is not None:
+        from geomlens.kv.training import share_kv
+
+        shared = share_kv(model, cfg.kv_layers)
+        logger.info("kv_layers %s: layer_types %s, %d K/V parameters frozen", cfg.kv_layers,
+                    shared["layer_map"].layer_types, shared["unused_params"])
     if cfg.sigma_init == "frequency":
         if head.set_token_prior(data.unigram_log_prior(model_cfg.d_vocab).to(head.W_E.device)):
             logger.info("σ_v initialised from training-token frequencies")
@@ -302,6 +308,7 @@ class Trainer:
             "model": self.model_cfg.model_name,
             "head_params": head.n_params(),
             "total_params": sum(p.numel() for p in self.model.parameters()),
+            **self._kv_summary(),
             "steps": self.step,
             "tokens": self.tokens_seen,
             "tokens_per_s": self.tokens_seen / self.train_time if self.train_time > 0 else math.nan,
@@ -312,6 +319,19 @@ class Trainer:
             "d_vocab": self.model_cfg.d_vocab,
             "val_oov_fraction": self._oov_fraction(),
         }
+
+    def _kv_summary(self) -> dict[str, Any]:
+        """With ``kv_layers``: the map and the frozen, unused consumer K/V parameters
+        (counted in ``total_params``; ``trainable_params`` excludes them)."""
+        if self.cfg.kv_layers is None:
+            return {}
+        from geomlens.kv.layer_map import LayerMap
+
+        unused = sum(p.numel() for p in self.model.parameters() if not p.requires_grad)
+        return {"kv_layers": self.cfg.kv_layers,
+                "kv_layer_types": LayerMap.for_model(self.cfg.kv_layers, self.model).layer_types,
+                "kv_unused_params": unused,
+                "trainable_params": sum(p.numel() for p in self.model.parameters()) - unused}
 
     def _oov_fraction(self) -> float | None:
         """Share of held-out targets mapped to the OOV id (None without vocab_size)."""

@@ -1,0 +1,168 @@
+"""The movement view: which neurons and heads make up one step Δh^l of one token.
+
+Block l moves the token at position ``pos`` by Δh^l = attn_out^l + mlp_out^l
+(`geomlens.geometry.trajectory`). Both outputs split exactly into parts:
+
+    mlp_out  = Σ_n act_n · W_out[n]  + b_out          act = ``blocks.l.mlp.hook_post``
+    attn_out = Σ_h z_h W_O[h]        + b_O            z   = ``blocks.l.attn.hook_z``
+
+(z_h W_O[h] is what ``hook_result`` would record; it is computed here from ``hook_z`` so the
+model's ``use_attn_result`` setting is left alone). Models with a norm after each sublayer
+(Gemma: ``ln1_post``, ``ln2_post``, RMSNorm) scale the sum by w / rms(sum); with the scale
+frozen at its value in the forward pass that map is linear, so each part is mapped by it and the
+parts still sum to ``hook_attn_out`` / ``hook_mlp_out`` exactly (the frozen-scale convention).
+
+Each part u gets
+    step_proj   u · Δh / ‖Δh‖        its length along the step (the parts' values sum to ‖Δh‖)
+    step_share  u · Δh / ‖Δh‖²       its share of the step (sums to 1 over all parts + biases)
+    push        u · W_U[:, t] / ‖W_U[:, t]‖, t = the model's final top-1 token at ``pos``
+                (direct effect, final norm ignored as for parameters)
+    top_tokens  the tokens its vector u projects highest on through W_U (`project`)
+and ranks (0 = largest) among all parts of its layer by step_proj and by push.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+from transformer_lens import ActivationCache, HookedTransformer
+
+from geomlens.errors import InputError
+from geomlens.models.token_map import token_map
+from geomlens.projection.kinds import token_matrix
+from geomlens.projection.topk import vector_topk
+
+COLUMNS: tuple[str, ...] = (
+    "layer", "component", "head", "neuron", "activation", "norm", "step_proj", "step_share",
+    "push", "rank_step", "rank_push", "top_tokens", "pos", "token", "target_token",
+)
+
+
+def _frozen_post_norm(
+    model: HookedTransformer, cache: ActivationCache, layer: int, name: str, pos: int
+) -> Float[Tensor, "d_model"]:
+    """w / scale of the post-sublayer RMSNorm ``name`` at ``pos``: the linear map it applies with
+    its scale frozen at the forward pass's value."""
+    norm = getattr(model.blocks[layer], name)
+    if not hasattr(norm, "w") or hasattr(norm, "b"):
+        raise InputError(f"{name} is a {type(norm).__name__}; only RMSNorm post-norms are split.")
+    return norm.w / cache[f"blocks.{layer}.{name}.hook_scale"][0, pos]
+
+
+def component_parts(
+    model: HookedTransformer, cache: ActivationCache, layer: int, pos: int
+) -> dict[str, Tensor]:
+    """Per-head and per-neuron parts of one block's output at ``pos`` (batch row 0).
+
+    Returns ``attn`` [head, d_model], ``attn_bias`` [1, d_model], ``mlp`` [d_mlp, d_model],
+    ``mlp_bias`` [1, d_model] and ``mlp_act`` [d_mlp]; attn + attn_bias sums to
+    ``hook_attn_out`` and mlp + mlp_bias to ``hook_mlp_out`` at ``pos``.
+    """
+    from transformer_lens.loading_from_pretrained import POST_NORM_ARCHITECTURES
+
+    if model.cfg.original_architecture in POST_NORM_ARCHITECTURES or model.cfg.parallel_attn_mlp:
+        raise InputError("step_attribution handles sequential pre-norm blocks only.")
+    block = model.blocks[layer]
+    z = cache[f"blocks.{layer}.attn.hook_z"][0, pos]  # [head, d_head]
+    attn = torch.einsum("hd,hdm->hm", z, block.attn.W_O)
+    attn_bias = block.attn.b_O[None].clone()
+    act = cache[f"blocks.{layer}.mlp.hook_post"][0, pos]  # [d_mlp]
+    mlp = act[:, None] * block.mlp.W_out
+    mlp_bias = block.mlp.b_out[None].clone()
+    if model.cfg.use_normalization_before_and_after:
+        a = _frozen_post_norm(model, cache, layer, "ln1_post", pos)
+        m = _frozen_post_norm(model, cache, layer, "ln2_post", pos)
+        attn, attn_bias, mlp, mlp_bias = attn * a, attn_bias * a, mlp * m, mlp_bias * m
+    return {"attn": attn, "attn_bias": attn_bias, "mlp": mlp, "mlp_bias": mlp_bias, "mlp_act": act}
+
+
+def attribution_hooks(n_layers: int) -> list[str]:
+    """Hooks `step_attribution` reads."""
+    names = []
+    for layer in range(n_layers):
+        names += [f"blocks.{layer}.{h}" for h in ("hook_resid_pre", "hook_resid_post",
+                  "attn.hook_z", "mlp.hook_post", "ln1_post.hook_scale", "ln2_post.hook_scale")]
+    return names
+
+
+def _ranks(x: Float[Tensor, "n"]) -> np.ndarray:
+    order = torch.argsort(x, descending=True)
+    ranks = torch.empty_like(order)
+    ranks[order] = torch.arange(len(x), device=x.device)
+    return ranks.cpu().numpy()
+
+
+def _layer_rows(model, parts, step, direction, layer, top, n_tokens, T) -> pd.DataFrame:
+    """The ``top`` parts of one layer by step_proj and by push (union), with their scores."""
+    n_heads = parts["attn"].shape[0]
+    U = torch.cat([parts["attn"], parts["mlp"]])  # [head + d_mlp, d_model]
+    step_proj = U @ step / step.norm()
+    push = U @ direction
+    rank_step, rank_push = _ranks(step_proj), _ranks(push)
+    chosen = np.flatnonzero((rank_step < top) | (rank_push < top))
+    chosen = chosen[np.argsort(rank_step[chosen])]
+    _, ids = vector_topk(U[torch.as_tensor(chosen)], T, n_tokens)
+    labels = token_map(model).labels(ids.reshape(-1).tolist())
+    is_head = chosen < n_heads
+    act = parts["mlp_act"].cpu().numpy()
+    return pd.DataFrame({
+        "layer": layer,
+        "component": np.where(is_head, "attn", "mlp"),
+        "head": pd.array([int(c) if h else pd.NA for c, h in zip(chosen, is_head)], dtype="Int64"),
+        "neuron": pd.array([pd.NA if h else int(c - n_heads) for c, h in zip(chosen, is_head)],
+                           dtype="Int64"),
+        "activation": [np.nan if h else float(act[c - n_heads]) for c, h in zip(chosen, is_head)],
+        "norm": U[torch.as_tensor(chosen)].norm(dim=-1).double().cpu().numpy(),
+        "step_proj": step_proj[chosen].double().cpu().numpy(),
+        "step_share": (step_proj[chosen] / step.norm()).double().cpu().numpy(),
+        "push": push[chosen].double().cpu().numpy(),
+        "rank_step": rank_step[chosen], "rank_push": rank_push[chosen],
+        "top_tokens": [" | ".join(labels[i * n_tokens:(i + 1) * n_tokens]) for i in range(len(chosen))],
+    })
+
+
+@torch.no_grad()
+def step_attribution(
+    model: HookedTransformer,
+    tokens: Int[Tensor, "pos"] | Int[Tensor, "1 pos"] | str,
+    *,
+    pos: int = -1,
+    layers: Sequence[int] | None = None,
+    top: int = 10,
+    n_tokens: int = 5,
+) -> pd.DataFrame:
+    """Which heads and neurons make up each step Δh^l of the token at ``pos`` (module doc).
+
+    Returns, per layer, the union of the ``top`` parts by step_proj and the ``top`` by push,
+    sorted by step_proj rank, with the columns `COLUMNS`. ``tokens`` may be text (tokenized
+    with ``model.to_tokens``).
+    """
+    if isinstance(tokens, str):
+        if not tokens.strip():
+            raise InputError("step_attribution: the text is empty.")
+        tokens = model.to_tokens(tokens)
+    tokens = tokens.reshape(1, -1).to(model.cfg.device)
+    n_pos = tokens.shape[1]
+    if not -n_pos <= pos < n_pos:
+        raise InputError(f"pos {pos} is outside the sequence of {n_pos} tokens")
+    pos = pos % n_pos
+    layers = list(range(model.cfg.n_layers)) if layers is None else list(layers)
+    wanted = set(attribution_hooks(model.cfg.n_layers))
+    logits, cache = model.run_with_cache(tokens, names_filter=lambda n: n in wanted)
+    target = int(logits[0, pos].argmax())
+    T = token_matrix(model, "W_U")
+    direction = T[target] / T[target].norm()
+    frames = []
+    for layer in layers:
+        step = (cache[f"blocks.{layer}.hook_resid_post"] - cache[f"blocks.{layer}.hook_resid_pre"])[0, pos]
+        parts = component_parts(model, cache, layer, pos)
+        frames.append(_layer_rows(model, parts, step, direction, layer, top, n_tokens, T))
+    out = pd.concat(frames, ignore_index=True)
+    labels = token_map(model).labels([int(tokens[0, pos]), target])
+    out["pos"], out["token"], out["target_token"] = pos, labels[0], labels[1]
+    return out[list(COLUMNS)]

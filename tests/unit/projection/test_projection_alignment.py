@@ -1,0 +1,99 @@
+"""Kernelised Pearson against explicit projections; alignment recovers a planted permutation."""
+
+import numpy as np
+import pytest
+import torch
+from helpers import build_model
+from scipy.stats import pearsonr
+from transformer_lens import HookedTransformer
+
+from geomlens.models.token_map import ATTRIBUTE, TokenMap
+from geomlens.projection import EmbeddingKernel, align_models, shared_vocabulary
+from geomlens.projection.alignment import match_layers
+
+
+def test_kernel_pearson_equals_explicit_projections(one_thread):
+    a, b = build_model(d_model=32, d_head=8), build_model(d_model=16, d_head=4, seed=1)
+    assert a.cfg.d_model != b.cfg.d_model and a.cfg.d_vocab == b.cfg.d_vocab == 50
+    X, Y = a.blocks[0].mlp.W_in.T.detach(), b.blocks[1].mlp.W_out.detach()  # [64, 32], [64, 16]
+    kernel = EmbeddingKernel.from_token_matrices(a.W_E.detach(), b.W_U.T.detach())
+    C = kernel.pearson(X, Y).numpy()
+    P = (X.double() @ a.W_E.T.double()).detach().numpy()  # explicit projections [n, vocab]
+    Q = (Y.double() @ b.W_U.double()).detach().numpy()
+    ref = np.corrcoef(P, Q)[: len(P), len(P):]
+    np.testing.assert_allclose(C, ref, rtol=1e-9, atol=1e-9)
+    assert C[3, 7] == pytest.approx(pearsonr(P[3], Q[7]).statistic, abs=1e-9)
+
+
+def test_identity_kernel_is_raw_pearson():
+    X, Y = torch.randn(5, 12), torch.randn(4, 12)
+    C = EmbeddingKernel.identity(12).pearson(X, Y).numpy()
+    ref = np.corrcoef(X.double().numpy(), Y.double().numpy())[:5, 5:]
+    np.testing.assert_allclose(C, ref, rtol=1e-9, atol=1e-12)
+
+
+def test_permuted_kernel_equals_permuted_tokens():
+    Ea, Eb, perm = torch.randn(40, 6), torch.randn(40, 5), torch.randperm(40)
+    from geomlens.projection.kernel import centred
+
+    k = EmbeddingKernel.from_token_matrices(Ea, Eb)
+    kp = k.with_permutation(centred(Ea), centred(Eb), perm)
+    ref = EmbeddingKernel.from_token_matrices(Ea, Eb[perm])
+    torch.testing.assert_close(kp.K_ab, ref.K_ab)
+    torch.testing.assert_close(kp.K_bb, ref.K_bb)
+
+
+def _permuted_copy(model, layer_perm, neuron_perms):
+    """Block l of the copy is block layer_perm[l] of ``model`` with its MLP neurons permuted."""
+    sd, new = model.state_dict(), {}
+    for key, v in sd.items():
+        if key.startswith("blocks."):
+            _, layer, *rest = key.split(".")
+            src = int(layer_perm[int(layer)])
+            v = sd[".".join(["blocks", str(src), *rest])]
+            P = neuron_perms[src]
+            if rest[-1] in ("W_in", "W_gate"):
+                v = v[:, P]
+            elif rest[-1] in ("b_in", "W_out"):
+                v = v[P]
+        new[key] = v
+    copy = HookedTransformer(model.cfg)
+    copy.load_state_dict(new)
+    return copy.eval()
+
+
+@pytest.mark.parametrize("reduce", ["mean", "best"])
+def test_alignment_recovers_layer_and_neuron_permutation(reduce, one_thread):
+    model = build_model(n_layers=4)
+    g = torch.Generator().manual_seed(1)
+    layer_perm = torch.randperm(4, generator=g)
+    neuron_perms = {i: torch.randperm(model.cfg.d_mlp, generator=g) for i in range(4)}
+    copy = _permuted_copy(model, layer_perm, neuron_perms)
+    al = align_models(model, copy, reduce=reduce, n_permutations=3)
+    expected = sorted((int(layer_perm[lb]), lb) for lb in range(4))
+    for key in ("mlp_in", "mlp_gate", "mlp_out", "mean"):
+        assert match_layers(al.scores[key])[0] == expected
+        assert match_layers(al.raw_scores[key])[0] == expected  # same d_model: baseline too
+    for (kind, la, lb), cols in al.neuron_matches.items():
+        # neuron j of copy layer lb is neuron P[j] of model layer la: model neuron i <-> P⁻¹[i]
+        inverse = torch.argsort(neuron_perms[la])
+        np.testing.assert_array_equal(cols, inverse.numpy())
+    np.testing.assert_allclose(al.neurons["neuron_corr"], 1.0, rtol=1e-9)
+    assert (al.neurons["topk_overlap"] == 1.0).all()
+    table = al.layer_table()
+    emb = table[table.space == "embedding"]
+    assert (emb["p_value"] == 0.25).all()  # 3 permutations, observed above all of them
+    assert (emb["matched_score"] > emb["null_mean"]).all()
+
+
+def test_shared_vocabulary_through_token_maps(one_thread):
+    """A reduced-vocabulary model (kept ids) against a full one: rows pair the same token."""
+    full, small = build_model(d_vocab=50), build_model(d_vocab=8)
+    kept = torch.tensor([12, 3, 40, 7, 25, 0, 33])  # model id i <-> tokenizer id kept[i]; 7 = OOV
+    setattr(small, ATTRIBUTE, TokenMap(tokenizer=None, d_vocab=8, kept=kept, oov_id=7))
+    shared = shared_vocabulary(full, small)
+    assert len(shared.rows_a) == 7
+    np.testing.assert_array_equal(shared.rows_a.numpy(), kept[shared.rows_b].numpy())
+    assert 7 not in shared.rows_b.tolist()
+    al = align_models(full, small, n_permutations=2)
+    assert al.scores["mean"].shape == al.raw_scores["mean"].shape == (2, 2)
