@@ -38,18 +38,16 @@ def run_ablation(cfg: AblateConfig, run_dir: Path, *, model: HookedTransformer |
     ``model`` (optional) is used instead of loading ``cfg.model``; it needs a tokenizer.
     """
     from geomlens.data.batching import batch_sequences
-    from geomlens.data.source import load_segments
+    from geomlens.data.source import load_model_segments
     from geomlens.plotting import plot_ablation_heatmap
 
     if model is None:
         from geomlens.models import load_model
 
         model = load_model(cfg.model, device=cfg.device)
-    if model.tokenizer is None:
-        raise InputError("The model has no tokenizer; `ablate` tokenizes corpus text.")
     conditions = conditions_for(cfg, model.cfg.n_layers)
-    seqs, _, _ = load_segments(cfg, model.tokenizer)
-    pad = model.tokenizer.eos_token_id or 0
+    seqs, _, _ = load_model_segments(cfg, model)
+    pad = getattr(model.tokenizer, "eos_token_id", None) or 0  # padded positions are masked
     batches = list(batch_sequences(seqs, batch_size=cfg.batch_size, pad_id=pad))
     if cfg.method == "resample" and len(batches[-1][0]) < 2:
         logger.warning("Dropping the last batch: one sequence cannot be resampled.")

@@ -36,11 +36,11 @@ def analyze(
     import dataclasses
 
     from geomlens.config.build import build_config
-    from geomlens.data.source import load_segments
+    from geomlens.data.source import load_model_segments
 
     base = {} if cfg is None else {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
     cfg = build_config(AnalyzeConfig, {**base, **overrides})
-    seqs, ids, domains = load_segments(cfg, model.tokenizer)
+    seqs, ids, domains = load_model_segments(cfg, model)
     result = analyze_tokens(model, seqs, cfg, segment_ids=ids, domains=domains)
     result.cfg = cfg
     return result

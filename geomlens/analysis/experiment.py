@@ -21,12 +21,12 @@ def run_analysis(cfg: AnalyzeConfig, run_dir: Path) -> dict[str, Any]:
     from geomlens.analysis.figures import plot_metric_bars
     from geomlens.analysis.pipeline import analyze_tokens
     from geomlens.analysis.summary import summarize, table_markdown
-    from geomlens.data.source import load_segments
+    from geomlens.data.source import load_model_segments
     from geomlens.models import load_model, model_info
 
     run_dir = Path(run_dir)
     model = load_model(cfg.model, device=cfg.device)
-    seqs, ids, domains = load_segments(cfg, model.tokenizer)
+    seqs, ids, domains = load_model_segments(cfg, model)
     logger.info("analyze: %d segments, %d tokens", len(seqs), sum(len(s) for s in seqs))
     result = analyze_tokens(model, seqs, cfg, segment_ids=ids, domains=domains,
                             per_token_path=run_dir / "per_token.parquet")

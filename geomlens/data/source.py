@@ -92,6 +92,23 @@ def load_segments(source: TextSource, tokenizer) -> tuple[list[Any], list[str], 
     return seqs, ids, domains
 
 
+def load_model_segments(source: TextSource, model) -> tuple[list[Any], list[str], list[str]]:
+    """`load_segments` for ``model``: its tokenizer, and token ids in the model's own ids.
+
+    A training run with a reduced vocabulary (`geomlens.models.token_map`) has no
+    ``model.tokenizer``; its `TokenMap` holds the tokenizer, and tokens outside the kept
+    vocabulary become the run's OOV id, exactly as the trainer mapped its data."""
+    from geomlens.models.token_map import token_map
+
+    tm = token_map(model)
+    if tm.tokenizer is None:
+        raise InputError("The model has no tokenizer; this command tokenizes corpus text.")
+    seqs, ids, domains = load_segments(source, tm.tokenizer)
+    if tm.kept is not None:
+        seqs = [tm.from_original(seq) for seq in seqs]
+    return seqs, ids, domains
+
+
 def text_field(name: str, default: Any) -> Any:
     """A `TextSource` field with another default, for a config that inherits the group
     (``n_segments: int | None = text_field("n_segments", 20)``); help and metadata stay shared."""

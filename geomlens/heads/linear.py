@@ -38,6 +38,17 @@ class TiedHead(Head):
     def logits(self, h: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_vocab"]:
         return h @ self.W_E.T
 
+    @property
+    def W_U(self) -> Float[Tensor, "d_model d_vocab"]:
+        """The unembedding this head applies: W_Eᵀ itself (a view, not a parameter), so
+        ``model.W_U`` works for a tied run as for a pretrained tied model."""
+        return self.W_E.T
+
+    @property
+    def b_U(self) -> Float[Tensor, "d_vocab"]:
+        """No bias: zeros on W_E's device and dtype."""
+        return torch.zeros(self.W_E.shape[0], dtype=self.W_E.dtype, device=self.W_E.device)
+
 
 register_head("linear", LinearHead)
 register_head("tied", TiedHead)

@@ -100,7 +100,7 @@ def run_kv(cfg: KVConfig, run_dir: Path, *, model=None) -> dict[str, Any]:
     of loading ``cfg.model``."""
     import torch
 
-    from geomlens.data.source import load_segments
+    from geomlens.data.source import load_model_segments
     from geomlens.kv.evaluate import loss_rows, segment_losses
     from geomlens.kv.figures import plot_domain_losses
     from geomlens.kv.patch import check_patchable, key_recipe
@@ -112,14 +112,12 @@ def run_kv(cfg: KVConfig, run_dir: Path, *, model=None) -> dict[str, Any]:
     t0 = time.perf_counter()
     if model is None:
         model = load_model(cfg.model, device=cfg.device)
-    if model.tokenizer is None:
-        raise InputError("The model has no tokenizer; the kv run tokenizes corpus text.")
     if cfg.max_tokens > model.cfg.n_ctx:
         raise InputError(f"max_tokens {cfg.max_tokens} exceeds {cfg.model}'s context of {model.cfg.n_ctx}.")
     n = model.cfg.n_layers
     layer_map = LayerMap.for_model(cfg.layers, model)
     check_patchable(model.cfg, layer_map, cfg.mode)
-    seqs, ids, domains = load_segments(cfg, model.tokenizer)
+    seqs, ids, domains = load_model_segments(cfg, model)
     if not seqs:
         raise InputError("No segments to evaluate; check domains/texts/n_segments.")
     logger.info("kv: %s, %d segments, %d tokens, map %s", cfg.model, len(seqs),

@@ -270,3 +270,19 @@ def test_kernel_parameter_groups():
     head = install_head(model, "hybrid")
     assert {id(p) for p in head.kernel_parameters()} == {id(p) for p in head.parameters()}
     assert len(head.kernel_parameters()) == 3
+
+
+def test_tied_head_exposes_w_e_transposed_as_w_u():
+    """A tied run's ``model.W_U`` is W_Eᵀ (what its logits use) and b_U is 0, so the analysis
+    treats it like a pretrained tied model: W_U aliased to W_E, logits reused as h·e."""
+    from geomlens.analysis.scoring import is_unembedding, target_matrices
+
+    model = build_model(d_vocab=50)
+    install_head(model, "tied")
+    assert torch.equal(model.W_U, model.W_E.T) and torch.equal(model.b_U, torch.zeros(50))
+    h = torch.randn(2, 3, model.cfg.d_model)
+    assert torch.allclose(model.unembed(h), h @ model.W_U + model.b_U)
+    mats, alias = target_matrices(model, ["W_E", "W_U"])
+    assert alias == {"W_E": "W_E", "W_U": "W_E"} and list(mats) == ["W_E"]
+    assert is_unembedding(model, mats["W_E"])
+    assert "W_U" not in dict(model.named_parameters())  # a view, not a parameter
