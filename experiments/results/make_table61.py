@@ -1,137 +1,232 @@
-"""Table 6.1 from the runs of experiments/configs/table61_{smollm2,gemma3}.yaml.
+"""Table 6.1, settled: the README headline, the full grid and the tied/untied figures, from runs.
 
-    python experiments/results/make_table61.py [RUN_DIR ...]
+    python experiments/results/make_table61.py --collect   # copy the runs' small files, then build
+    python experiments/results/make_table61.py             # build from the copies
 
-RUN_DIR defaults to the copies in experiments/results/table61_runs/{smollm2,gemma3} (summary.json,
-config.json, env.json of runs/table61_smollm2 and runs/table61_gemma3).
+The runs are those of experiments/configs/table61_{smollm2,gemma3}_thesis.yaml,
+tied_untied_analyze.yaml and tied_untied_checkpoints.yaml (`RUNS`, `CHECKPOINTS` below).
+``--collect`` copies each run's summary.json, config.json, env.json and layers.csv into
+experiments/results/table61_runs/<name>/, so the tables can be rebuilt from the repository.
 
-Writes experiments/results/table61.md: per model, hidden state and score the mean over segments
-[95% bootstrap CI] of NDCG@1/10/100/full, JSD, Spearman, top-1, top-10; the controls; and the
-exact definitions and settings read from each run's summary.json and config.json.
+Writes (experiments/results/):
+    table61.md                  the headline (`geomlens.analysis.headline`), settings, notes
+    table61_full.csv            every (run, hidden, target, score) record: mean, CI, temperature,
+                                calibrated JSD, permutation and random-matrix controls
+    table61_full.md             the same grid, rank groups on one row, W_U = W_E folded
+    tied_untied_training.csv/png  NDCG of one untied run's checkpoints against W_E and W_U
+and replaces the README block between ``<!-- table61:begin -->`` and ``<!-- table61:end -->``.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import shutil
 import sys
 from pathlib import Path
 
+import pandas as pd
+
 HERE = Path(__file__).parent
-METRICS = ["ndcg@1", "ndcg@10", "ndcg@100", "ndcg@full", "jsd", "spearman", "top1", "top10"]
+ROOT = HERE.parent.parent
+COPIES = HERE / "table61_runs"
+SMALL_FILES = ("summary.json", "config.json", "env.json", "layers.csv")
+MICRO = "runs/tied_untied_analyze/model=runs_tied_untied_cpu_seed={seed},head={head}"
+RUNS: dict[str, str] = {
+    "smollm2-135m": "runs/table61_smollm2_thesis",
+    "gemma3-270m": "runs/table61_gemma3_thesis",
+    **{f"micro-1m-{head}-s{seed}": MICRO.format(seed=seed, head=head)
+       for head in ("tied", "linear") for seed in (0, 1, 2)},
+}
+"""Copy name -> run dir (relative to the repository root)."""
+CHECKPOINTS = "runs/tied_untied_checkpoints"
+GROUPS: dict[str, tuple[str, ...]] = {
+    "smollm2-135m": ("smollm2-135m",),
+    "gemma3-270m": ("gemma3-270m",),
+    "micro-1m, tied head (3 seeds)": tuple(f"micro-1m-tied-s{s}" for s in range(3)),
+    "micro-1m, untied head (3 seeds)": tuple(f"micro-1m-linear-s{s}" for s in range(3)),
+}
+"""Headline row label -> the copies it combines (seeds: mean, t-interval over seeds)."""
+THESIS = [
+    ("Llama-3.2-1B (thesis, final)", True, "0.921"),
+    ("Llama-3.2-3B (thesis, final)", True, "0.934"),
+    ("Llama-3.1-8B (thesis, final)", False, "0.120"),
+]
+"""The thesis's final-version NDCG of the distance ranking (its draft: 0.981 / 0.983 / 0.987 on
+Llama-3.2; its notebook: 0.9989 with a linear gain)."""
+BEGIN, END = "<!-- table61:begin -->", "<!-- table61:end -->"
 
 
-def _cell(block: dict, metric: str) -> str:
-    v = block.get(metric)
-    if v is None:
-        return "–"
-    return f"{v['mean']:.3f} [{v['ci_low']:.3f}, {v['ci_high']:.3f}]"
+def collect() -> None:
+    for name, run in list(RUNS.items()) + [(f"checkpoints/{p.name}", str(p.relative_to(ROOT)))
+                                           for p in sorted((ROOT / CHECKPOINTS).glob("*"))]:
+        src = ROOT / run
+        if not (src / "summary.json").exists():
+            print(f"skip {name}: {src} has no summary.json", file=sys.stderr)
+            continue
+        dst = COPIES / name
+        dst.mkdir(parents=True, exist_ok=True)
+        for f in SMALL_FILES:
+            if (src / f).exists():
+                shutil.copy2(src / f, dst / f)
 
 
-def cfg_out(run: Path) -> str:
-    env = json.loads((run / "env.json").read_text())
-    return " ".join(env.get("argv", [])[1:]) or str(run)
+def load(name: str) -> dict | None:
+    path = COPIES / name / "summary.json"
+    return json.loads(path.read_text()) if path.exists() else None
 
 
-def main(run_dirs: list[str]) -> None:
-    lines = ["| model | hidden | target | score | " + " | ".join(METRICS) + " |",
-             "|" + "---|" * (4 + len(METRICS))]
-    controls = ["| model | hidden | target | score | NDCG@full observed | null mean (shuffled "
-                "rows) | p | JSD observed | JSD null mean | p (JSD) | NDCG@full random matrix |",
-                "|" + "---|" * 11]
-    settings = []
-    for run in run_dirs:
-        run = Path(run)
-        s = json.loads((run / "summary.json").read_text())
-        cfg = json.loads((run / "config.json").read_text())
-        name = s["model"]["name"]
-        alias = s["info"]["target_alias"]
+def headline() -> tuple[list[dict], list[str]]:
+    """Headline rows (ours, then the thesis's) and the notes under the table."""
+    from geomlens.analysis.headline import combine_seeds, headline_rows
+
+    rows, notes = [], []
+    for label, names in GROUPS.items():
+        summaries = [s for s in map(load, names) if s is not None]
+        if not summaries:
+            continue
+        per_target: dict[str, list[dict]] = {}
+        for row in headline_rows(summaries):
+            per_target.setdefault(row["target"], []).append(row)
+        rows += [combine_seeds(rs, label) for rs in per_target.values()]
+        uniform = [r for s in summaries for r in s["results"] if r.get("score") == "uniform"]
+        if uniform:
+            mean = sum(u["overall"]["jsd"]["mean"] for u in uniform) / len(uniform)
+            notes.append(f"{label}: JSD(p ‖ uniform) = {mean:.3f}")
+    rows += [{"model": m, "tied": t, "target": "–", "thesis": v} for m, t, v in THESIS]
+    return rows, notes
+
+
+def full_grid() -> pd.DataFrame:
+    """One row per (copy, hidden, target, score) record of every summary."""
+    out = []
+    for name in RUNS:
+        s = load(name)
+        if s is None:
+            continue
+        alias = s["info"].get("target_alias", {})
         for r in s["results"]:
-            if alias.get(r["target"], r["target"]) != r["target"]:
-                continue  # identical numbers to the target it aliases (tied weights)
-            tgt = r["target"] + (" (= W_U)" if "W_U" in alias and alias["W_U"] == r["target"]
-                                 and r["target"] != "W_U" else "")
-            lines.append(f"| {name} | {r['hidden']} | {tgt} | {r['score']} | "
-                         + " | ".join(_cell(r["overall"], m) for m in METRICS) + " |")
-            perm, rand = r["controls"]["permutation"], r["controls"]["random_matrix"]
-            controls.append(
-                f"| {name} | {r['hidden']} | {tgt} | {r['score']} | "
-                f"{perm['ndcg@full']['observed']:.3f} | "
-                f"{perm['ndcg@full']['null_mean']:.3f} | {perm['ndcg@full']['p_value']:.3g} | "
-                f"{perm['jsd']['observed']:.3f} | {perm['jsd']['null_mean']:.3f} | "
-                f"{perm['jsd']['p_value']:.3g} | {rand['ndcg@full']['random']:.3f} |")
-        info = s["info"]
-        settings.append(
-            f"- **{name}** (`{cfg_out(run)}`): tied_embeddings={s['tied_embeddings']}, "
-            f"{info['n_segments']} segments ({cfg['n_segments']} per domain x 5 domains), "
-            f"max_tokens={cfg['max_tokens']} (overflow={cfg['overflow']}), "
-            f"{info['n_positions']} positions, vocab {info['vocab']}; bootstrap "
-            f"{cfg['n_bootstrap']} resamples of segments; {cfg['n_permutations']} permutations "
-            f"on the first {info['control_positions_used']} positions; NDCG top-K exact "
-            f"K={cfg['topk_exact']}, NDCG@full max abs error bound "
-            f"{info['ndcg_full_error_bound_max']:.1e} (mean {info['ndcg_full_error_bound_mean']:.1e}); "
-            f"seed {cfg['seed']}; W_U aliased to W_E (bitwise equal): {alias.get('W_U') == 'W_E'}.")
-    defs = json.loads((Path(run_dirs[0]) / "summary.json").read_text())["definitions"]
-    for per_run in ("max_tokens", "overflow", "ndcg_full_error_bound", "hidden"):
-        defs.pop(per_run, None)  # per-run values are in Settings
-    defs["hidden"] = ("ln_final = `unembed.hook_in`; resid_post = `blocks.{n_layers-1}.hook_resid_post`")
-    text = [
-        "# Table 6.1: distance to the token embeddings vs the LM head's distribution",
-        "",
-        "Generated by `experiments/results/make_table61.py` from `geomlens analyze` runs "
-        "(configs: `experiments/configs/table61_smollm2.yaml`, `table61_gemma3.yaml`).",
-        "Cells: mean over segments [95% percentile-bootstrap CI over segments].",
-        "Thesis reference (Llama-3.2): NDCG ≈ 0.98 for the distance-based ranking.",
-        "",
-        *lines,
-        "",
-        "**Tied embeddings.** Both models tie their embeddings "
-        "(`model_info(model)['tied_embeddings']` is True). For smollm2-135m W_U = W_Eᵀ bit for "
-        "bit (`torch.equal`), so its W_U rows are identical to the W_E rows and are not repeated. "
-        "For gemma3-270m the converted W_E is W_Uᵀ scaled by √d_model = 25.298 (Gemma's "
-        "embedding multiplier folded into W_E; row-norm ratio 25.2982 ± 6e-6, row cosine ≥ "
-        "0.999999), so dot and cosine rank identically against W_E and W_U, while distances "
-        "(and every softmax temperature, hence the JSDs) differ. With h = the LM head's input "
-        "(`ln_final`), `dot` with W_U *is* the LM logit (b_U = 0, no soft-cap), hence NDCG = 1 "
-        "and JSD = 0 by construction: a sanity check, not a finding. The distance scores "
-        "differ from the logit only by norms: −‖h − e‖² = 2 h·e − ‖e‖² − ‖h‖², and ‖h‖² is "
-        "constant at a position, so it drops out of every ranking and softmax; ranking by "
-        "−‖h − e‖² is ranking by 2·logit − ‖e_v‖², the logit penalised by each token's squared "
-        "embedding norm. That penalty costs smollm2 5 points of NDCG@full (0.952 vs 1.000, "
-        "top-1 agreement 0.725) and costs gemma3 nothing measurable (NDCG@full 1.000, top-1 "
-        "0.996 against W_E). All four distance scores (inv_dist, softmax_inv_dist, neg_dist, "
-        "neg_sq_dist) are decreasing functions of d, so their rank metrics (NDCG, Spearman, "
-        "top-1, top-10) are identical; they differ only in the distribution q of the JSD. "
-        "Those distributions (softmax of −d or of 1/(d+eps), q ∝ 1/(d+eps)) are nearly flat "
-        "over the vocabulary, so their JSD stays near JSD(p ‖ uniform) ≈ 0.63–0.67 nats (the "
-        "shuffled-rows null gives the same value); only softmax(−d²) is sharp enough to track p "
-        "(0.16 smollm2, 0.14/0.33 gemma3 with W_U/W_E). Before the final norm (`resid_post`) "
-        "distance to the token vectors ranks the vocabulary barely above chance (NDCG@full 0.21 "
-        "vs a shuffled-rows null of 0.14 for smollm2; 0.18 vs 0.11 for gemma3, top-1 ≈ 0): the "
-        "agreement appears only after the final RMSNorm and its learned per-dimension weight. "
-        "The thesis's NDCG ≈ 0.98 (Llama-3.2) lies between our smollm2 (0.95) and gemma3 "
-        "(1.00) values for h = ln_final; note these CPU-scale runs use few segments (see "
-        "Settings), and the permutation p-values are floored at 1/(n_perm+1) by the number of "
-        "permutations (0.048 with 20 for smollm2, 0.091 with 10 for gemma3). Every NDCG@full was above all "
-        "shuffled-rows values (p at that floor); the JSDs of the nearly flat distance "
-        "distributions at resid_post are not distinguishable from the null (p ≥ 0.9).",
-        "",
-        "## Controls",
-        "",
-        *controls,
-        "",
-        "## Settings",
-        "",
-        *settings,
-        "",
-        "## Definitions",
-        "",
-        *[f"- **{k}**: {v}" for k, v in defs.items()],
-        "",
-    ]
-    out = HERE / "table61.md"
-    out.write_text("\n".join(text))
-    print(f"wrote {out}")
+            row = {"run": name, "model": s["model"]["name"], "tied": s.get("tied_embeddings"),
+                   "hidden": r.get("hidden"), "target": r.get("target"), "score": r["score"],
+                   "same_as": alias.get(r.get("target"), r.get("target")),
+                   "temperature": r.get("temperature"), "n_segments": r.get("n_segments")}
+            for metric, v in r["overall"].items():
+                row.update({metric: v["mean"], f"{metric}_lo": v["ci_low"], f"{metric}_hi": v["ci_high"]})
+            perm = (r.get("controls") or {}).get("permutation", {}).get("ndcg@full")
+            rand = (r.get("controls") or {}).get("random_matrix", {}).get("ndcg@full")
+            row["perm_p"] = perm["p_value"] if perm else None
+            row["perm_null_mean"] = perm["null_mean"] if perm else None
+            row["random_matrix"] = rand["random"] if rand else None
+            out.append(row)
+    return pd.DataFrame(out)
+
+
+def full_markdown(grid: pd.DataFrame) -> str:
+    """The full grid, one row per (run, hidden, distinct target, rank group): the rank metrics
+    once, the JSDs (raw / calibrated, temperature) of each score of the group in one cell."""
+    from geomlens.analysis.headline import cell
+    from geomlens.analysis.metrics import rank_groups
+
+    if grid.empty:
+        return "no runs\n"
+    grid = grid[(grid.target == grid.same_as) | grid.target.isna()]
+    named = grid[grid.score != "uniform"]
+    group_of = rank_groups(sorted(set(named.score)))
+    rank_cols = ["ndcg@1", "ndcg@10", "ndcg@100", "ndcg@full", "spearman", "top1", "top10"]
+    lines = ["| run | hidden | target | scores | " + " | ".join(rank_cols)
+             + " | JSD raw / calibrated (τ) | perm p | random matrix |", "|" + "---|" * 14]
+    keys = named.assign(group=named.score.map(group_of)).groupby(
+        ["run", "hidden", "target", "group"], sort=False)
+    for (run, hidden, target, _), g in keys:
+        first = g.iloc[0]
+        cells = [cell(_ci(first, m)) for m in rank_cols]
+        jsd = "; ".join(f"{r.score} {r.jsd:.3f} / {_num(r.get('jsd_calibrated'))} "
+                        f"(τ {_num(r.get('temperature'), '.3g')})" for _, r in g.iterrows())
+        lines.append(f"| {run} | {hidden} | {target} | {', '.join(g.score)} | "
+                     + " | ".join(cells) + f" | {jsd} | {_num(first.perm_p, '.2g')} | "
+                     f"{_num(first.random_matrix)} |")
+    return "\n".join(lines) + "\n"
+
+
+def _ci(row: pd.Series, metric: str) -> dict | None:
+    if metric not in row or pd.isna(row[metric]):
+        return None
+    return {"mean": row[metric], "ci_low": row[f"{metric}_lo"], "ci_high": row[f"{metric}_hi"]}
+
+
+def _num(value, fmt: str = ".3f") -> str:
+    return "–" if value is None or pd.isna(value) else format(value, fmt)
+
+
+def checkpoint_curve(folder: Path, stem: Path) -> pd.DataFrame:
+    """NDCG@full / @10 of −d (h = ln_final) against W_E and W_U, and of the logit (dot with
+    W_U), at every checkpoint of the untied run: a CSV and a seaborn figure."""
+    rows = []
+    for path in sorted(folder.glob("*/summary.json")):
+        s = json.loads(path.read_text())
+        for r in s["results"]:
+            if r.get("hidden") != "ln_final" or r["score"] not in ("neg_dist", "dot"):
+                continue
+            for metric in ("ndcg@full", "ndcg@10"):
+                v = r["overall"][metric]
+                rows.append({"step": s["model"].get("step"), "target": r["target"],
+                             "score": r["score"], "metric": metric, "mean": v["mean"],
+                             "ci_low": v["ci_low"], "ci_high": v["ci_high"]})
+    curve = pd.DataFrame(rows)
+    if curve.empty:
+        return curve
+    curve.to_csv(stem.with_suffix(".csv"), index=False)
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    curve["series"] = curve.score.map({"neg_dist": "−d"}).fillna("logit (h·W_U)") + " vs " + curve.target
+    grid = sns.relplot(data=curve, x="step", y="mean", hue="series", col="metric", kind="line",
+                       marker="o", height=3.2, aspect=1.3)
+    grid.set_axis_labels("training step", "NDCG (ln_final vs final p)")
+    grid.figure.suptitle("untied micro-1m: distance ranking along training", y=1.03)
+    grid.figure.savefig(stem.with_suffix(".png"), dpi=120, bbox_inches="tight")
+    plt.close(grid.figure)
+    return curve
+
+
+def write_outputs(rows: list[dict], notes: list[str], curve: pd.DataFrame, *, readme: Path,
+                  table: Path, begin: str, end: str) -> None:
+    """table61.md and the README block (the same headline)."""
+    from geomlens.analysis.headline import format_table
+
+    block = [format_table(rows, markdown=True), ""]
+    block += [f"- {n}" for n in notes]
+    if not curve.empty:
+        last = curve[curve.step == curve.step.max()]
+        block.append(f"- Along training (untied seed 0, {curve.step.nunique()} checkpoints): "
+                     "`experiments/results/tied_untied_training.png`; at the last step "
+                     + ", ".join(f"{r.score} vs {r.target} {r.metric} {r['mean']:.3f}"
+                                 for _, r in last.iterrows() if r.metric == "ndcg@full"))
+    text = "\n".join(block) + "\n"
+    table.write_text("# Table 6.1 headline\n\nGenerated by `python experiments/results/"
+                     "make_table61.py`; full grid: `table61_full.md` / `table61_full.csv`.\n\n"
+                     + text)
+    src = readme.read_text()
+    if begin in src and end in src:
+        head, rest = src.split(begin, 1)
+        readme.write_text(head + begin + "\n" + text + end + rest.split(end, 1)[1])
+    print(text)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--collect", action="store_true", help="copy the runs' small files first")
+    args = ap.parse_args(argv)
+    if args.collect:
+        collect()
+    rows, notes = headline()
+    grid = full_grid()
+    grid.to_csv(HERE / "table61_full.csv", index=False)
+    (HERE / "table61_full.md").write_text(full_markdown(grid))
+    curve = checkpoint_curve(COPIES / "checkpoints", HERE / "tied_untied_training")
+    write_outputs(rows, notes, curve, readme=ROOT / "README.md", table=HERE / "table61.md",
+                  begin=BEGIN, end=END)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:] or [str(HERE / "table61_runs" / m) for m in ("smollm2", "gemma3")])
+    main()
