@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+from matplotlib.ticker import MaxNLocator
 import pandas as pd
 import seaborn as sns
 import torch
@@ -178,5 +179,6 @@ def plot_layer_ndcg(
             ax.fill_between(f["layer"], f["ci_low"], f["ci_high"], color=colors[lens], alpha=0.2)
         ax.set(xlabel="layer (-1 = embedding)", ylabel=metric.replace("ndcg", "NDCG"),
                title=metric.replace("ndcg", "NDCG"), ylim=(0, 1.02))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.suptitle(title)
     return _save(fig, Path(out_path))
