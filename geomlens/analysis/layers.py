@@ -8,6 +8,8 @@ For a position with final logits z (p = softmax(z)) and residual stream h at lay
     distance_raw       -‖h − W_E[v]‖                 (raw residual stream)
     distance_ln_final  -‖n(h) − W_E[v]‖              n(h) = ``ln_final`` normalisation of h without
                                                       its gain (`geomlens.geometry.lens.ln_final_normalized`)
+    distance_ln_final_gain  -‖ln_final(h) − W_E[v]‖  gain included: at the last layer this is the
+                                                      main table's ``ln_final`` hidden (unembed.hook_in)
     logit              unembed(ln_final(h))[v]        the logit lens (at the last layer = z)
 
 and its ranking is compared with p by the analysis's own NDCG (`geomlens.analysis.metrics`:
@@ -19,9 +21,10 @@ from one matmul of the shared kernel `geomlens.geometry.distances.sq_distance_ch
 row, n(h) = a·h + b·1 with a > 0, so n·e = a (h·e) + b Σ_j e_j and its scores are a rank-2
 update of the raw ones (`affine_fit` checks this numerically; otherwise n gets its own matmul).
 The logit lens needs its own matmul (`geomlens.geometry.lens.logit_chunks`; ln_final's gain
-makes its matrix differ from W_E).
+makes its matrix differ from W_E); with tied embeddings distance_ln_final_gain comes from the
+logit lens's output (x·e = logit − b_U), otherwise ln_final(h) gets a third matmul.
 
-Cost: (n_layers + 1) × 2 matmuls of [positions, d_model] × [d_model, d_vocab], so the lens runs on
+Cost: (n_layers + 1) × 2 (tied) or 3 matmuls of [positions, d_model] × [d_model, d_vocab], so the lens runs on
 a seeded sample of positions (`sample_positions`), ``position_chunk`` positions at a time. The
 activations come from the forward pass that computes the logits: `LayerLensCapture.hooks` adds
 hooks that keep only the sampled rows of every layer, so `geomlens analyze` reuses its own
@@ -67,11 +70,15 @@ class LensContext:
     """‖W_E[v]‖²."""
     e_sum: Float[Tensor, "d_vocab"]
     """Σ_j W_E[v, j] (what a per-row shift of h adds to h·e)."""
+    tied: bool
+    """W_U == W_E^T exactly: then x·W_E[v] = logit_v − b_U[v] for x = ln_final(h)."""
 
     @classmethod
     def of(cls, model: HookedTransformer) -> LensContext:
         W_E = model.W_E.detach().float()
-        return cls(model=model, W_E=W_E, e_sq=row_sq_norms(W_E), e_sum=W_E.sum(-1))
+        W_U = model.W_U.detach()
+        tied = W_U.shape == W_E.T.shape and torch.equal(W_U.float(), W_E.T)
+        return cls(model=model, W_E=W_E, e_sq=row_sq_norms(W_E), e_sum=W_E.sum(-1), tied=tied)
 
 
 AFFINE_TOL = 1e-4
@@ -86,6 +93,7 @@ class LayerInputs:
     ctx: LensContext
     h: Float[Tensor, "n_positions d_model"]
     _raw: Tensor | None = field(default=None, repr=False)
+    _logits: Tensor | None = field(default=None, repr=False)
 
     def raw_scores(self) -> Float[Tensor, "n_positions d_vocab"]:
         """``2 h·e − ‖e‖²`` (= ‖h‖² − ‖h − e‖²) for every token: one matmul of the shared
@@ -97,6 +105,18 @@ class LayerInputs:
                 pass
             self._raw.neg_()
         return self._raw
+
+    def ln_final_out(self) -> Float[Tensor, "n_positions d_model"]:
+        """``ln_final(h)``, gain included (= ``unembed.hook_in`` at the last layer)."""
+        return apply_ln_final(self.ctx.model, self.h[None])[0].float()
+
+    def lens_logits(self) -> Float[Tensor, "n_positions d_vocab"]:
+        """The logit lens ``unembed(ln_final(h))``: one matmul; computed once."""
+        if self._logits is None:
+            model = self.ctx.model
+            ((_, self._logits),) = logit_chunks(model, self.ln_final_out(),
+                                                chunk_size=model.cfg.d_vocab_out)
+        return self._logits
 
 
 def affine_fit(
@@ -138,15 +158,27 @@ def _distance_ln_final(layer: LayerInputs) -> Tensor:
     return torch.addmm(layer.raw_scores(), coef, torch.stack([ctx.e_sq, ctx.e_sum]))
 
 
+def _distance_ln_final_gain(layer: LayerInputs) -> Tensor:
+    """The raw scores of x = ln_final(h). With tied embeddings x·e = logit − b_U, so
+    (2 x·e − ‖e‖²) / 2 = logit − b_U − ‖e‖²/2 comes from the logit lens without a matmul;
+    otherwise x gets its own."""
+    ctx = layer.ctx
+    if not ctx.tied:
+        return LayerInputs(ctx, layer.ln_final_out()).raw_scores()
+    shift = ctx.model.b_U.detach().float() + 0.5 * ctx.e_sq
+    return layer.lens_logits() - shift
+
+
 def _logit(layer: LayerInputs) -> Tensor:
-    x = apply_ln_final(layer.ctx.model, layer.h[None])[0]
-    ((_, logits),) = logit_chunks(layer.ctx.model, x, chunk_size=layer.ctx.model.cfg.d_vocab_out)
-    return logits
+    return layer.lens_logits()
 
 
 LENSES.register("distance_raw", _distance_raw, help="-||h - W_E[v]||, h = raw residual stream")
 LENSES.register("distance_ln_final", _distance_ln_final,
                 help="-||n(h) - W_E[v]||, n = ln_final's normalisation without its gain")
+LENSES.register("distance_ln_final_gain", _distance_ln_final_gain,
+                help="-||ln_final(h) - W_E[v]||, gain included (at the last layer: the "
+                     "ln_final hidden of the main table)")
 LENSES.register("logit", _logit, help="unembed(ln_final(h))[v] (the logit lens)")
 
 
@@ -203,7 +235,8 @@ class LayerLensCapture:
     topk: int = 256
     """K of the NDCG: ranks 1..K exact, NDCG@full bracketed beyond."""
     gain: str = "exp2"
-    lenses: tuple[str, ...] = ("distance_raw", "distance_ln_final", "logit")
+    lenses: tuple[str, ...] = ("distance_raw", "distance_ln_final", "distance_ln_final_gain",
+                               "logit")
     position_chunk: int | None = None
     """Positions scored at once (None: ~`VOCAB_BUDGET` / d_vocab)."""
     _rows: Tensor | None = field(default=None, repr=False)

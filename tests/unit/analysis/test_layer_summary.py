@@ -26,7 +26,7 @@ def per_position():
 
 def test_ci_table_contains_the_mean_and_is_the_segment_bootstrap(per_position):
     table = summarize_layer_lens(per_position, n_bootstrap=200, seed=3)
-    assert len(table) == 3 * 3 * 4  # (emb + 2 layers) x 3 lenses x 4 metrics
+    assert len(table) == 3 * 4 * 4  # (emb + 2 layers) x 4 lenses x 4 metrics
     assert set(table.metric) == {"ndcg@10", "ndcg@full", "top1", "top10"}
     assert (table.ci_low <= table["mean"] + 1e-12).all() and (table["mean"] <= table.ci_high + 1e-12).all()
     assert (table.n_positions == 30).all() and (table.n_segments == per_position.segment.nunique()).all()
@@ -46,7 +46,7 @@ def test_summary_block(per_position):
     assert block["layers"] == [-1, 0, 1]
     assert block["hooks"] == {"-1": "blocks.0.hook_resid_pre", "0": "blocks.0.hook_resid_post",
                               "1": "blocks.1.hook_resid_post"}
-    assert set(block["lenses"]) == {"distance_raw", "distance_ln_final", "logit"}
+    assert set(block["lenses"]) == {"distance_raw", "distance_ln_final", "distance_ln_final_gain", "logit"}
     logit = block["lenses"]["logit"]["ndcg@10"]
     assert logit["mean"][-1] == pytest.approx(1.0, abs=1e-5) and len(logit["ci_low"]) == 3
     assert block["n_positions"] == 30 and block["ndcg_full_error_bound_max"] > 0

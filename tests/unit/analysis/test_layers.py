@@ -3,6 +3,8 @@ references (sklearn's ndcg_score, scipy distances, a hand-written norm and unemb
 cases (the logit lens at the last layer; the distance lens of an equal-norm tied toy model),
 the affine shortcut vs its fallback, seeded sampling, and the in-pass capture of `analyze`."""
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -15,7 +17,7 @@ from geomlens.analysis import AnalyzeConfig, analyze_tokens
 from geomlens.analysis import layers as layers_mod
 from geomlens.analysis.layers import LENSES, affine_fit, layer_hook_names, layer_ndcg, sample_positions
 
-LENS_NAMES = ("distance_raw", "distance_ln_final", "logit")
+LENS_NAMES = ("distance_raw", "distance_ln_final", "distance_ln_final_gain", "logit")
 
 
 def _model(**kw):
@@ -38,6 +40,7 @@ def _reference_scores(model, tokens, b, pos):
         out[layer] = {
             "distance_raw": -cdist(h[None].numpy(), W_E)[0],
             "distance_ln_final": -cdist(n[None].numpy(), W_E)[0],
+            "distance_ln_final_gain": -cdist((n * model.ln_final.w.double())[None].numpy(), W_E)[0],
             "logit": ((n * model.ln_final.w.double()) @ model.W_U.double()
                       + model.b_U.double()).numpy(),
         }
@@ -55,7 +58,7 @@ def test_ndcg_matches_sklearn(topk):
     model = _model()
     tokens = torch.randint(0, 50, (2, 9))
     df = layer_ndcg(model, tokens, positions=None, gain="linear", topk=topk)
-    assert len(df) == 2 * 9 * (model.cfg.n_layers + 1) * 3
+    assert len(df) == 2 * 9 * (model.cfg.n_layers + 1) * 4
     for b, pos in [(0, 0), (0, 5), (1, 8)]:
         p, ref = _reference_scores(model, tokens, b, pos)
         rows = df[(df.segment == str(b)) & (df.pos == pos)]
@@ -118,6 +121,25 @@ def test_affine_fit_and_its_fallback_agree(monkeypatch):
     pd.testing.assert_frame_equal(fast, slow, atol=1e-5, rtol=0)
 
 
+def _tie(model):
+    with torch.no_grad():
+        model.unembed.W_U.copy_(model.W_E.T)
+        model.unembed.b_U.copy_(torch.randn(model.cfg.d_vocab))  # the shortcut subtracts it
+    return model
+
+
+def test_tied_shortcut_of_the_gain_lens_equals_its_own_matmul(monkeypatch):
+    model = _tie(_model())
+    tokens = torch.randint(0, 50, (2, 7))
+    assert layers_mod.LensContext.of(model).tied
+    fast = layer_ndcg(model, tokens, positions=None, topk=10, lenses=["distance_ln_final_gain"])
+    of = layers_mod.LensContext.of
+    monkeypatch.setattr(layers_mod.LensContext, "of",
+                        classmethod(lambda cls, m: dataclasses.replace(of(m), tied=False)))
+    slow = layer_ndcg(model, tokens, positions=None, topk=10, lenses=["distance_ln_final_gain"])
+    pd.testing.assert_frame_equal(fast, slow, atol=1e-5, rtol=0)
+
+
 def test_seeded_sampling_is_deterministic():
     a = sample_positions(100, 10, seed=4)
     assert torch.equal(a, sample_positions(100, 10, seed=4))
@@ -130,7 +152,7 @@ def test_seeded_sampling_is_deterministic():
     one = layer_ndcg(model, tokens, lengths, positions=9, seed=1, position_chunk=4)
     two = layer_ndcg(model, tokens, lengths, positions=9, seed=1)
     pd.testing.assert_frame_equal(one, two, atol=1e-6, rtol=0)
-    assert len(one) == 9 * 3 * 3 and one.groupby(["segment", "pos"]).ngroups == 9
+    assert len(one) == 9 * 3 * 4 and one.groupby(["segment", "pos"]).ngroups == 9
     assert (one[one.segment == "1"].pos < 4).all()  # padding is never sampled
 
 
@@ -151,7 +173,7 @@ def test_analyze_captures_the_layers_in_its_own_pass():
     seqs = _seqs()
     res = analyze_tokens(model, seqs, _cfg(layer_lens_positions=None))
     got = res.layers
-    assert len(got) == sum(len(s) for s in seqs) * 3 * 3
+    assert len(got) == sum(len(s) for s in seqs) * 3 * 4
     for i in (1, 4):
         alone = layer_ndcg(model, seqs[i][None], positions=None, segment_ids=[str(i)])
         mine = got[got.segment == str(i)].reset_index(drop=True)
@@ -163,3 +185,20 @@ def test_analyze_captures_the_layers_in_its_own_pass():
     sampled = analyze_tokens(model, seqs, _cfg(layer_lens_positions=11)).layers
     assert sampled.groupby(["segment", "pos"]).ngroups == 11
     assert analyze_tokens(model, seqs, _cfg(layer_lens=False)).layers is None
+
+
+@pytest.mark.parametrize("tied", [False, True])
+def test_last_layer_gain_lens_is_the_main_tables_ln_final_distance(tied):
+    """distance_ln_final_gain at the last layer = the main analysis's ln_final / W_E distance
+    ranking (same positions, same NDCG implementation)."""
+    model = _tie(_model()) if tied else _model()
+    res = analyze_tokens(model, _seqs(), _cfg(layer_lens_positions=None, scores=["neg_dist"],
+                                              keep_per_token=True, topk_exact=16,
+                                              ks=[10, None]))
+    lay = res.layers
+    lay = lay[(lay.layer == model.cfg.n_layers - 1) & (lay.lens == "distance_ln_final_gain")]
+    main = res.per_token
+    merged = lay.merge(main, on=["segment", "pos"], suffixes=("", "_main"))
+    assert len(merged) == len(lay) == sum(len(s) for s in _seqs())
+    for m in ("ndcg@10", "ndcg@full", "top1"):
+        np.testing.assert_allclose(merged[m], merged[f"{m}_main"], atol=1e-5)
