@@ -9,11 +9,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib.pyplot as plt
-from matplotlib.ticker import MaxNLocator
 import pandas as pd
 import seaborn as sns
 import torch
 from jaxtyping import Int
+from matplotlib.ticker import MaxNLocator
 from torch import Tensor
 from transformer_lens import HookedTransformer
 

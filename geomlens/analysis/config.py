@@ -85,7 +85,7 @@ class AnalyzeConfig(TextSource):
     layer_lens_positions: int | None = 256
     """The layer lens scores this many positions, drawn uniformly without replacement from all
     positions of the run (seeded by ``seed``); None = every position (its cost grows as
-    positions x layers x 2 vocabulary-sized matmuls)."""
+    positions x layers x 2 (tied embeddings) or 3 vocabulary-sized matmuls)."""
     position_chunk: int | None = None
     """Positions scored at once (None = as many as fit in ~2^21 vocab entries)."""
     compile: bool | None = None

@@ -45,7 +45,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
-from geomlens.analysis.metrics import reference, rank_metrics
+from geomlens.analysis.metrics import rank_metrics, reference
 from geomlens.data.batching import ValidPositions
 from geomlens.geometry.distances import row_sq_norms, sq_distance_chunks
 from geomlens.geometry.lens import apply_ln_final, ln_final_normalized, logit_chunks

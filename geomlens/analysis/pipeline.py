@@ -28,8 +28,8 @@ from transformer_lens import HookedTransformer
 from geomlens.analysis.accumulate import Accumulator, ControlSums, TokenTable
 from geomlens.analysis.capture import CapturedBatch, capture_batch, hidden_hook_names
 from geomlens.analysis.config import AnalyzeConfig
-from geomlens.analysis.layers import LayerLensCapture
 from geomlens.analysis.fused import Fused
+from geomlens.analysis.layers import LayerLensCapture
 from geomlens.analysis.metrics import metric_names
 from geomlens.analysis.scoring import ControlPlan, Targets, score_batch
 from geomlens.data.batching import batch_sequences

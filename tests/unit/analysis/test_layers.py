@@ -15,7 +15,13 @@ from sklearn.metrics import ndcg_score
 
 from geomlens.analysis import AnalyzeConfig, analyze_tokens
 from geomlens.analysis import layers as layers_mod
-from geomlens.analysis.layers import LENSES, affine_fit, layer_hook_names, layer_ndcg, sample_positions
+from geomlens.analysis.layers import (
+    LENSES,
+    affine_fit,
+    layer_hook_names,
+    layer_ndcg,
+    sample_positions,
+)
 
 LENS_NAMES = ("distance_raw", "distance_ln_final", "distance_ln_final_gain", "logit")
 
