@@ -59,8 +59,10 @@ def _run(monkeypatch, tmp_path, **kw):
     g = torch.Generator().manual_seed(1)
     seqs = [torch.randint(0, 50, (n,), generator=g) for n in (10, 7, 12, 5)]
     monkeypatch.setattr(geomlens.models, "load_model", lambda name, device=None: model)
-    monkeypatch.setattr(geomlens.data.source, "load_segments",
-                        lambda cfg, tok: (seqs, [f"s{i}" for i in range(4)], ["a", "b", "a", "b"]))
+    segments = (seqs, [f"s{i}" for i in range(4)], ["a", "b", "a", "b"])
+    for loader in ("load_segments", "load_model_segments"):  # whichever run_analysis calls
+        monkeypatch.setattr(geomlens.data.source, loader, lambda cfg, tok: segments,
+                            raising=False)
     cfg = AnalyzeConfig(model="tiny", n_bootstrap=50, controls=False, trajectories=False,
                         scores=["dot", "neg_dist"], spearman=False, **kw)
     return run_analysis(cfg, tmp_path)
