@@ -6,6 +6,7 @@ The names a notebook needs, imported lazily (``import geomlens`` stays fast)::
     model = geomlens.load_model("smollm2-135m")
     df = geomlens.trajectory_stats(model, tokens)                  # one row per (pos, layer)
     result = geomlens.analyze(model, n_segments=4, max_tokens=64)  # Table 6.1, in memory
+    geomlens.summarize_layer_lens(geomlens.layer_ndcg(model, tokens))  # NDCG per layer and lens
     run_dir, summary = geomlens.run("analyze", geomlens.AnalyzeConfig(n_segments=4), "runs/a")
 
 Deep imports (``geomlens.geometry.lens``...) are for internals and extensions.
@@ -31,6 +32,7 @@ _EXPORTS: dict[str, str] = {
     # thread 1: trajectories, distance vs probability, ablations
     "trajectory": "geomlens.geometry.trajectory", "trajectory_stats": "geomlens.geometry.trajectory",
     "summarize_layers": "geomlens.geometry.trajectory",
+    "layer_ndcg": "geomlens.analysis.layers", "summarize_layer_lens": "geomlens.analysis.layer_summary",
     "analyze": "geomlens.analysis.api", "analyze_tokens": "geomlens.analysis.pipeline",
     "AnalyzeConfig": "geomlens.analysis.config", "summarize": "geomlens.analysis.summary",
     "table_frame": "geomlens.analysis.summary", "AblateConfig": "geomlens.ablation.config",

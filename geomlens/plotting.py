@@ -13,6 +13,7 @@ import pandas as pd
 import seaborn as sns
 import torch
 from jaxtyping import Int
+from matplotlib.ticker import MaxNLocator
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
@@ -153,4 +154,31 @@ def plot_ablation_heatmap(
     sns.heatmap(grid, annot=True, fmt=".3g", cmap="RdBu_r", vmin=-vmax, vmax=vmax, ax=ax,
                 annot_kws={"fontsize": 7})
     ax.set(title=value, xlabel="component", ylabel="layer")
+    return _save(fig, Path(out_path))
+
+
+def plot_layer_ndcg(
+    table: pd.DataFrame, out_path: str | Path, *, title: str,
+    metrics: tuple[str, ...] = ("ndcg@10", "ndcg@full"),
+) -> Path:
+    """NDCG of each lens by layer from a `geomlens.analysis.layers.summarize_layer_lens` table:
+    one panel per metric, x = layer (-1 = embedding), one line per lens with its 95% CI band
+    (bootstrap over segments), ``title`` = the model name."""
+    for col in ("layer", "lens", "metric", "mean", "ci_low", "ci_high"):
+        if col not in table.columns:
+            raise InputError(f"plot_layer_ndcg: the table lacks the column {col!r}")
+    lenses = list(dict.fromkeys(table["lens"]))
+    colors = dict(zip(lenses, sns.color_palette("colorblind", len(lenses))))
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5.5 * len(metrics), 4), sharex=True,
+                             squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        sub = table[table["metric"] == metric].sort_values("layer")
+        sns.lineplot(sub, x="layer", y="mean", hue="lens", hue_order=lenses, palette=colors,
+                     marker="o", errorbar=None, ax=ax)
+        for lens, f in sub.groupby("lens", sort=False):
+            ax.fill_between(f["layer"], f["ci_low"], f["ci_high"], color=colors[lens], alpha=0.2)
+        ax.set(xlabel="layer (-1 = embedding)", ylabel=metric.replace("ndcg", "NDCG"),
+               title=metric.replace("ndcg", "NDCG"), ylim=(0, 1.02))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    fig.suptitle(title)
     return _save(fig, Path(out_path))

@@ -4,7 +4,7 @@ every valid position (flattened in (sequence, position) order)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 from jaxtyping import Float, Int
 from torch import Tensor
@@ -46,8 +46,10 @@ def capture_batch(
     tokens: Int[Tensor, "batch pos"],
     lengths: Int[Tensor, "batch"],
     hidden: Sequence[str],
+    extra_hooks: Sequence[tuple[str, Callable]] = (),
 ) -> CapturedBatch:
-    """Run ``model`` on ``tokens`` once and keep logits and hidden states at the valid positions."""
+    """Run ``model`` on ``tokens`` once and keep logits and hidden states at the valid positions
+    (``extra_hooks``: more ``(hook name, fn)`` pairs for the same pass, e.g. the layer lens's)."""
     hooks = hidden_hook_names(model.cfg.n_layers)
     store: dict[str, Tensor] = {}
 
@@ -55,7 +57,8 @@ def capture_batch(
         store[hook.name] = tensor.detach()
         return tensor
 
-    logits = model.run_with_hooks(tokens, fwd_hooks=[(hooks[name], save) for name in hidden])
+    logits = model.run_with_hooks(tokens, fwd_hooks=[(hooks[name], save) for name in hidden]
+                                + list(extra_hooks))
     positions = ValidPositions.of(tokens, lengths.to(tokens.device))
     at = (positions.batch_idx, positions.pos)
     return CapturedBatch(

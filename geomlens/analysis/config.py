@@ -78,6 +78,14 @@ class AnalyzeConfig(TextSource):
     trajectory_segments: int | None = None
     """Compute trajectories only for the first this-many segments (None = all; they need a
     second forward pass and a per-layer lens, which costs more than the analysis itself)."""
+    layer_lens: bool = True
+    """Also rank the vocabulary at every layer with the distance lenses and the logit lens and
+    compare with p by NDCG@10 and NDCG@full (layers.csv, figures/layers.png;
+    `geomlens.analysis.layers`)."""
+    layer_lens_positions: int | None = 256
+    """The layer lens scores this many positions, drawn uniformly without replacement from all
+    positions of the run (seeded by ``seed``); None = every position (its cost grows as
+    positions x layers x 2 (tied embeddings) or 3 vocabulary-sized matmuls)."""
     position_chunk: int | None = None
     """Positions scored at once (None = as many as fit in ~2^21 vocab entries)."""
     compile: bool | None = None
@@ -97,6 +105,8 @@ class AnalyzeConfig(TextSource):
             raise InputError(f"--ks must be positive integers or full; got {self.ks}")
         if finite and self.topk_exact < max(finite):
             raise InputError(f"--topk-exact {self.topk_exact} must be >= the largest k {max(finite)}")
+        if self.layer_lens_positions is not None and self.layer_lens_positions < 1:
+            raise InputError("--layer-lens-positions must be >= 1 (or None for every position)")
         if self.spearman_positions is not None and self.spearman_positions < 1:
             raise InputError("--spearman-positions must be >= 1 (or None for every position)")
         for name in ("batch_size", "topk_exact", "n_bootstrap"):

@@ -1,7 +1,8 @@
 """The ``analyze`` experiment kind: corpus -> tokens -> `analyze_tokens` -> files in a run dir.
 
 Outputs: per_token.parquet, per_segment.csv, controls.csv, per_layer.csv (+ per_layer_domain.csv)
-when trajectories are on, figures/*.png, table61.md, and the returned summary (summary.json).
+when trajectories are on, layers.csv + figures/layers.png when the layer lens is on
+(`geomlens.analysis.layers`), figures/*.png, table61.md, and the returned summary (summary.json).
 """
 
 from __future__ import annotations
@@ -44,9 +45,27 @@ def run_analysis(cfg: AnalyzeConfig, run_dir: Path) -> dict[str, Any]:
 
         figures += plot_layer_curves(per_layer, run_dir / "figures")
     summary = summarize(result, cfg, model_info=model_info(model), n_layers=model.cfg.n_layers)
+    if result.layers is not None:
+        figures.append(_write_layers(result.layers, cfg, summary, run_dir))
     summary["figures"] = [str(p.relative_to(run_dir)) for p in figures]
     (run_dir / "table61.md").write_text(table_markdown(summary))
     return summary
+
+
+def _write_layers(per_position, cfg: AnalyzeConfig, summary: dict[str, Any], run_dir: Path) -> Path:
+    """layers.csv (the CI table), figures/layers.png, and the summary's ``layers`` block and
+    ``definitions.layers``; returns the figure's path."""
+    from geomlens.analysis.layer_summary import definition, layers_block, summarize_layer_lens
+    from geomlens.plotting import plot_layer_ndcg
+
+    table = summarize_layer_lens(per_position, n_bootstrap=cfg.n_bootstrap, seed=cfg.seed)
+    table.to_csv(run_dir / "layers.csv", index=False)
+    summary["layers"] = layers_block(table)
+    summary["definitions"]["layers"] = definition(
+        positions=cfg.layer_lens_positions, seed=cfg.seed, topk=max(cfg.topk_exact, 10),
+        gain=cfg.gain)
+    name = (summary.get("model") or {}).get("name", cfg.model)
+    return plot_layer_ndcg(table, run_dir / "figures" / "layers.png", title=str(name))
 
 
 def validate_analysis(cfg: AnalyzeConfig) -> None:

@@ -29,6 +29,7 @@ from geomlens.analysis.accumulate import Accumulator, ControlSums, TokenTable
 from geomlens.analysis.capture import CapturedBatch, capture_batch, hidden_hook_names
 from geomlens.analysis.config import AnalyzeConfig
 from geomlens.analysis.fused import Fused
+from geomlens.analysis.layers import LayerLensCapture
 from geomlens.analysis.metrics import metric_names
 from geomlens.analysis.scoring import ControlPlan, Targets, score_batch
 from geomlens.data.batching import batch_sequences
@@ -64,6 +65,9 @@ class AnalysisResult:
     """One row per (position, hidden, target, score) when ``cfg.keep_per_token``."""
     per_layer_tokens: pd.DataFrame | None = field(default=None, repr=False)
     """`trajectory_stats` rows with segment/domain columns when ``cfg.trajectories``."""
+    layers: pd.DataFrame | None = field(default=None, repr=False)
+    """`geomlens.analysis.layers.layer_ndcg` rows (one per sampled position, layer and lens)
+    when ``cfg.layer_lens``."""
 
 
 def _position_chunk(cfg: AnalyzeConfig, d_vocab: int) -> int:
@@ -145,12 +149,15 @@ def analyze_tokens(
 
     n_total = sum(len(s) for s in seqs)
     sampled = spearman_sample(cfg, n_total)
+    layer_lens = LayerLensCapture.from_config(model, cfg, n_total) if cfg.layer_lens else None
     offset = 0
     n_batches = (len(seqs) + cfg.batch_size - 1) // cfg.batch_size
     batches = batch_sequences(seqs, batch_size=cfg.batch_size)
     for b, (tokens, lengths) in enumerate(tqdm(batches, total=n_batches, desc="analyze", unit="batch")):
         rows = list(range(b * cfg.batch_size, b * cfg.batch_size + len(lengths)))
-        batch = capture_batch(model, tokens.to(device), lengths, cfg.hidden)
+        tokens = tokens.to(device)
+        lens_hooks = layer_lens.hooks(tokens, lengths, offset) if layer_lens else []
+        batch = capture_batch(model, tokens, lengths, cfg.hidden, extra_hooks=lens_hooks)
         seq_of = [rows[i] for i in batch.positions.batch_idx.tolist()]
         table = TokenTable([segment_ids[i] for i in seq_of], [domains[i] for i in seq_of],
                            batch.positions.pos.cpu().numpy(), targets)
@@ -164,6 +171,8 @@ def analyze_tokens(
             for hidden, target, score, sums, n_rows in plan.null.finish():
                 ctrl.add_null(hidden, target, score, sums, n_rows)
         acc.add(table.frame(), batch.n_positions)
+        if layer_lens is not None:
+            layer_lens.add(batch.logits, table.segments, table.domains, table.pos)
         n_traj = _trajectory_count(cfg, b, len(rows))
         if n_traj > 0:
             traj_tables.append(_trajectory_rows(model, batch, rows[:n_traj], segment_ids, domains))
@@ -177,6 +186,7 @@ def analyze_tokens(
                    targets=targets, fused=fused),
         per_token=acc.per_token(),
         per_layer_tokens=pd.concat(traj_tables, ignore_index=True) if traj_tables else None,
+        layers=layer_lens.frame() if layer_lens is not None else None,
     )
 
 

@@ -1,0 +1,384 @@
+"""The distance ranking along the trajectory: at every layer, how well does each lens rank the
+vocabulary like the model's final next-token distribution p?
+
+For a position with final logits z (p = softmax(z)) and residual stream h at layer l
+(``layer = -1``: the embedding ``blocks.0.hook_resid_pre``; ``layer = l >= 0``:
+``blocks.{l}.hook_resid_post``), each lens (registry `LENSES`) scores every token v:
+
+    distance_raw       -‖h − W_E[v]‖                 (raw residual stream)
+    distance_ln_final  -‖n(h) − W_E[v]‖              n(h) = ``ln_final`` normalisation of h without
+                                                      its gain (`geomlens.geometry.lens.ln_final_normalized`)
+    distance_ln_final_gain  -‖ln_final(h) − W_E[v]‖  gain included: at the last layer this is the
+                                                      main table's ``ln_final`` hidden (unembed.hook_in)
+    logit              unembed(ln_final(h))[v]        the logit lens (at the last layer = z)
+
+and its ranking is compared with p by the analysis's own NDCG (`geomlens.analysis.metrics`:
+`reference` + `rank_metrics`, gains = gain(p), top-K exact and NDCG@full bracketed with a
+per-position error bound ``ndcg_full_err``; top1 and top10 come with it). The distance lenses
+rank by ``2 h·e − ‖e‖²`` (= ‖h‖² − ‖h − e‖², which orders each row exactly like −‖h − e‖),
+from one matmul of the shared kernel `geomlens.geometry.distances.sq_distance_chunks`
+(``relative=True``). The ln_final variant reuses it: every TransformerLens norm is affine per
+row, n(h) = a·h + b·1 with a > 0, so n·e = a (h·e) + b Σ_j e_j and its scores are a rank-2
+update of the raw ones (`affine_fit` checks this numerically; otherwise n gets its own matmul).
+The logit lens needs its own matmul (`geomlens.geometry.lens.logit_chunks`; ln_final's gain
+makes its matrix differ from W_E); with tied embeddings distance_ln_final_gain comes from the
+logit lens's output (x·e = logit − b_U), otherwise ln_final(h) gets a third matmul.
+
+Cost: (n_layers + 1) × 2 (tied) or 3 matmuls of [positions, d_model] × [d_model, d_vocab], so the lens runs on
+a seeded sample of positions (`sample_positions`), ``position_chunk`` positions at a time. The
+activations come from the forward pass that computes the logits: `LayerLensCapture.hooks` adds
+hooks that keep only the sampled rows of every layer, so `geomlens analyze` reuses its own
+forward pass (no second pass) and `layer_ndcg` runs one pass on the tokens it is given.
+Per-position values are reduced to per-segment means, then to a mean and a percentile bootstrap
+CI over segments per (layer, lens, metric) by `geomlens.analysis.layer_summary`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+from transformer_lens import HookedTransformer
+
+from geomlens.analysis.metrics import rank_metrics, reference
+from geomlens.data.batching import ValidPositions
+from geomlens.geometry.distances import row_sq_norms, sq_distance_chunks
+from geomlens.geometry.lens import apply_ln_final, ln_final_normalized, logit_chunks
+from geomlens.registry import Registry
+
+EMBEDDING_LAYER = -1
+"""The ``layer`` value of the embedding (``blocks.0.hook_resid_pre``)."""
+SEED_OFFSET = 11
+"""`geomlens analyze` draws the layer-lens sample from ``seed + 11`` (Spearman uses seed + 7)."""
+VOCAB_BUDGET = 1 << 22
+"""Default [position, token] entries scored at once (16 MiB per float32 matrix)."""
+ID_COLUMNS = ("segment", "domain", "pos", "layer", "hook", "lens")
+
+
+@dataclass
+class LensContext:
+    """What every lens needs from the model, prepared once (float32, on the model's device)."""
+
+    model: HookedTransformer
+    W_E: Float[Tensor, "d_vocab d_model"]
+    e_sq: Float[Tensor, "d_vocab"]
+    """‖W_E[v]‖²."""
+    e_sum: Float[Tensor, "d_vocab"]
+    """Σ_j W_E[v, j] (what a per-row shift of h adds to h·e)."""
+    tied: bool
+    """W_U == W_E^T exactly: then x·W_E[v] = logit_v − b_U[v] for x = ln_final(h)."""
+
+    @classmethod
+    def of(cls, model: HookedTransformer) -> LensContext:
+        W_E = model.W_E.detach().float()
+        W_U = model.W_U.detach()
+        tied = W_U.shape == W_E.T.shape and torch.equal(W_U.float(), W_E.T)
+        return cls(model=model, W_E=W_E, e_sq=row_sq_norms(W_E), e_sum=W_E.sum(-1), tied=tied)
+
+
+AFFINE_TOL = 1e-4
+"""n(h) counts as affine in h (a·h + b·1 per row) when the fit's largest error is below this
+fraction of max |n(h)| (every TransformerLens norm is: LN, LNPre, RMS, RMSPre)."""
+
+
+@dataclass
+class LayerInputs:
+    """One layer's residual vectors and the raw distance scores its lenses share."""
+
+    ctx: LensContext
+    h: Float[Tensor, "n_positions d_model"]
+    _raw: Tensor | None = field(default=None, repr=False)
+    _logits: Tensor | None = field(default=None, repr=False)
+
+    def raw_scores(self) -> Float[Tensor, "n_positions d_vocab"]:
+        """``2 h·e − ‖e‖²`` (= ‖h‖² − ‖h − e‖²) for every token: one matmul of the shared
+        distance kernel (``relative=True``), negated in place; computed once."""
+        if self._raw is None:
+            self._raw = self.h.new_empty(self.h.shape[0], self.ctx.W_E.shape[0])
+            for _ in sq_distance_chunks(self.h, self.ctx.W_E, targets_sq=self.ctx.e_sq,
+                                        relative=True, out=self._raw):
+                pass
+            self._raw.neg_()
+        return self._raw
+
+    def ln_final_out(self) -> Float[Tensor, "n_positions d_model"]:
+        """``ln_final(h)``, gain included (= ``unembed.hook_in`` at the last layer)."""
+        return apply_ln_final(self.ctx.model, self.h[None])[0].float()
+
+    def lens_logits(self) -> Float[Tensor, "n_positions d_vocab"]:
+        """The logit lens ``unembed(ln_final(h))``: one matmul; computed once."""
+        if self._logits is None:
+            model = self.ctx.model
+            ((_, self._logits),) = logit_chunks(model, self.ln_final_out(),
+                                                chunk_size=model.cfg.d_vocab_out)
+        return self._logits
+
+
+def affine_fit(
+    h: Float[Tensor, "n_positions d_model"], x: Float[Tensor, "n_positions d_model"]
+) -> tuple[Float[Tensor, "n_positions 1"], Float[Tensor, "n_positions 1"]] | None:
+    """``(a, b)`` with ``x = a·h + b`` per row (least squares), or None when that does not hold
+    to `AFFINE_TOL` for every row (then x needs its own matmul)."""
+    hc = h - h.mean(-1, keepdim=True)
+    a = (hc * (x - x.mean(-1, keepdim=True))).sum(-1, keepdim=True) / hc.pow(2).sum(-1, keepdim=True)
+    b = x.mean(-1, keepdim=True) - a * h.mean(-1, keepdim=True)
+    err = (x - (a * h + b)).abs().amax(-1)
+    ok = torch.isfinite(err) & (err <= AFFINE_TOL * x.abs().amax(-1).clamp_min(1e-30)) \
+        & (a[:, 0] > 0)
+    return (a, b) if bool(ok.all()) else None
+
+
+LensFn = Callable[[LayerInputs], Float[Tensor, "n_positions d_vocab"]]
+LENSES: Registry[LensFn] = Registry("lens")
+"""Per-layer lenses by name: fn(layer inputs) -> a score per token (higher = ranked first)."""
+
+
+def _distance_raw(layer: LayerInputs) -> Tensor:
+    """2 h·e − ‖e‖² (= ‖h‖² − ‖h − e‖²: ranks like −‖h − e‖)."""
+    return layer.raw_scores()
+
+
+def _distance_ln_final(layer: LayerInputs) -> Tensor:
+    """The raw scores of n = n(h). When n = a·h + b (`affine_fit`, a > 0), n·e = a h·e + b Σ_j e_j
+    and 2 n·e − ‖e‖², divided by a (a per-row positive scale: the same ranking and the same
+    NDCG), is  raw + (1 − 1/a) ‖e‖² + (2b/a) Σ_j e_j : one rank-2 update of the raw scores.
+    Otherwise n gets its own matmul."""
+    ctx = layer.ctx
+    n = ln_final_normalized(ctx.model, layer.h[None])[0].float()
+    fit = affine_fit(layer.h, n)
+    if fit is None:
+        return LayerInputs(ctx, n).raw_scores()
+    a, b = fit
+    coef = torch.cat([1.0 - 1.0 / a, 2.0 * b / a], dim=-1)  # [n_positions 2]
+    return torch.addmm(layer.raw_scores(), coef, torch.stack([ctx.e_sq, ctx.e_sum]))
+
+
+def _distance_ln_final_gain(layer: LayerInputs) -> Tensor:
+    """The raw scores of x = ln_final(h). With tied embeddings x·e = logit − b_U, so
+    (2 x·e − ‖e‖²) / 2 = logit − b_U − ‖e‖²/2 comes from the logit lens without a matmul;
+    otherwise x gets its own."""
+    ctx = layer.ctx
+    if not ctx.tied:
+        return LayerInputs(ctx, layer.ln_final_out()).raw_scores()
+    shift = ctx.model.b_U.detach().float() + 0.5 * ctx.e_sq
+    return layer.lens_logits() - shift
+
+
+def _logit(layer: LayerInputs) -> Tensor:
+    return layer.lens_logits()
+
+
+LENSES.register("distance_raw", _distance_raw, help="-||h - W_E[v]||, h = raw residual stream")
+LENSES.register("distance_ln_final", _distance_ln_final,
+                help="-||n(h) - W_E[v]||, n = ln_final's normalisation without its gain")
+LENSES.register("distance_ln_final_gain", _distance_ln_final_gain,
+                help="-||ln_final(h) - W_E[v]||, gain included (at the last layer: the "
+                     "ln_final hidden of the main table)")
+LENSES.register("logit", _logit, help="unembed(ln_final(h))[v] (the logit lens)")
+
+
+def layer_hook_names(n_layers: int) -> dict[int, str]:
+    """layer -> full hook name: -1 = ``blocks.0.hook_resid_pre``, l = ``blocks.{l}.hook_resid_post``."""
+    return {EMBEDDING_LAYER: "blocks.0.hook_resid_pre",
+            **{layer: f"blocks.{layer}.hook_resid_post" for layer in range(n_layers)}}
+
+
+def sample_positions(n_positions: int, n_sample: int | None, *, seed: int) -> Int[Tensor, "n_sample"]:
+    """Sorted stream indices of ``n_sample`` positions drawn uniformly without replacement from
+    ``range(n_positions)`` (torch generator seeded by ``seed``); all of them when ``n_sample`` is
+    None or >= ``n_positions``."""
+    if n_sample is None or n_sample >= n_positions:
+        return torch.arange(n_positions)
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randperm(n_positions, generator=gen)[:n_sample].sort().values
+
+
+@torch.no_grad()
+def lens_metrics(
+    ctx: LensContext,
+    resid: Float[Tensor, "layer n_positions d_model"],
+    logits: Float[Tensor, "n_positions d_vocab"],
+    *,
+    ks: Sequence[int | None],
+    topk: int,
+    gain: str,
+    lenses: Sequence[str],
+) -> dict[tuple[int, str], dict[str, Float[Tensor, "n_positions"]]]:
+    """(layer index into ``resid``, lens) -> metric -> one value per position, for one chunk
+    of positions: one `reference` of p shared by every layer and lens, then per layer and lens
+    one score matrix and one `rank_metrics` (the analysis's NDCG)."""
+    ref = reference(logits.float(), topk=max(topk, *(k for k in ks if k is not None)), gain=gain)
+    out = {}
+    for i in range(resid.shape[0]):
+        layer = LayerInputs(ctx, resid[i].float())
+        for lens in lenses:
+            scores = LENSES.get(lens)(layer)
+            out[i, lens] = rank_metrics(scores, ref, ks=list(ks), spearman=False)
+    return out
+
+
+@dataclass
+class LayerLensCapture:
+    """Collects the sampled positions' residual stream at every layer from forward passes the
+    caller runs (`hooks` before a batch's pass, `add` after it) and scores them in chunks of
+    ``position_chunk`` positions; `frame` returns the per-position table."""
+
+    model: HookedTransformer
+    sampled: Int[Tensor, "n_sample"]
+    """Sorted stream indices (positions in (sequence, position) order over all batches)."""
+    ks: tuple[int | None, ...] = (10, None)
+    topk: int = 256
+    """K of the NDCG: ranks 1..K exact, NDCG@full bracketed beyond."""
+    gain: str = "exp2"
+    lenses: tuple[str, ...] = ("distance_raw", "distance_ln_final", "distance_ln_final_gain",
+                               "logit")
+    position_chunk: int | None = None
+    """Positions scored at once (None: ~`VOCAB_BUDGET` / d_vocab)."""
+    _rows: Tensor | None = field(default=None, repr=False)
+    _pending: dict[str, Tensor] = field(default_factory=dict, repr=False)
+    _buffer: list[tuple] = field(default_factory=list, repr=False)
+    _frames: list[pd.DataFrame] = field(default_factory=list, repr=False)
+
+    @classmethod
+    def from_config(cls, model: HookedTransformer, cfg, n_positions: int) -> LayerLensCapture:
+        """The capture `geomlens analyze` runs (``cfg``: an `AnalyzeConfig`)."""
+        return cls(model=model, sampled=sample_positions(
+            n_positions, cfg.layer_lens_positions, seed=cfg.seed + SEED_OFFSET),
+            topk=max(cfg.topk_exact, 10), gain=cfg.gain)
+
+    @property
+    def hook_names(self) -> dict[int, str]:
+        return layer_hook_names(self.model.cfg.n_layers)
+
+    def hooks(self, tokens: Int[Tensor, "batch pos"], lengths: Int[Tensor, "batch"],
+              offset: int) -> list[tuple[str, Callable]]:
+        """Hooks that keep the sampled rows of this batch (its valid positions are the stream
+        indices ``offset ..``) at every layer; [] when none is sampled."""
+        valid = ValidPositions.of(tokens, lengths.to(tokens.device))
+        lo, hi = torch.searchsorted(self.sampled, torch.tensor([offset, offset + len(valid.pos)]))
+        self._rows = (self.sampled[lo:hi] - offset).to(tokens.device)
+        self._pending = {}
+        if not len(self._rows):
+            return []
+        at = (valid.batch_idx[self._rows], valid.pos[self._rows])
+
+        def keep(tensor: Tensor, *, hook) -> Tensor:
+            self._pending[hook.name] = tensor[at].detach().float()
+            return tensor
+
+        return [(name, keep) for name in self.hook_names.values()]
+
+    def add(self, logits: Float[Tensor, "n_positions d_vocab"], segments: Sequence[str],
+            domains: Sequence[str], pos: Sequence[int] | np.ndarray) -> None:
+        """After the batch's forward pass: its logits and labels at every valid position."""
+        if self._rows is None or not len(self._rows):
+            return
+        rows = self._rows.cpu().numpy()
+        resid = torch.stack([self._pending.pop(name) for name in self.hook_names.values()])
+        labels = (np.asarray(segments, dtype=object)[rows], np.asarray(domains, dtype=object)[rows],
+                  np.asarray(pos)[rows])
+        self._buffer.append((resid, logits[self._rows].float(), labels))
+        self._rows = None
+        if sum(len(b[0][0]) for b in self._buffer) >= self._chunk():
+            self._flush()
+
+    def frame(self) -> pd.DataFrame:
+        """One row per (sampled position, layer, lens), columns `ID_COLUMNS` + the metrics,
+        ordered by layer, lens (as in ``lenses``), then stream position (whatever the chunks)."""
+        self._flush()
+        if not self._frames:
+            return pd.DataFrame(columns=list(ID_COLUMNS))
+        df = pd.concat(self._frames, ignore_index=True)
+        lens_code = df["lens"].map({name: i for i, name in enumerate(self.lenses)})
+        order = np.lexsort((lens_code.to_numpy(), df["layer"].to_numpy()))  # stable
+        return df.iloc[order].reset_index(drop=True)
+
+    def _chunk(self) -> int:
+        if self.position_chunk is not None:
+            return max(1, self.position_chunk)
+        return max(1, VOCAB_BUDGET // self.model.cfg.d_vocab_out)
+
+    def _flush(self) -> None:
+        if not self._buffer:
+            return
+        resid = torch.cat([b[0] for b in self._buffer], dim=1)
+        logits = torch.cat([b[1] for b in self._buffer])
+        labels = [np.concatenate([b[2][j] for b in self._buffer]) for j in range(3)]
+        self._buffer = []
+        ctx = LensContext.of(self.model)
+        step = self._chunk()
+        for start in range(0, len(logits), step):
+            part = slice(start, start + step)
+            metrics = lens_metrics(ctx, resid[:, part], logits[part], ks=self.ks,
+                                   topk=self.topk, gain=self.gain, lenses=self.lenses)
+            self._frames.append(self._rows_frame(metrics, [lab[part] for lab in labels]))
+
+    def _rows_frame(self, metrics: dict, labels: list[np.ndarray]) -> pd.DataFrame:
+        segments, domains, pos = labels
+        hooks = list(self.hook_names.items())
+        frames = []
+        for (i, lens), values in metrics.items():
+            layer, hook = hooks[i]
+            cols = {"segment": segments, "domain": domains, "pos": pos, "layer": layer,
+                    "hook": hook, "lens": lens}
+            cols.update({m: v.double().cpu().numpy() for m, v in values.items()})
+            frames.append(pd.DataFrame(cols))
+        return pd.concat(frames, ignore_index=True)
+
+
+@torch.no_grad()
+def layer_ndcg(
+    model: HookedTransformer,
+    tokens: Int[Tensor, "batch pos"],
+    lengths: Int[Tensor, "batch"] | None = None,
+    *,
+    ks: Sequence[int | None] = (10, None),
+    positions: int | None = 256,
+    seed: int = 0,
+    topk: int = 256,
+    gain: str = "exp2",
+    lenses: Sequence[str] | None = None,
+    segment_ids: Sequence[str] | None = None,
+    position_chunk: int | None = None,
+) -> pd.DataFrame:
+    """Per-position NDCG of every lens at every layer against the model's own p, from one
+    forward pass over ``tokens`` (hooks keep only the sampled rows).
+
+    Args:
+        model: a HookedTransformer.
+        tokens: right-padded token ids.
+        lengths: valid length of each row (None = every position is valid).
+        ks: NDCG cut-offs; None = the full vocabulary (bracketed: ``ndcg_full_err``).
+        positions: how many valid positions to score, drawn uniformly without replacement
+            (`sample_positions`, seeded by ``seed``); None = all.
+        topk: K of the NDCG (ranks 1..K exact); raised to the largest finite k if smaller.
+        gain: NDCG gain of p (registry `geomlens.metrics.ranking.GAINS`).
+        lenses: names from `LENSES` (None = all of them, in registry order).
+        segment_ids: a name per row (default "0", "1", ...): the unit of the CI
+            (`geomlens.analysis.layer_summary.summarize_layer_lens`).
+        position_chunk: positions scored at once (None: ~`VOCAB_BUDGET` / d_vocab).
+
+    Returns:
+        One row per (sampled position, layer, lens): ``segment, domain, pos, layer`` (-1 =
+        embedding), ``hook`` (full hook name), ``lens``, ``ndcg@k``..., ``top1``, ``top10``,
+        ``ndcg_full_err`` (NDCG@full's per-position error bound; 0 where K >= d_vocab).
+    """
+    tokens = tokens.to(model.cfg.device)
+    if lengths is None:
+        lengths = torch.full((tokens.shape[0],), tokens.shape[1], dtype=torch.long)
+    valid = ValidPositions.of(tokens, lengths.to(tokens.device))
+    cap = LayerLensCapture(
+        model=model, sampled=sample_positions(len(valid.pos), positions, seed=seed),
+        ks=tuple(ks), topk=max([topk, *(k for k in ks if k is not None)]), gain=gain,
+        lenses=tuple(LENSES.names() if lenses is None else lenses), position_chunk=position_chunk)
+    logits = model.run_with_hooks(tokens, fwd_hooks=cap.hooks(tokens, lengths, 0))
+    names = [str(i) for i in range(tokens.shape[0])] if segment_ids is None else list(segment_ids)
+    rows = valid.batch_idx.cpu().numpy()
+    cap.add(logits[valid.batch_idx, valid.pos], [names[r] for r in rows], ["all"] * len(rows),
+            valid.pos.cpu().numpy())
+    return cap.frame()
