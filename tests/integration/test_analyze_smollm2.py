@@ -19,7 +19,7 @@ def test_analyze_cli_on_smollm2(tmp_path, capsys):
     out = tmp_path / "run"
     code = main(["analyze", "--model", "smollm2-135m", "--n-segments", "2", "--max-tokens", "32",
                  "--n-bootstrap", "50", "--n-permutations", "2", "--control-positions", "32",
-                 "--trajectory-segments", "1", "--out", str(out)])
+                 "--trajectory-segments", "1", "--layer-lens-positions", "16", "--out", str(out)])
     assert code == 0
     assert "ndcg@full" in capsys.readouterr().out
     for name in ("summary.json", "per_segment.csv", "per_token.parquet", "controls.csv",

@@ -26,7 +26,7 @@ def test_a_registered_score_reaches_config_cli_and_summary(toy_score, tmp_path, 
     out = tmp_path / "run"
     args = ["analyze", "--model", "smollm2-135m", "--domains", "news", "--n-segments", "1",
             "--max-tokens", "12", "--scores", toy_score, "dot", "--target", "W_E",
-            "--hidden", "ln_final", "--no-controls", "--no-trajectories", "--no-spearman",
+            "--hidden", "ln_final", "--no-controls", "--no-trajectories", "--no-spearman", "--no-layer-lens",
             "--n-bootstrap", "20", "--out", str(out)]
     assert main(args) == 0
     assert toy_score in capsys.readouterr().out  # the headline table
