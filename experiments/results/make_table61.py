@@ -17,7 +17,8 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).parent
-METRICS = ["ndcg@1", "ndcg@10", "ndcg@100", "ndcg@full", "jsd", "spearman", "top1", "top10"]
+METRICS = ["ndcg@1", "ndcg@10", "ndcg@100", "ndcg@full", "jsd", "jsd_calibrated", "spearman",
+           "top1", "top10"]
 
 
 def _cell(block: dict, metric: str) -> str:
@@ -27,14 +28,20 @@ def _cell(block: dict, metric: str) -> str:
     return f"{v['mean']:.3f} [{v['ci_low']:.3f}, {v['ci_high']:.3f}]"
 
 
+def _num(block: dict, key: str, fmt: str = ".3f") -> str:
+    """A control number, "–" where the summary has none (JSD is not permuted in newer runs)."""
+    v = block.get(key)
+    return "–" if v is None else format(v, fmt)
+
+
 def cfg_out(run: Path) -> str:
     env = json.loads((run / "env.json").read_text())
     return " ".join(env.get("argv", [])[1:]) or str(run)
 
 
 def main(run_dirs: list[str]) -> None:
-    lines = ["| model | hidden | target | score | " + " | ".join(METRICS) + " |",
-             "|" + "---|" * (4 + len(METRICS))]
+    lines = ["| model | hidden | target | score | " + " | ".join(METRICS) + " | temperature |",
+             "|" + "---|" * (5 + len(METRICS))]
     controls = ["| model | hidden | target | score | NDCG@full observed | null mean (shuffled "
                 "rows) | p | JSD observed | JSD null mean | p (JSD) | NDCG@full random matrix |",
                 "|" + "---|" * 11]
@@ -48,17 +55,23 @@ def main(run_dirs: list[str]) -> None:
         for r in s["results"]:
             if alias.get(r["target"], r["target"]) != r["target"]:
                 continue  # identical numbers to the target it aliases (tied weights)
-            tgt = r["target"] + (" (= W_U)" if "W_U" in alias and alias["W_U"] == r["target"]
-                                 and r["target"] != "W_U" else "")
-            lines.append(f"| {name} | {r['hidden']} | {tgt} | {r['score']} | "
-                         + " | ".join(_cell(r["overall"], m) for m in METRICS) + " |")
+            tgt = "–" if r["target"] is None else r["target"] + (
+                " (= W_U)" if "W_U" in alias and alias["W_U"] == r["target"]
+                and r["target"] != "W_U" else "")
+            tau = r.get("temperature")
+            lines.append(f"| {name} | {r['hidden'] or '–'} | {tgt} | {r['score']} | "
+                         + " | ".join(_cell(r["overall"], m) for m in METRICS)
+                         + f" | {'–' if tau is None else format(tau, '.3g')} |")
+            if not r.get("controls"):
+                continue  # the uniform reference has no controls
             perm, rand = r["controls"]["permutation"], r["controls"]["random_matrix"]
+            pj = perm.get("jsd", {})
             controls.append(
                 f"| {name} | {r['hidden']} | {tgt} | {r['score']} | "
                 f"{perm['ndcg@full']['observed']:.3f} | "
                 f"{perm['ndcg@full']['null_mean']:.3f} | {perm['ndcg@full']['p_value']:.3g} | "
-                f"{perm['jsd']['observed']:.3f} | {perm['jsd']['null_mean']:.3f} | "
-                f"{perm['jsd']['p_value']:.3g} | {rand['ndcg@full']['random']:.3f} |")
+                f"{_num(pj, 'observed')} | {_num(pj, 'null_mean')} | "
+                f"{_num(pj, 'p_value', '.3g')} | {rand['ndcg@full']['random']:.3f} |")
         info = s["info"]
         settings.append(
             f"- **{name}** (`{cfg_out(run)}`): tied_embeddings={s['tied_embeddings']}, "

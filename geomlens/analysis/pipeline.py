@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 
 from geomlens.analysis.accumulate import Accumulator, ControlSums, TokenTable
+from geomlens.analysis.calibration import CalibrationResult, CalibrationStore
 from geomlens.analysis.capture import CapturedBatch, capture_batch, hidden_hook_names
 from geomlens.analysis.config import AnalyzeConfig
 from geomlens.analysis.fused import Fused
@@ -64,6 +65,8 @@ class AnalysisResult:
     """One row per (position, hidden, target, score) when ``cfg.keep_per_token``."""
     per_layer_tokens: pd.DataFrame | None = field(default=None, repr=False)
     """`trajectory_stats` rows with segment/domain columns when ``cfg.trajectories``."""
+    calibration: CalibrationResult | None = field(default=None, repr=False)
+    """Temperatures, calibrated JSD and the uniform reference when ``cfg.calibrate``."""
 
 
 def _position_chunk(cfg: AnalyzeConfig, d_vocab: int) -> int:
@@ -145,6 +148,8 @@ def analyze_tokens(
 
     n_total = sum(len(s) for s in seqs)
     sampled = spearman_sample(cfg, n_total)
+    calib = (CalibrationStore(cfg, [len(s) for s in seqs], segment_ids, domains)
+             if cfg.calibrate else None)
     offset = 0
     n_batches = (len(seqs) + cfg.batch_size - 1) // cfg.batch_size
     batches = batch_sequences(seqs, batch_size=cfg.batch_size)
@@ -155,6 +160,8 @@ def analyze_tokens(
         table = TokenTable([segment_ids[i] for i in seq_of], [domains[i] for i in seq_of],
                            batch.positions.pos.cpu().numpy(), targets)
         sp_rows = None if sampled is None else _rows_in(sampled, offset, batch.n_positions, device)
+        if calib is not None:
+            calib.observe(model, batch, offset, rows[0], fused, position_chunk)
         offset += batch.n_positions
         for scored in score_batch(batch, targets, cfg, plan, position_chunk=position_chunk,
                                   fused=fused, spearman_rows=sp_rows):
@@ -177,6 +184,7 @@ def analyze_tokens(
                    targets=targets, fused=fused),
         per_token=acc.per_token(),
         per_layer_tokens=pd.concat(traj_tables, ignore_index=True) if traj_tables else None,
+        calibration=None if calib is None else calib.finish(model, targets, fused, position_chunk),
     )
 
 
