@@ -59,7 +59,8 @@ CALIBRATION_SEED_OFFSET = 11
 """The split and the samples are drawn from ``seed + 11`` (Spearman's sample uses seed + 7)."""
 UNIFORM = "uniform"
 """The ``score`` of the uniform reference record."""
-Key = tuple[str, str, str]
+Key = tuple[str | None, str | None, str]
+"""(hidden, target, score); hidden and target are None for the uniform reference."""
 
 
 @dataclass

@@ -125,7 +125,7 @@ def minimize_log_scale(
         else:
             break
     at_bound = best in (ks[0], ks[-1])
-    lo, hi = centre + (best - 1) * step, centre + (best + 1) * step
+    lo, hi = centre + max(best - 1, ks[0]) * step, centre + min(best + 1, ks[-1]) * step
     res = minimize_scalar(f, bounds=(lo, hi), method="bounded", options={"xatol": xatol})
     log_tau = min([float(res.x), centre + best * step], key=f)
     return TemperatureFit(tau=math.exp(log_tau), jsd=f(log_tau), at_bound=at_bound,
