@@ -196,3 +196,36 @@ def test_calibrate_off_and_single_segment(tiny_model, tmp_path):
     uni = one["results"][-1]
     assert uni["score"] == "uniform" and "jsd" in uni["overall"]
     assert "skipped" in uni["calibration"] and "not computed" in headline(one, tmp_path)
+
+
+def test_summary_readers_cope_with_the_uniform_record(run, tmp_path, monkeypatch):
+    """`geomlens.runner.report` and experiments/results/make_table61.py read the new summary."""
+    import importlib.util
+    import json
+    from dataclasses import asdict
+    from pathlib import Path
+
+    from geomlens.runner.report import aggregate, collect_runs
+
+    cfg, _, summary = run
+    run_dir = tmp_path / "runs" / "tiny"
+    run_dir.mkdir(parents=True)
+    (run_dir / "summary.json").write_text(json.dumps({**summary, "tied_embeddings": False}))
+    (run_dir / "config.json").write_text(json.dumps(asdict(cfg)))
+    (run_dir / "env.json").write_text(json.dumps({"argv": ["geomlens", "analyze"]}))
+    rows = collect_runs([run_dir], explode="results")
+    table = aggregate(rows, group_by=["hidden", "target", "score"],
+                      metrics=["overall.jsd_calibrated", "temperature"])
+    uni = table[table.score == "uniform"].iloc[0]
+    assert uni["overall.jsd_calibrated.mean"] > 0 and np.isnan(uni["temperature.mean"])
+    x3 = table[(table.score == "dot_x3") & (table.hidden == "ln_final") & (table.target == "W_U")]
+    assert x3["temperature.mean"].item() == pytest.approx(3.0, rel=2e-2)
+
+    path = Path(__file__).parents[3] / "experiments" / "results" / "make_table61.py"
+    spec = importlib.util.spec_from_file_location("make_table61", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    monkeypatch.setattr(module, "HERE", tmp_path)
+    module.main([str(run_dir)])
+    text = (tmp_path / "table61.md").read_text()
+    assert "| tiny | – | – | uniform |" in text and "jsd_calibrated" in text
