@@ -22,7 +22,7 @@ segments the fit did not see. Exactly:
               (ln(1/(d + eps))), so τ = 1 gives back the raw JSD.
     objective τ minimises J(τ) = mean over the fit sample of JSD(p ‖ softmax(s / τ)) (in the
               run's JSD unit): a grid over ln τ, one point per decade around the scale
-              τ₀ = median std(s) / std(ln p), from τ₀/100 to 100 τ₀ (extended to at most
+              τ₀ = median std(s) / std(ln p), from τ₀/10 to 10 τ₀ (extended to at most
               10^±6 τ₀ while the best point is at an edge), then bounded Brent between the best
               point's neighbours to 0.01 in ln τ (`geomlens.metrics.temperature`).
     report    jsd_calibrated = JSD(p ‖ softmax(s / τ)) on the eval sample: the mean over
@@ -53,7 +53,7 @@ from geomlens.analysis.fused import Fused, parts_from_dot, reference_terms
 from geomlens.analysis.scoring import Targets
 from geomlens.geometry.scores import get_score
 from geomlens.metrics.divergence import js_divergence_fast
-from geomlens.metrics.temperature import TemperatureFit, fit_temperature, tempered_jsd
+from geomlens.metrics.temperature import TemperatureFit, fit_temperature, tempered_jsd_blocks
 
 CALIBRATION_SEED_OFFSET = 11
 """The split and the samples are drawn from ``seed + 11`` (Spearman's sample uses seed + 7)."""
@@ -237,10 +237,9 @@ class CalibrationStore:
             for hidden, target in self._pairs(targets):
                 for name, s in score_logits(chunk[hidden], logits, targets, hidden, target,
                                             self.cfg.scores, self.cfg.eps):
-                    inv_tau = torch.tensor(1.0 / fits[(hidden, target, name)].tau,
-                                           dtype=s.dtype, device=s.device)
-                    values[(hidden, target, name)] = fused(tempered_jsd, p, logp, s, inv_tau,
-                                                           self.cfg.jsd_base)
+                    values[(hidden, target, name)] = tempered_jsd_blocks(
+                        p, logp, s, fits[(hidden, target, name)].tau, base=self.cfg.jsd_base,
+                        call=fused)
             for key, v in values.items():
                 out.setdefault(key, []).append(v.double().cpu().numpy())
         return {k: np.concatenate(v) for k, v in out.items()}

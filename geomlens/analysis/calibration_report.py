@@ -82,7 +82,7 @@ def calibration_definitions(cfg: AnalyzeConfig) -> dict[str, str]:
                               "with the model's unembed and soft-cap and the analysis's scores",
         "temperature": "tau minimising the mean over the fit sample of JSD(p || softmax(s/tau)), "
                        "s = the logits of the score's q (tau = 1 gives the raw jsd): grid over "
-                       "ln tau, one point per decade from tau0/100 to 100 tau0, tau0 = median "
+                       "ln tau, one point per decade from tau0/10 to 10 tau0, tau0 = median "
                        "std(s)/std(ln p), extended to at most 10^6 tau0 while the best point is "
                        "at an edge (calibration.at_search_bound), then bounded Brent between the "
                        "best point's neighbours to 0.01 in ln tau",
