@@ -73,6 +73,20 @@ class AnalyzeConfig(TextSource):
     control_positions: int | None = 512
     """The controls use the first this-many positions of the stream (None = all positions);
     the observed value they are compared with is recomputed on the same positions."""
+    calibrate: bool = True
+    """Fit one temperature per (hidden, target, score) on a calibration split of the segments
+    and report the calibrated JSD on the other segments, plus the uniform reference
+    JSD(p || uniform) (`geomlens.analysis.calibration`); a fixed cost set by the two sample
+    sizes below."""
+    calibration_fraction: float = 0.25
+    """Fraction of the segments (seeded by ``seed``; at least 1, and 1 left) whose positions
+    fit the temperatures; the rest evaluate the calibrated JSD."""
+    calibration_positions: int | None = 256
+    """The temperatures are fitted on this many positions drawn uniformly without replacement
+    from the calibration segments (None = all of their positions, the exact mode)."""
+    calibration_eval_positions: int | None = 1024
+    """The calibrated JSD is evaluated on this many positions drawn uniformly without
+    replacement from the other segments (None = all of their positions, the exact mode)."""
     trajectories: bool = True
     """Also compute the per-layer trajectory table (`geomlens.geometry.trajectory`)."""
     trajectory_segments: int | None = None
@@ -112,6 +126,13 @@ class AnalyzeConfig(TextSource):
         for name in ("batch_size", "topk_exact", "n_bootstrap"):
             if getattr(self, name) < 1:
                 raise InputError(f"--{name.replace('_', '-')} must be >= 1")
+        if not 0.0 < self.calibration_fraction < 1.0:
+            raise InputError("--calibration-fraction must be in (0, 1) (it splits the segments "
+                             "into calibration and evaluation segments)")
+        for name in ("calibration_positions", "calibration_eval_positions"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise InputError(f"--{name.replace('_', '-')} must be >= 1 (or None for every "
+                                 "position)")
         if self.n_permutations < 0:
             raise InputError("--n-permutations must be >= 0")
         if self.eps <= 0:

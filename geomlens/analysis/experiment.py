@@ -2,7 +2,9 @@
 
 Outputs: per_token.parquet, per_segment.csv, controls.csv, per_layer.csv (+ per_layer_domain.csv)
 when trajectories are on, layers.csv + figures/layers.png when the layer lens is on
-(`geomlens.analysis.layers`), figures/*.png, table61.md, and the returned summary (summary.json).
+(`geomlens.analysis.layers`), calibration_per_segment.csv (the calibrated JSD per evaluation
+segment, `geomlens.analysis.calibration`) when calibration is on, figures/*.png, table61.md, and
+the returned summary (summary.json).
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ def run_analysis(cfg: AnalyzeConfig, run_dir: Path) -> dict[str, Any]:
                             per_token_path=run_dir / "per_token.parquet")
     result.per_segment.to_csv(run_dir / "per_segment.csv", index=False)
     result.controls.to_csv(run_dir / "controls.csv", index=False)
+    if result.calibration is not None and not result.calibration.per_segment.empty:
+        result.calibration.per_segment.to_csv(run_dir / "calibration_per_segment.csv", index=False)
     figures = plot_metric_bars(result.per_segment, result.metrics, run_dir / "figures")
     if result.per_layer_tokens is not None:
         from geomlens.geometry.trajectory import summarize_layers

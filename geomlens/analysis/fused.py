@@ -39,6 +39,18 @@ def reference_terms(
     return lse, p, get_gain(gain)(p)
 
 
+def parts_from_dot(
+    dot: Float[Tensor, "n_positions d_vocab"],
+    h_sq: Float[Tensor, "n_positions 1"],
+    e_sq: Float[Tensor, "d_vocab"],
+    eps: float,
+) -> ScoreParts:
+    """The `ScoreParts` every score of the analysis derives from, given ``dot`` = h·e, ‖h‖²
+    and ‖e‖² (the squared distances by `sq_distance_from_dot`)."""
+    sq = sq_distance_from_dot(dot, h_sq, e_sq)
+    return ScoreParts(dot=dot, sq_dist=sq, h_norm=h_sq[:, 0].sqrt(), e_norm=e_sq.sqrt(), eps=eps)
+
+
 def score_terms(
     logits: Float[Tensor, "n_positions d_vocab"],
     lse: Float[Tensor, "n_positions 1"],
@@ -58,8 +70,7 @@ def score_terms(
     Returns ``({score: jsd [n]}, {group: key [n, d_vocab]})``."""
     logp = logits - lse
     p = torch.exp(logp)
-    sq = sq_distance_from_dot(dot, h_sq, e_sq)
-    parts = ScoreParts(dot=dot, sq_dist=sq, h_norm=h_sq[:, 0].sqrt(), e_norm=e_sq.sqrt(), eps=eps)
+    parts = parts_from_dot(dot, h_sq, e_sq, eps)
     jsd: dict[str, Tensor] = {}
     for name in names:
         spec = get_score(name)

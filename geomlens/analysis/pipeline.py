@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 
 from geomlens.analysis.accumulate import Accumulator, ControlSums, TokenTable
+from geomlens.analysis.calibration import CalibrationResult, CalibrationStore
 from geomlens.analysis.capture import CapturedBatch, capture_batch, hidden_hook_names
 from geomlens.analysis.config import AnalyzeConfig
 from geomlens.analysis.fused import Fused
@@ -68,6 +69,8 @@ class AnalysisResult:
     layers: pd.DataFrame | None = field(default=None, repr=False)
     """`geomlens.analysis.layers.layer_ndcg` rows (one per sampled position, layer and lens)
     when ``cfg.layer_lens``."""
+    calibration: CalibrationResult | None = field(default=None, repr=False)
+    """Temperatures, calibrated JSD and the uniform reference when ``cfg.calibrate``."""
 
 
 def _position_chunk(cfg: AnalyzeConfig, d_vocab: int) -> int:
@@ -136,58 +139,101 @@ def analyze_tokens(
     if not seqs:
         raise InputError("analyze_tokens needs at least one token sequence")
     segment_ids, domains = _labels(len(seqs), segment_ids, domains)
-    device = next(model.parameters()).device
-    d_vocab = model.cfg.d_vocab_out
-    targets = Targets.load(model, cfg.target, device)
-    plan = ControlPlan.create(cfg, targets, d_vocab, device)
-    position_chunk = _position_chunk(cfg, d_vocab)
-    fused = Fused(_compile(cfg, sum(len(s) for s in seqs)))
-    acc = Accumulator(metric_names(cfg.ks, spearman=cfg.spearman), per_token_path=per_token_path,
-                      keep_per_token=cfg.keep_per_token)
-    ctrl = ControlSums()
-    traj_tables: list[pd.DataFrame] = []
-
-    n_total = sum(len(s) for s in seqs)
-    sampled = spearman_sample(cfg, n_total)
-    layer_lens = LayerLensCapture.from_config(model, cfg, n_total) if cfg.layer_lens else None
-    offset = 0
+    run = _Run.start(model, seqs, cfg, segment_ids, domains, per_token_path)
     n_batches = (len(seqs) + cfg.batch_size - 1) // cfg.batch_size
     batches = batch_sequences(seqs, batch_size=cfg.batch_size)
     for b, (tokens, lengths) in enumerate(tqdm(batches, total=n_batches, desc="analyze", unit="batch")):
+        run.add_batch(b, tokens, lengths)
+    return run.result(len(seqs))
+
+
+@dataclass
+class _Run:
+    """The state of one `analyze_tokens` call, which every batch adds to."""
+
+    model: HookedTransformer
+    cfg: AnalyzeConfig
+    segment_ids: list[str]
+    domains: list[str]
+    targets: Targets
+    plan: ControlPlan
+    fused: Fused
+    position_chunk: int
+    acc: Accumulator
+    sampled: Tensor | None
+    """Spearman's sample of global position indices (None = every position)."""
+    layer_lens: LayerLensCapture | None
+    calib: CalibrationStore | None
+    ctrl: ControlSums = field(default_factory=ControlSums)
+    traj_tables: list[pd.DataFrame] = field(default_factory=list)
+    offset: int = 0
+    """Positions seen so far (the global index of the next batch's first position)."""
+
+    @classmethod
+    def start(cls, model: HookedTransformer, seqs: Sequence[Tensor], cfg: AnalyzeConfig,
+              segment_ids: list[str], domains: list[str], per_token_path) -> _Run:
+        device = next(model.parameters()).device
+        d_vocab = model.cfg.d_vocab_out
+        targets = Targets.load(model, cfg.target, device)
+        n_total = sum(len(s) for s in seqs)
+        return cls(
+            model, cfg, segment_ids, domains, targets,
+            plan=ControlPlan.create(cfg, targets, d_vocab, device),
+            fused=Fused(_compile(cfg, n_total)), position_chunk=_position_chunk(cfg, d_vocab),
+            acc=Accumulator(metric_names(cfg.ks, spearman=cfg.spearman),
+                            per_token_path=per_token_path, keep_per_token=cfg.keep_per_token),
+            sampled=spearman_sample(cfg, n_total),
+            layer_lens=LayerLensCapture.from_config(model, cfg, n_total) if cfg.layer_lens else None,
+            calib=(CalibrationStore(cfg, [len(s) for s in seqs], segment_ids, domains)
+                   if cfg.calibrate else None),
+        )
+
+    def add_batch(self, b: int, tokens: Int[Tensor, "batch pos"], lengths: Int[Tensor, "batch"]) -> None:
+        """Forward one batch, score it, and fold its metrics into the running sums."""
+        cfg, device = self.cfg, next(self.model.parameters()).device
         rows = list(range(b * cfg.batch_size, b * cfg.batch_size + len(lengths)))
         tokens = tokens.to(device)
-        lens_hooks = layer_lens.hooks(tokens, lengths, offset) if layer_lens else []
-        batch = capture_batch(model, tokens, lengths, cfg.hidden, extra_hooks=lens_hooks)
+        lens_hooks = self.layer_lens.hooks(tokens, lengths, self.offset) if self.layer_lens else []
+        batch = capture_batch(self.model, tokens, lengths, cfg.hidden, extra_hooks=lens_hooks)
         seq_of = [rows[i] for i in batch.positions.batch_idx.tolist()]
-        table = TokenTable([segment_ids[i] for i in seq_of], [domains[i] for i in seq_of],
-                           batch.positions.pos.cpu().numpy(), targets)
-        sp_rows = None if sampled is None else _rows_in(sampled, offset, batch.n_positions, device)
-        offset += batch.n_positions
-        for scored in score_batch(batch, targets, cfg, plan, position_chunk=position_chunk,
-                                  fused=fused, spearman_rows=sp_rows):
+        table = TokenTable([self.segment_ids[i] for i in seq_of], [self.domains[i] for i in seq_of],
+                           batch.positions.pos.cpu().numpy(), self.targets)
+        sp_rows = (None if self.sampled is None
+                   else _rows_in(self.sampled, self.offset, batch.n_positions, device))
+        if self.calib is not None:
+            self.calib.observe(self.model, batch, self.offset, rows[0], self.fused, self.position_chunk)
+        self.offset += batch.n_positions
+        for scored in score_batch(batch, self.targets, cfg, self.plan, position_chunk=self.position_chunk,
+                                  fused=self.fused, spearman_rows=sp_rows):
             table.add(scored)
-            ctrl.add_chunk(scored)
-        if plan.null is not None:
-            for hidden, target, score, sums, n_rows in plan.null.finish():
-                ctrl.add_null(hidden, target, score, sums, n_rows)
-        acc.add(table.frame(), batch.n_positions)
-        if layer_lens is not None:
-            layer_lens.add(batch.logits, table.segments, table.domains, table.pos)
+            self.ctrl.add_chunk(scored)
+        if self.plan.null is not None:
+            for hidden, target, score, sums, n_rows in self.plan.null.finish():
+                self.ctrl.add_null(hidden, target, score, sums, n_rows)
+        self.acc.add(table.frame(), batch.n_positions)
+        if self.layer_lens is not None:
+            self.layer_lens.add(batch.logits, table.segments, table.domains, table.pos)
         n_traj = _trajectory_count(cfg, b, len(rows))
         if n_traj > 0:
-            traj_tables.append(_trajectory_rows(model, batch, rows[:n_traj], segment_ids, domains))
-    acc.close()
-    ctrl.copy_aliases(targets.alias)
-    return AnalysisResult(
-        per_segment=acc.per_segment(),
-        controls=ctrl.frame(),
-        metrics=acc.metrics,
-        info=_info(cfg, acc, n_seqs=len(seqs), d_vocab=d_vocab, position_chunk=position_chunk,
-                   targets=targets, fused=fused),
-        per_token=acc.per_token(),
-        per_layer_tokens=pd.concat(traj_tables, ignore_index=True) if traj_tables else None,
-        layers=layer_lens.frame() if layer_lens is not None else None,
-    )
+            self.traj_tables.append(_trajectory_rows(self.model, batch, rows[:n_traj],
+                                                     self.segment_ids, self.domains))
+
+    def result(self, n_seqs: int) -> AnalysisResult:
+        self.acc.close()
+        self.ctrl.copy_aliases(self.targets.alias)
+        calib = self.calib
+        return AnalysisResult(
+            per_segment=self.acc.per_segment(),
+            controls=self.ctrl.frame(),
+            metrics=self.acc.metrics,
+            info=_info(self.cfg, self.acc, n_seqs=n_seqs, d_vocab=self.model.cfg.d_vocab_out,
+                       position_chunk=self.position_chunk, targets=self.targets, fused=self.fused),
+            per_token=self.acc.per_token(),
+            per_layer_tokens=pd.concat(self.traj_tables, ignore_index=True) if self.traj_tables else None,
+            layers=self.layer_lens.frame() if self.layer_lens is not None else None,
+            calibration=None if calib is None else calib.finish(
+                self.model, self.targets, self.fused, self.position_chunk),
+        )
 
 
 def _info(cfg: AnalyzeConfig, acc: Accumulator, *, n_seqs: int, d_vocab: int,

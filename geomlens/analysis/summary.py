@@ -11,6 +11,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from geomlens.analysis.calibration_report import (add_calibration, calibration_definitions,
+                                                  uniform_record)
 from geomlens.analysis.config import AnalyzeConfig
 from geomlens.analysis.metrics import greater_is_better
 from geomlens.analysis.pipeline import AnalysisResult, hidden_hook_names
@@ -118,6 +120,7 @@ def definitions(cfg: AnalyzeConfig, result: AnalysisResult, n_layers: int | None
                     "bound); JSD and Spearman are not permuted (each would need a pass over the "
                     "vocabulary per permutation); random_matrix = Gaussian rows with the "
                     "target's row norms (every metric but Spearman)",
+        **calibration_definitions(cfg),
         "max_tokens": cfg.max_tokens,
         "overflow": cfg.overflow,
     }
@@ -144,7 +147,10 @@ def summarize(
             for dom, f in frame.groupby("domain", observed=True, sort=True)
         }
         entry["controls"] = _controls_block(result.controls, key, metrics)
+        add_calibration(entry, result.calibration, cfg)
         results.append(entry)
+    if result.calibration is not None:
+        results.append(uniform_record(result.calibration, cfg))
     return {
         "model": model_info or {"name": cfg.model},
         "tied_embeddings": (model_info or {}).get("tied_embeddings"),
@@ -156,13 +162,19 @@ def summarize(
 
 
 def table_frame(summary: dict[str, Any]) -> pd.DataFrame:
-    """One row per (hidden, target, score): 'mean [lo, hi]' strings for every metric."""
+    """One row per (hidden, target, score): 'mean [lo, hi]' strings for every metric ("–"
+    where a record has none, e.g. the uniform reference), the calibrated JSD and τ after jsd."""
     rows = []
+    calibrated = any("jsd_calibrated" in r["overall"] for r in summary["results"])
     for r in summary["results"]:
-        row = {"model": summary["model"].get("name"), **{k: r[k] for k in KEYS}}
+        row = {"model": summary["model"].get("name"),
+               **{k: "–" if r[k] is None else r[k] for k in KEYS}}
         for m in summary["metrics"]:
-            v = r["overall"][m]
-            row[m] = f"{v['mean']:.3f} [{v['ci_low']:.3f}, {v['ci_high']:.3f}]"
+            row[m] = _cell(r["overall"].get(m))
+            if m == "jsd" and calibrated:
+                row["jsd_calibrated"] = _cell(r["overall"].get("jsd_calibrated"))
+                tau = r.get("temperature")
+                row["temperature"] = "–" if tau is None else f"{tau:.3g}"
         perm = r.get("controls", {}).get("permutation", {})
         if "ndcg@full" in perm:
             row["perm p (ndcg@full)"] = f"{perm['ndcg@full']['p_value']:.3g}"
@@ -172,6 +184,10 @@ def table_frame(summary: dict[str, Any]) -> pd.DataFrame:
             row["random-matrix ndcg@full"] = f"{rand['ndcg@full']['random']:.3f}"
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _cell(v: dict | None) -> str:
+    return "–" if v is None else f"{v['mean']:.3f} [{v['ci_low']:.3f}, {v['ci_high']:.3f}]"
 
 
 def table_markdown(summary: dict[str, Any]) -> str:
@@ -184,4 +200,10 @@ def table_markdown(summary: dict[str, Any]) -> str:
     bound = summary["definitions"]["ndcg_full_error_bound"]["max"]
     lines.append("")
     lines.append(f"NDCG@full: max abs error bound {bound:.2e} (top-K exact, bracketed tail).")
+    if "jsd_calibrated" in frame.columns:
+        counts = next((r["calibration"] for r in summary["results"] if "calibration" in r), {})
+        lines.append(f"jsd_calibrated: JSD(p || softmax(s/temperature)), temperature fitted on "
+                     f"{counts.get('n_fit_positions')} positions of {counts.get('n_fit_segments')} "
+                     f"segments, evaluated on {counts.get('n_eval_positions')} positions of "
+                     f"{counts.get('n_eval_segments')} other segments; uniform = JSD(p || uniform).")
     return "\n".join(lines) + "\n"

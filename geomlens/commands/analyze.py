@@ -6,14 +6,19 @@ from __future__ import annotations
 from pathlib import Path
 
 KIND = "analyze"
-COLUMNS = (("ndcg@full", "ndcg@full"), ("ndcg@10", "ndcg@10"), ("top1", "top-1"), ("jsd", "JSD"))
+COLUMNS = (("ndcg@full", "ndcg@full"), ("ndcg@10", "ndcg@10"), ("top1", "top-1"), ("jsd", "JSD"),
+           ("jsd_calibrated", "JSD cal."))
+BEST_OF_FAMILY = ("jsd", "jsd_calibrated")
+"""Metrics that differ within a rank group: the headline shows the family's smallest."""
+UNIFORM = "uniform"
 
 
 def headline(summary: dict, run_dir: Path) -> str:
     """A few rows: per hidden state, the distance family (its scores share one ranking; the JSD
     shown is the family's smallest), cosine and dot, against the first target; the full table
-    is in ``table61.md``."""
-    results = summary["results"]
+    is in ``table61.md``; the uniform reference (JSD(p || uniform)) closes the table."""
+    results = [r for r in summary["results"] if r["score"] != UNIFORM]
+    uniform = [r for r in summary["results"] if r["score"] == UNIFORM]
     if not results:
         return f"no results; see {run_dir}"
     target = results[0]["target"]
@@ -23,6 +28,7 @@ def headline(summary: dict, run_dir: Path) -> str:
     rows = [_row(hidden, family, [r for r in results if r["hidden"] == hidden
                                   and r["target"] == target and _family(r["score"]) == family])
             for hidden in dict.fromkeys(r["hidden"] for r in results) for family in families]
+    rows += [_row("-", UNIFORM, uniform)] if uniform else []
     header = ["hidden", "score", *(label for _, label in COLUMNS), "perm p"]
     widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(header)]
     fmt = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths))  # noqa: E731
@@ -31,9 +37,20 @@ def headline(summary: dict, run_dir: Path) -> str:
     bound = summary["info"]["ndcg_full_error_bound_max"]
     lines = [f"target {target}{note}; means over {results[0]['n_segments']} segments; "
              f"perm p: NDCG@full, {n_perm} permutations", fmt(header),
-             *(fmt(row) for row in rows),
+             *(fmt(row) for row in rows), *_calibration_note(summary["results"]),
              f"NDCG@full max error bound: {bound:.2e}; full table: {run_dir / 'table61.md'}"]
     return "\n".join(lines)
+
+
+def _calibration_note(results: list[dict]) -> list[str]:
+    counts = next((r["calibration"] for r in results if r.get("calibration")), None)
+    if counts is None:
+        return []
+    if "skipped" in counts:
+        return [f"JSD cal.: not computed ({counts['skipped']})"]
+    return [f"JSD cal.: one temperature per score fitted on {counts['n_fit_positions']} positions "
+            f"of {counts['n_fit_segments']} segments, JSD on {counts['n_eval_positions']} positions "
+            f"of the {counts['n_eval_segments']} other segments"]
 
 
 def _families(scores: list[str]) -> list[str]:
@@ -57,9 +74,9 @@ def _row(hidden: str, family: str, entries: list[dict]) -> list[str]:
     for metric, _ in COLUMNS:
         if metric not in first["overall"]:
             cells.append("-")
-        elif metric == "jsd" and len(entries) > 1:
-            best = min(entries, key=lambda e: e["overall"]["jsd"]["mean"])
-            cells.append(f"{best['overall']['jsd']['mean']:.3f} ({best['score']})")
+        elif metric in BEST_OF_FAMILY and len(entries) > 1:
+            best = min(entries, key=lambda e: e["overall"][metric]["mean"])
+            cells.append(f"{best['overall'][metric]['mean']:.3f} ({best['score']})")
         else:
             cells.append(f"{first['overall'][metric]['mean']:.3f}")
     perm = first.get("controls", {}).get("permutation", {}).get("ndcg@full")

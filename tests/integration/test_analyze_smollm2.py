@@ -29,7 +29,9 @@ def test_analyze_cli_on_smollm2(tmp_path, capsys):
     assert summary["tied_embeddings"] is True
     assert summary["info"]["target_alias"]["W_U"] == "W_E"  # tied: W_U reuses W_E's numbers
     assert summary["info"]["ndcg_full_error_bound_max"] < 0.05
-    assert len(summary["results"]) == 2 * 2 * 6
+    assert len(summary["results"]) == 2 * 2 * 6 + 1  # + the uniform reference (last)
+    uniform = summary["results"].pop()
+    assert uniform["score"] == "uniform" and 0.3 < uniform["overall"]["jsd"]["mean"] < math.log(2)
     seg = pd.read_csv(out / "per_segment.csv")
     assert seg["domain"].nunique() == 5 and seg["segment"].nunique() == 10
     by = {(r["hidden"], r["target"], r["score"]): r for r in summary["results"]}
@@ -39,6 +41,8 @@ def test_analyze_cli_on_smollm2(tmp_path, capsys):
         assert set(r["per_domain"]) == set(seg["domain"])
         assert 0 <= r["overall"]["jsd"]["mean"] <= math.log(2)
         assert r["controls"]["permutation"]["ndcg@full"]["p_value"] >= 1 / 3
+        assert r["temperature"] > 0 and 0 <= r["overall"]["jsd_calibrated"]["mean"] <= math.log(2)
+    assert by[("ln_final", "W_E", "dot")]["temperature"] == pytest.approx(1.0, rel=2e-2)
     # distance agrees with p far better than a shuffled vocabulary
     neg = by[("ln_final", "W_E", "neg_dist")]["controls"]["permutation"]["ndcg@full"]
     assert neg["observed"] > neg["null_mean"] + 0.1

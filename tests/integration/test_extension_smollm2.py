@@ -32,7 +32,7 @@ def test_a_registered_score_reaches_config_cli_and_summary(toy_score, tmp_path, 
     assert toy_score in capsys.readouterr().out  # the headline table
     summary = json.loads((out / "summary.json").read_text())
     rows = {r["score"]: r for r in summary["results"]}
-    assert set(rows) == {toy_score, "dot"}
+    assert set(rows) == {toy_score, "dot", "uniform"}  # + the uniform reference
     assert summary["definitions"]["scores"][toy_score] == "-|h.e| (a toy score)"
     assert 0.0 <= rows[toy_score]["overall"]["ndcg@10"]["mean"] <= 1.0
     assert rows["dot"]["overall"]["top1"]["mean"] == 1.0  # dot with ln_final vs tied W_E = the logits

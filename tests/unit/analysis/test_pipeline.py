@@ -81,8 +81,9 @@ def test_controls_and_summary(tiny_model, result):
     assert (ctrl[ctrl.variant == "permutation"].groupby(["hidden", "target", "score"]).size() == 4).all()
     assert (ctrl.n_positions == 25).all()
     summary = summarize(result, _cfg(), model_info={"name": "tiny", "tied_embeddings": False})
-    assert len(summary["results"]) == 2 * 2 * 6
-    for entry in summary["results"]:
+    assert len(summary["results"]) == 2 * 2 * 6 + 1  # + the uniform reference
+    assert summary["results"][-1]["score"] == "uniform"
+    for entry in summary["results"][:-1]:
         for m, v in entry["overall"].items():
             assert v["ci_low"] <= v["mean"] + 1e-9 <= v["ci_high"] + 2e-9, m
         assert set(entry["per_domain"]) == {"a", "b"}
@@ -92,7 +93,7 @@ def test_controls_and_summary(tiny_model, result):
                and e["hidden"] == "ln_final")
     assert dot["controls"]["permutation"]["ndcg@full"]["p_value"] == pytest.approx(1 / 5)
     md = table_markdown(summary)
-    assert md.count("\n| tiny |") == 24
+    assert md.count("\n| tiny |") == 25
 
 
 def test_trajectory_rows_are_attached(tiny_model):
