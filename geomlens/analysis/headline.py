@@ -57,6 +57,7 @@ def headline_rows(
     rows = []
     for summary in summaries:
         model = summary["model"]
+        score = headline_score(summary, score)
         for hidden in hiddens:
             for target, same in _targets(summary):
                 rec = next((r for r in summary["results"] if r.get("hidden") == hidden
@@ -70,6 +71,12 @@ def headline_rows(
                     **{m: rec["overall"].get(m) for m, _ in METRICS}, "perm_p": _perm_p(rec),
                 })
     return rows
+
+
+def headline_score(summary: dict[str, Any], preferred: str = SCORE) -> str:
+    """``preferred`` when the run scored it, else the run's first score (uniform aside)."""
+    scores = [r["score"] for r in summary["results"] if r.get("score") != "uniform"]
+    return preferred if preferred in scores or not scores else scores[0]
 
 
 def combine_seeds(rows: Sequence[dict[str, Any]], model: str) -> dict[str, Any]:

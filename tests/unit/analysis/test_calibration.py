@@ -177,7 +177,7 @@ def test_definitions_table_and_headline(run, tmp_path):
     assert "jsd_calibrated" in md.splitlines()[0] and "| uniform |" in md
     text = headline({**summary, "info": {**summary["info"], "ndcg_full_error_bound_max": 0.0}},
                     tmp_path)
-    assert "JSD cal." in text and "\n-" in text and "uniform" in text
+    assert "JSD calibrated" in text and "JSD(p || uniform) = " in text
 
 
 def test_calibrate_off_and_single_segment(tiny_model, tmp_path):
@@ -191,7 +191,8 @@ def test_calibrate_off_and_single_segment(tiny_model, tmp_path):
                for r in summary["results"])
     assert "uniform" not in {r["score"] for r in summary["results"]}
     assert "jsd_calibrated" not in table_markdown(summary)
-    assert "JSD cal." in headline(summary, tmp_path)  # the column is there, with "-"
+    text = headline(summary, tmp_path)
+    assert "JSD calibrated" in text and "–" in text  # the column is there, empty
     cfg = _cfg(scores=["dot"], hidden=["resid_post"])
     one = summarize(analyze_tokens(tiny_model, _seqs()[:1], cfg), cfg)
     uni = one["results"][-1]
