@@ -29,6 +29,7 @@ from geomlens.analysis.permutation import PermutationNull
 from geomlens.geometry.distances import row_sq_norms
 from geomlens.metrics.stats import random_matrix_like
 
+
 def target_matrices(
     model: HookedTransformer, names: Sequence[str]
 ) -> tuple[dict[str, Float[Tensor, "d_vocab d_model"]], dict[str, str]]:

@@ -10,8 +10,11 @@ import torch
 from scipy.spatial.distance import jensenshannon
 
 from geomlens.analysis import AnalyzeConfig, analyze_tokens, summarize, table_markdown
-from geomlens.analysis.calibration import (CALIBRATION_SEED_OFFSET, calibration_split,
-                                           recompute_logits)
+from geomlens.analysis.calibration import (
+    CALIBRATION_SEED_OFFSET,
+    calibration_split,
+    recompute_logits,
+)
 from geomlens.analysis.capture import capture_batch
 from geomlens.errors import InputError
 from geomlens.geometry.scores import SCORES, register_score

@@ -8,8 +8,12 @@ import pytest
 import torch
 from scipy.spatial.distance import jensenshannon
 
-from geomlens.metrics.temperature import (fit_temperature, mean_tempered_jsd, minimize_log_scale,
-                                          tempered_jsd)
+from geomlens.metrics.temperature import (
+    fit_temperature,
+    mean_tempered_jsd,
+    minimize_log_scale,
+    tempered_jsd,
+)
 
 
 def _p(n=12, vocab=300, scale=3.0, seed=0):
