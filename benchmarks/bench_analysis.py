@@ -76,7 +76,8 @@ def main() -> None:
 
     def cfg(**kw) -> AnalyzeConfig:
         base = dict(model=args.model, hidden=["ln_final"], target=["W_E"], spearman=False,
-                    controls=False, trajectories=False, layer_lens=False, batch_size=args.n_seq,
+                    controls=False, trajectories=False, layer_lens=False, calibrate=False,
+                    batch_size=args.n_seq,
                     topk_exact=args.topk_exact, compile=True)
         return AnalyzeConfig(**{**base, **kw})
 

@@ -54,7 +54,7 @@ class AnalyzeConfig(TextSource):
     spearman: bool = True
     """Also compute Spearman's rho over the full vocabulary (one full sort per rank group and
     position, so it is computed on a sample of positions: see ``spearman_positions``)."""
-    spearman_positions: int | None = 1024
+    spearman_positions: int | None = 512
     """Spearman's rho is averaged over this many positions, drawn uniformly without
     replacement from all positions of the run (seeded by ``seed``); None = every position
     (the exact mode). Its CI then includes the sampling (see summary.json definitions)."""
