@@ -32,6 +32,7 @@ _EXPORTS: dict[str, str] = {
     # thread 1: trajectories, distance vs probability, ablations
     "trajectory": "geomlens.geometry.trajectory", "trajectory_stats": "geomlens.geometry.trajectory",
     "summarize_layers": "geomlens.geometry.trajectory",
+    "headline_frame": "geomlens.analysis.headline",
     "layer_ndcg": "geomlens.analysis.layers", "summarize_layer_lens": "geomlens.analysis.layer_summary",
     "analyze": "geomlens.analysis.api", "analyze_tokens": "geomlens.analysis.pipeline",
     "AnalyzeConfig": "geomlens.analysis.config", "summarize": "geomlens.analysis.summary",

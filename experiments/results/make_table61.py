@@ -78,17 +78,13 @@ def load(name: str) -> dict | None:
 
 def headline() -> tuple[list[dict], list[str]]:
     """Headline rows (ours, then the thesis's) and the notes under the table."""
-    from geomlens.analysis.headline import combine_seeds, headline_rows
+    from geomlens.analysis.headline import grouped_rows
 
-    rows, notes = [], []
-    for label, names in GROUPS.items():
-        summaries = [s for s in map(load, names) if s is not None]
-        if not summaries:
-            continue
-        per_target: dict[str, list[dict]] = {}
-        for row in headline_rows(summaries):
-            per_target.setdefault(row["target"], []).append(row)
-        rows += [combine_seeds(rs, label) for rs in per_target.values()]
+    groups = {label: [s for s in map(load, names) if s is not None]
+              for label, names in GROUPS.items()}
+    groups = {label: runs for label, runs in groups.items() if runs}
+    rows, notes = grouped_rows(groups), []
+    for label, summaries in groups.items():
         uniform = [r for s in summaries for r in s["results"] if r.get("score") == "uniform"]
         if uniform:
             mean = sum(u["overall"]["jsd"]["mean"] for u in uniform) / len(uniform)

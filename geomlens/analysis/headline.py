@@ -20,8 +20,14 @@ training runs), and the largest permutation p-value.
 
 from __future__ import annotations
 
+import json
 import math
-from typing import Any, Iterable, Sequence
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import pandas as pd
+
+from geomlens.errors import InputError
 
 SCORE = "neg_dist"
 """The score the headline shows (its rank group shares every rank metric)."""
@@ -135,3 +141,36 @@ def format_table(rows: Sequence[dict[str, Any]], *, markdown: bool = False,
               for i, h in enumerate(header)]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()
                      for cells in [header, *body])
+
+
+def load_summary(source: str | Path | dict[str, Any]) -> dict[str, Any]:
+    """A run's summary.json (a run dir, the file itself, or an already loaded dict)."""
+    if isinstance(source, dict):
+        return source
+    path = Path(source)
+    path = path / "summary.json" if path.is_dir() else path
+    if not path.exists():
+        raise InputError(f"{source}: no summary.json (is it a finished analyze run?)")
+    return json.loads(path.read_text())
+
+
+def grouped_rows(groups: Mapping[str, Sequence[str | Path | dict[str, Any]]], *,
+                 hiddens: Sequence[str] = ("ln_final",)) -> list[dict[str, Any]]:
+    """Headline rows for ``{label: [run dirs or summaries]}``: the runs of one label (seeds of
+    one model) are combined per (hidden, target) by `combine_seeds`."""
+    rows = []
+    for label, sources in groups.items():
+        per_key: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        for row in headline_rows([load_summary(s) for s in sources], hiddens=hiddens):
+            per_key.setdefault((row["hidden"], row["target"]), []).append(row)
+        rows += [combine_seeds(rs, label) for rs in per_key.values()]
+    return rows
+
+
+def headline_frame(groups: Mapping[str, Sequence[str | Path | dict[str, Any]]], *,
+                   hiddens: Sequence[str] = ("ln_final",)) -> pd.DataFrame:
+    """`grouped_rows` as a DataFrame of printed cells (notebooks)."""
+    rows = grouped_rows(groups, hiddens=hiddens)
+    with_hidden = len(hiddens) > 1
+    return pd.DataFrame([table_cells(r, with_hidden=with_hidden) for r in rows],
+                        columns=table_header(with_hidden=with_hidden))

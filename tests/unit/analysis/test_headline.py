@@ -50,3 +50,22 @@ def test_table_formats():
     assert "0.900 [0.890, 0.910]" in md[2] and "| yes |" in md[2]
     text = format_table(rows, with_hidden=True)
     assert "ln_final" in text and "hidden" in text.splitlines()[0]
+
+
+def test_headline_frame_reads_run_dirs_and_combines_seeds(tmp_path):
+    import json
+
+    from geomlens.analysis.headline import headline_frame
+    from geomlens.errors import InputError
+
+    paths = []
+    for seed, value in enumerate([0.4, 0.5]):
+        run = tmp_path / f"s{seed}"
+        run.mkdir()
+        (run / "summary.json").write_text(json.dumps(_summary("m", value, tied=False, alias_u="W_U")))
+        paths.append(run)
+    frame = headline_frame({"two seeds": paths, "one": [paths[0] / "summary.json"]})
+    assert list(frame["model"]) == ["two seeds", "two seeds", "one", "one"]
+    assert frame.iloc[0]["NDCG@full"].startswith("0.450 [")
+    with pytest.raises(InputError, match="no summary.json"):
+        headline_frame({"x": [tmp_path / "missing"]})
