@@ -5,7 +5,7 @@
 
 The runs are those of experiments/configs/table61_{smollm2,gemma3}_thesis.yaml,
 tied_untied_analyze.yaml and tied_untied_checkpoints.yaml (`RUNS`, `CHECKPOINTS` below).
-``--collect`` copies each run's summary.json, config.json, env.json and layers.csv into
+``--collect`` copies each run's summary.json, config.json, env.json, layers.csv and layers.png into
 experiments/results/table61_runs/<name>/, so the tables can be rebuilt from the repository.
 
 Writes (experiments/results/):
@@ -30,7 +30,7 @@ import pandas as pd
 HERE = Path(__file__).parent
 ROOT = HERE.parent.parent
 COPIES = HERE / "table61_runs"
-SMALL_FILES = ("summary.json", "config.json", "env.json", "layers.csv")
+SMALL_FILES = ("summary.json", "config.json", "env.json", "layers.csv", "figures/layers.png")
 MICRO = "runs/tied_untied_analyze/model=runs_tied_untied_cpu_seed={seed},head={head}"
 RUNS: dict[str, str] = {
     "smollm2-135m": "runs/table61_smollm2_thesis",
@@ -68,7 +68,7 @@ def collect() -> None:
         dst.mkdir(parents=True, exist_ok=True)
         for f in SMALL_FILES:
             if (src / f).exists():
-                shutil.copy2(src / f, dst / f)
+                shutil.copy2(src / f, dst / Path(f).name)
 
 
 def load(name: str) -> dict | None:
