@@ -21,7 +21,8 @@ def test_analyze_cli_on_smollm2(tmp_path, capsys):
                  "--n-bootstrap", "50", "--n-permutations", "2", "--control-positions", "32",
                  "--trajectory-segments", "1", "--layer-lens-positions", "16", "--out", str(out)])
     assert code == 0
-    assert "ndcg@full" in capsys.readouterr().out
+    headline = capsys.readouterr().out
+    assert "NDCG@full" in headline and "W_E = W_U" in headline  # tied: one row per hidden state
     for name in ("summary.json", "per_segment.csv", "per_token.parquet", "controls.csv",
                  "per_layer.csv", "table61.md", "config.json", "env.json", "done"):
         assert (out / name).exists(), name
