@@ -28,6 +28,9 @@ def headline(summary: dict, run_dir: Path) -> str:
              + f"; h = {', '.join(hiddens)}; means over {results[0]['n_segments']} segments "
              f"[95% CI]; perm p: NDCG@full, {n_perm} permutations",
              format_table(rows, with_hidden=True), *_notes(summary, run_dir)]
+    others = [s for s in dict.fromkeys(r["score"] for r in results) if s != score and s not in same]
+    if others:
+        lines.insert(-1, f"other scores (full table): {', '.join(others)}")
     return "\n".join(lines)
 
 
