@@ -43,8 +43,8 @@ CHECKPOINTS = "runs/tied_untied_checkpoints"
 GROUPS: dict[str, tuple[str, ...]] = {
     "smollm2-135m": ("smollm2-135m",),
     "gemma3-270m": ("gemma3-270m",),
-    "micro-1m, tied head (3 seeds)": tuple(f"micro-1m-tied-s{s}" for s in range(3)),
-    "micro-1m, untied head (3 seeds)": tuple(f"micro-1m-linear-s{s}" for s in range(3)),
+    "micro-1m, tied head": tuple(f"micro-1m-tied-s{s}" for s in range(3)),
+    "micro-1m, untied head": tuple(f"micro-1m-linear-s{s}" for s in range(3)),
 }
 """Headline row label -> the copies it combines (seeds: mean, t-interval over seeds)."""
 FALLBACK: dict[str, tuple[str, str]] = {
@@ -90,7 +90,8 @@ def headline() -> tuple[list[dict], list[str]]:
     for label, (fallback_label, name) in FALLBACK.items():
         if not groups.get(label) and load(name) is not None:
             groups[fallback_label] = [load(name)]
-    groups = {label: runs for label, runs in groups.items() if runs}
+    groups = {label + (f" ({len(runs)} seeds)" if len(runs) > 1 else ""): runs
+              for label, runs in groups.items() if runs}
     rows, notes = grouped_rows(groups), []
     for label, summaries in groups.items():
         uniform = [r for s in summaries for r in s["results"] if r.get("score") == "uniform"]

@@ -12,7 +12,8 @@ NDCG@full, NDCG@10, top-1, the raw JSD(p ‖ softmax(s)), the temperature-calibr
 
 Several runs of one model (seeds) are combined into one row by `combine_seeds`: the mean of
 the seeds' means with a 95% Student-t interval over the seed means (what varies between
-training runs), and the largest permutation p-value.
+training runs; its lower end clipped at 0, where every headline metric is bounded), and the
+largest permutation p-value.
 
     rows = headline_rows([json.load(open("runs/x/summary.json"))])
     print(format_table(rows))
@@ -102,7 +103,8 @@ def combine_seeds(rows: Sequence[dict[str, Any]], model: str) -> dict[str, Any]:
         mu = sum(means) / len(means)
         sd = math.sqrt(sum((x - mu) ** 2 for x in means) / (len(means) - 1))
         half = t * sd / math.sqrt(len(means))
-        out[m] = {"mean": mu, "ci_low": mu - half, "ci_high": mu + half, "seeds": means}
+        # every headline metric is >= 0 (NDCG, top-1 in [0, 1]; JSD in [0, ln 2])
+        out[m] = {"mean": mu, "ci_low": max(0.0, mu - half), "ci_high": mu + half, "seeds": means}
     ps = [r["perm_p"] for r in rows if r.get("perm_p") is not None]
     out["perm_p"] = max(ps) if ps else None
     return out
