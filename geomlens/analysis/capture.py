@@ -60,8 +60,19 @@ def capture_batch(
     logits = model.run_with_hooks(tokens, fwd_hooks=[(hooks[name], save) for name in hidden]
                                 + list(extra_hooks))
     positions = ValidPositions.of(tokens, lengths.to(tokens.device))
-    at = (positions.batch_idx, positions.pos)
+    rows = positions.batch_idx * tokens.shape[1] + positions.pos
     return CapturedBatch(
-        tokens=tokens, lengths=lengths, positions=positions, logits=logits[at],
-        hidden={name: store[hooks[name]][at].float() for name in hidden},
+        tokens=tokens, lengths=lengths, positions=positions, logits=_valid_rows(logits, rows),
+        hidden={name: _valid_rows(store[hooks[name]], rows).float() for name in hidden},
     )
+
+
+def _valid_rows(
+    x: Float[Tensor, "batch pos d"], rows: Int[Tensor, "n_positions"]
+) -> Float[Tensor, "n_positions d"]:
+    """``x`` flattened to (batch·pos) rows, at ``rows``: a view, without copying the
+    vocabulary-sized logits, when every position is valid."""
+    flat = x.reshape(-1, x.shape[-1])
+    if len(rows) == flat.shape[0]:  # rows is sorted and unique: it is every row
+        return flat
+    return flat.index_select(0, rows)

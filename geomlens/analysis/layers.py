@@ -49,6 +49,7 @@ from geomlens.analysis.metrics import rank_metrics, reference
 from geomlens.data.batching import ValidPositions
 from geomlens.geometry.distances import row_sq_norms, sq_distance_chunks
 from geomlens.geometry.lens import apply_ln_final, ln_final_normalized, logit_chunks
+from geomlens.models.weights import weights_tied
 from geomlens.registry import Registry
 
 EMBEDDING_LAYER = -1
@@ -76,9 +77,8 @@ class LensContext:
     @classmethod
     def of(cls, model: HookedTransformer) -> LensContext:
         W_E = model.W_E.detach().float()
-        W_U = model.W_U.detach()
-        tied = W_U.shape == W_E.T.shape and torch.equal(W_U.float(), W_E.T)
-        return cls(model=model, W_E=W_E, e_sq=row_sq_norms(W_E), e_sum=W_E.sum(-1), tied=tied)
+        return cls(model=model, W_E=W_E, e_sq=row_sq_norms(W_E), e_sum=W_E.sum(-1),
+                   tied=weights_tied(model))
 
 
 AFFINE_TOL = 1e-4

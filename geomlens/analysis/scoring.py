@@ -28,6 +28,7 @@ from geomlens.analysis.metrics import Metrics, Reference, ScoredPair, pair_metri
 from geomlens.analysis.permutation import PermutationNull
 from geomlens.geometry.distances import row_sq_norms
 from geomlens.metrics.stats import random_matrix_like
+from geomlens.models.weights import weights_tied
 
 
 def target_matrices(
@@ -40,9 +41,8 @@ def target_matrices(
     """
     full = {"W_E": model.W_E.detach().float(), "W_U": model.W_U.detach().T.float()}
     alias = {name: name for name in names}
-    if "W_E" in names and "W_U" in names and full["W_E"].shape == full["W_U"].shape:
-        if torch.equal(full["W_E"], full["W_U"]):
-            alias["W_U"] = "W_E"
+    if "W_E" in names and "W_U" in names and weights_tied(model):
+        alias["W_U"] = "W_E"
     return {name: full[name] for name in names if alias[name] == name}, alias
 
 
@@ -53,7 +53,20 @@ def is_unembedding(model: HookedTransformer, matrix: Float[Tensor, "d_vocab d_mo
     W_U = model.W_U.detach()
     softcap = getattr(model.cfg, "output_logits_soft_cap", -1.0) or -1.0
     return (W_U.dtype == torch.float32 and softcap <= 0 and matrix.shape == W_U.T.shape
-            and bool((model.b_U == 0).all()) and torch.equal(matrix, W_U.T.to(matrix.device)))
+            and bool((model.b_U == 0).all()) and _is_W_U_T(model, matrix))
+
+
+def _is_W_U_T(model: HookedTransformer, matrix: Tensor) -> bool:
+    """matrix == W_U.T exactly; a matrix that is W_E (or W_U) itself is answered by the cached
+    `weights_tied`, without comparing 2 × d_vocab × d_model numbers again."""
+    W_E, W_U = model.W_E, model.W_U
+    if matrix.device == W_E.device and matrix.data_ptr() == W_E.data_ptr() \
+            and matrix.stride() == W_E.stride():
+        return weights_tied(model)
+    if matrix.device == W_U.device and matrix.data_ptr() == W_U.data_ptr() \
+            and matrix.stride() == W_U.T.stride():
+        return True
+    return torch.equal(matrix, W_U.T.to(matrix.device))
 
 
 @dataclass

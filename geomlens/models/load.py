@@ -15,6 +15,7 @@ from geomlens.models.cache import load_from_cache, save_to_cache, set_native_tok
 from geomlens.models.convert import CONVERTERS
 from geomlens.models.gguf import load_hf_from_gguf, load_tokenizer_from_gguf
 from geomlens.models.run_model import is_run_dir, load_run_model
+from geomlens.models.weights import weights_tied
 from geomlens.models.zoo import OFFLINE_MODELS, get_offline_model
 
 logger = logging.getLogger(__name__)
@@ -135,10 +136,7 @@ def model_info(model: HookedTransformer) -> dict:
     """
     info = dict(getattr(model, "geomlens_info", {}))
     if info.get("tied_embeddings") is None:
-        W_U = getattr(model, "W_U", None)
-        info["tied_embeddings"] = bool(
-            W_U is not None and W_U.shape == model.W_E.T.shape and torch.equal(W_U, model.W_E.T)
-        )
+        info["tied_embeddings"] = weights_tied(model)
     info.setdefault("name", model.cfg.model_name)
     info.setdefault("processing", dict(PROCESSING_DEFAULTS))
     return info

@@ -89,6 +89,13 @@ def ptr(t: torch.Tensor | None) -> ctypes.c_void_p:
     return ctypes.c_void_p(None if t is None else t.data_ptr())
 
 
+@lru_cache(maxsize=None)
+def _pool(n_workers: int) -> ThreadPoolExecutor:
+    """A thread pool kept for the process (starting threads for every call costs more than a
+    small call)."""
+    return ThreadPoolExecutor(n_workers, thread_name_prefix="geomlens-native")
+
+
 def run_rows(fn: Callable[[int, int], int], n_rows: int) -> None:
     """Call ``fn(r0, r1)`` on disjoint row ranges covering ``range(n_rows)``, in parallel
     over ``torch.get_num_threads()`` threads; raise if any call returns non-zero."""
@@ -97,8 +104,8 @@ def run_rows(fn: Callable[[int, int], int], n_rows: int) -> None:
     ranges = [(a, b) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
     if len(ranges) == 1:
         codes = [fn(*ranges[0])]
-    else:
-        with ThreadPoolExecutor(len(ranges)) as pool:
-            codes = list(pool.map(lambda r: fn(*r), ranges))
+    else:  # the calling thread takes the first range; pooled threads (kept) the others
+        futures = [_pool(len(ranges) - 1).submit(fn, *r) for r in ranges[1:]]
+        codes = [fn(*ranges[0])] + [f.result() for f in futures]
     if any(codes):
         raise MemoryError("native kernel failed to allocate its workspace")

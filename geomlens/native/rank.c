@@ -9,14 +9,17 @@
  *   scale                   n_buckets / (high - low) in float32, 0 when that is not finite
  *   counts[b], gsums[b]     number of entries and sum of gains (float64) per bucket
  *                           b = trunc(clamp((v - low) * scale, 0, n_buckets - 1))
- * Selection: the maxima of blocks of GROUP entries give a threshold t at most their K-th
- * largest; the entries >= t (at least K) are the candidates, and a quickselect + sort finds the
- * K best among them. No NaN in the input (NaN breaks any ordering).
+ * Selection: the K-th largest of the maxima of blocks of GROUP entries is a threshold t; the
+ * entries >= t (at least K) are the candidates, and a quickselect + sort finds the K best among
+ * them. No NaN in the input (NaN breaks any ordering).
  */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <math.h>
+#if defined(__AVX__)
+#include <immintrin.h>
+#endif
 
 #define GROUP 16
 #define BLOCK 256
@@ -44,24 +47,64 @@ static void select_best(pair_t *buf, int64_t n, int64_t k) {
     }
 }
 
-/* Maxima of blocks of GROUP consecutive entries and the row minimum (vectorized). */
+/* Maxima of blocks of GROUP consecutive entries and the row minimum, in one read of the row
+ * (AVX: 8 lanes at a time; without it, or for a partial last block, scalar). Min/max of
+ * non-NaN floats are exact in either form (a -0/+0 tie may return either zero: equal values). */
 static int64_t block_max(const float *row, int64_t V, float *bmax, float *low) {
     float mn = INFINITY;
-    for (int64_t j = 0; j < V; j++) mn = row[j] < mn ? row[j] : mn;
-    int64_t nblk = (V + GROUP - 1) / GROUP;
-    for (int64_t blk = 0; blk < nblk; blk++) {
+    int64_t nblk = (V + GROUP - 1) / GROUP, blk = 0;
+#if defined(__AVX__) && GROUP == 16
+    __m256 vmn = _mm256_set1_ps(INFINITY);
+    for (; (blk + 1) * GROUP <= V; blk++) {
+        __m256 a = _mm256_loadu_ps(row + blk * GROUP), b = _mm256_loadu_ps(row + blk * GROUP + 8);
+        vmn = _mm256_min_ps(vmn, _mm256_min_ps(a, b));
+        __m256 m = _mm256_max_ps(a, b);
+        __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+        h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+        h = _mm_max_ss(h, _mm_shuffle_ps(h, h, 1));
+        bmax[blk] = _mm_cvtss_f32(h);
+    }
+    float lanes[8];
+    _mm256_storeu_ps(lanes, vmn);
+    for (int u = 0; u < 8; u++) mn = lanes[u] < mn ? lanes[u] : mn;
+#endif
+    for (; blk < nblk; blk++) {
         int64_t j0 = blk * GROUP, j1 = j0 + GROUP < V ? j0 + GROUP : V;
         float mx = -INFINITY;
-        for (int64_t j = j0; j < j1; j++) mx = row[j] > mx ? row[j] : mx;
+        for (int64_t j = j0; j < j1; j++) {
+            mx = row[j] > mx ? row[j] : mx;
+            mn = row[j] < mn ? row[j] : mn;
+        }
         bmax[blk] = mx;
     }
     *low = mn;
     return nblk;
 }
 
-/* A lower bound t of the K-th largest block maximum (the smallest maximum in the histogram bin
- * that holds it; bins of the maxima between their min and max): at least K entries are >= t. */
-static float block_threshold(const float *bmax, int64_t nblk, int64_t K, int32_t *bins) {
+/* The k-th largest (k >= 1) of x[0..n), by quickselect (reorders x). */
+static float kth_largest(float *x, int64_t n, int64_t k) {
+    int64_t lo = 0, hi = n - 1, target = k - 1;
+    while (lo < hi) {
+        float pivot = x[lo + (hi - lo) / 2];
+        int64_t i = lo, j = hi;
+        while (i <= j) {
+            while (x[i] > pivot) i++;
+            while (pivot > x[j]) j--;
+            if (i <= j) { float t = x[i]; x[i] = x[j]; x[j] = t; i++; j--; }
+        }
+        if (target <= j) hi = j;
+        else if (target >= i) lo = i;
+        else break;
+    }
+    return x[target];
+}
+
+/* The K-th largest block maximum t, exactly, so at least K entries are >= t: a histogram of
+ * the maxima (NBIN bins between their min and max) finds the bin that holds it, and a
+ * quickselect among that bin's maxima finds it (cheap for any distribution: heavy-tailed
+ * probabilities put most maxima in one bin, but then the selection is over those only). */
+static float block_threshold(const float *bmax, int64_t nblk, int64_t K, int32_t *bins,
+                             float *work) {
     float mn = INFINITY, mx = -INFINITY;
     for (int64_t b = 0; b < nblk; b++) {
         mn = bmax[b] < mn ? bmax[b] : mn;
@@ -79,17 +122,17 @@ static float block_threshold(const float *bmax, int64_t nblk, int64_t K, int32_t
     }
     int64_t above = 0, q = NBIN - 1;
     for (; q > 0 && above + hist[q] < K; q--) above += hist[q];
-    float t = INFINITY;
+    int64_t m = 0;
     for (int64_t b = 0; b < nblk; b++)
-        if (bins[b] == q && bmax[b] < t) t = bmax[b];
-    return t;
+        if (bins[b] == q) work[m++] = bmax[b];
+    return kth_largest(work, m, K - above);
 }
 
 /* The entries >= t: at least K pass (the K best blocks hold one each, and t is at most the K-th
  * largest block maximum), and only blocks whose maximum is >= t hold any. */
 static int64_t candidates(const float *row, int64_t V, int64_t K, const float *bmax,
-                          int32_t *bins, int64_t nblk, pair_t *buf) {
-    float t = K >= nblk ? -INFINITY : block_threshold(bmax, nblk, K, bins);
+                          int32_t *bins, float *work, int64_t nblk, pair_t *buf) {
+    float t = K >= nblk ? -INFINITY : block_threshold(bmax, nblk, K, bins, work);
     int64_t c = 0;
     for (int64_t blk = 0; blk < nblk; blk++) {
         if (bmax[blk] < t) continue;
@@ -159,13 +202,17 @@ int rank_rows(const float *values, const float *gains, int64_t r0, int64_t r1, i
     int64_t nblk = (V + GROUP - 1) / GROUP;
     float *bmax = malloc((size_t)nblk * sizeof(float));
     int32_t *bins = malloc((size_t)nblk * sizeof(int32_t));
+    float *work = malloc((size_t)nblk * sizeof(float));
     pair_t *buf = malloc((size_t)V * sizeof(pair_t));
-    if (!bmax || !bins || !buf) { free(bmax); free(bins); free(buf); return 1; }
+    if (!bmax || !bins || !work || !buf) {
+        free(bmax); free(bins); free(work); free(buf);
+        return 1;
+    }
     for (int64_t r = r0; r < r1; r++) {
         const float *row = values + r * V;
         float low;
         block_max(row, V, bmax, &low);
-        int64_t c = candidates(row, V, K, bmax, bins, nblk, buf);
+        int64_t c = candidates(row, V, K, bmax, bins, work, nblk, buf);
         select_best(buf, c, K);
         sort_best(buf, K);
         for (int64_t k = 0; k < K; k++) {
@@ -178,6 +225,6 @@ int rank_rows(const float *values, const float *gains, int64_t r0, int64_t r1, i
         low_out[r] = low; high_out[r] = high; scale_out[r] = scale;
         buckets(row, gains + r * V, V, low, scale, nb, counts + r * nb, gsums + r * nb);
     }
-    free(bmax); free(bins); free(buf);
+    free(bmax); free(bins); free(work); free(buf);
     return 0;
 }
