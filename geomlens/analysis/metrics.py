@@ -18,7 +18,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from geomlens.analysis.fused import Fused, reference_terms, score_terms
+from geomlens.analysis.fused import Fused, fused_score_terms, reference_terms
 from geomlens.geometry.scores import ScoreParts, get_score
 from geomlens.metrics.correlation import centered_ranks, spearman_from_ranks
 from geomlens.metrics.divergence import js_divergence_fast
@@ -169,9 +169,9 @@ def pair_metrics(
     group_of = rank_groups(names)
     groups = tuple(dict.fromkeys(group_of.values()))
     computed = tuple(g for g in groups if not (dot_is_logits and g == "dot"))
-    jsd, keys = (fused or Fused(False))(
-        score_terms, ref.logits, ref.lse, dot.float(), h_sq, e_sq, tuple(names), computed,
-        float(eps), jsd_base, dot_is_logits)
+    jsd, keys = fused_score_terms(
+        fused or Fused(False), ref.logits, ref.lse, dot.float(), h_sq, e_sq, tuple(names),
+        computed, float(eps), jsd_base, dot_is_logits)
     k = ref.ideal.top_indices.shape[-1]
     summaries = {g: rank_summary(keys[g], ref.ideal.gains, k=k) for g in computed}
     if len(computed) < len(groups):  # the dot group is p's own ranking

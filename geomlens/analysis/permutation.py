@@ -73,7 +73,7 @@ def perm_tables(seed: int, first: int, count: int, d_vocab: int) -> tuple[Tensor
         i64 = ctypes.c_int64
         native.run_rows(lambda g0, g1: lib.perm_tables(
             ctypes.c_uint64(seed), i64(first), i64(16 * g0), i64(16 * g1), i64(count),
-            i64(d_vocab), native.ptr(permT), native.ptr(pinvT)), count // 16)
+            i64(d_vocab), native.ptr(permT), native.ptr(pinvT)), count // 16, lib)
         return permT, pinvT
     for i in range(count):
         gen = torch.Generator().manual_seed(seed * 1_000_003 + first + i)
@@ -208,7 +208,7 @@ def null_terms(ref: dict[str, Tensor], rows: dict[str, Tensor], permT: Tensor, p
     native.run_rows(lambda r0, r1: lib.perm_null_rows(
         i64(r0), i64(r1), i64(d_vocab), i64(k), i64(kx), i64(count), i64(rows["d_lo"].shape[-1]),
         native.ptr(permT), native.ptr(pinvT), *map(native.ptr, args.values()), native.ptr(disc),
-        native.ptr(cuts), i64(len(kcut)), *map(native.ptr, out.values())), n_rows)
+        native.ptr(cuts), i64(len(kcut)), *map(native.ptr, out.values())), n_rows, lib)
     out["dcg_k"] = out["dcg_k"].transpose(1, 2)
     return out
 

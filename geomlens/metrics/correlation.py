@@ -57,7 +57,7 @@ def centered_ranks(x: Float[Tensor, "n_positions d_vocab"]) -> Float[Tensor, "n_
         out = torch.empty_like(x)
         native.run_rows(lambda r0, r1: lib.centered_ranks_rows(
             native.ptr(x), ctypes.c_int64(r0), ctypes.c_int64(r1), ctypes.c_int64(x.shape[-1]),
-            native.ptr(out)), x.shape[0])
+            native.ptr(out)), x.shape[0], lib)
         return out
     return average_ranks(x).sub_((x.shape[-1] + 1) / 2)
 

@@ -19,7 +19,8 @@ Base = Literal["nats", "bits"]
 LN2 = math.log(2.0)
 
 
-def _scale(base: Base) -> float:
+def base_scale(base: Base) -> float:
+    """The factor from nats to ``base`` (1 for nats, 1/ln 2 for bits)."""
     if base == "nats":
         return 1.0
     if base == "bits":
@@ -42,7 +43,7 @@ def kl_divergence(
     """KL(softmax(p_logits) ‖ softmax(q_logits)) along ``dim`` (the last one for the shapes)."""
     logp = torch.log_softmax(p_logits, dim=dim)
     logq = torch.log_softmax(q_logits, dim=dim)
-    return _kl_terms(logp, logq).sum(dim) * _scale(base)
+    return _kl_terms(logp, logq).sum(dim) * base_scale(base)
 
 
 def js_divergence_from_logprobs(
@@ -55,7 +56,7 @@ def js_divergence_from_logprobs(
     """JSD from normalized log-probabilities (skips the two log-softmaxes)."""
     logm = torch.logaddexp(logp, logq) - LN2
     jsd = 0.5 * (_kl_terms(logp, logm).sum(dim) + _kl_terms(logq, logm).sum(dim))
-    return jsd.clamp(0.0, LN2) * _scale(base)
+    return jsd.clamp(0.0, LN2) * base_scale(base)
 
 
 def js_divergence(
@@ -93,4 +94,4 @@ def js_divergence_fast(
     logq = z - norm.log()
     m = 0.5 * (p + q)
     terms = 0.5 * (p * logp + q * logq) - torch.xlogy(m, m)  # xlogy: 0 log 0 = 0
-    return terms.sum(-1).clamp(0.0, LN2) * _scale(base)
+    return terms.sum(-1).clamp(0.0, LN2) * base_scale(base)

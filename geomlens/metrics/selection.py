@@ -90,7 +90,7 @@ def _native(lib, values: Tensor, gains: Tensor, k: int, n_buckets: int) -> RankS
     outs = [top_values, top_indices, low, high, scale, count, g_sum]
     native.run_rows(lambda r0, r1: lib.rank_rows(
         native.ptr(values), native.ptr(gains), *map(ctypes.c_int64, (r0, r1, d_vocab, k, n_buckets)),
-        *map(native.ptr, outs)), n)
+        *map(native.ptr, outs)), n, lib)
     top_bucket = bucket_index(top_values, low, scale, n_buckets)
     g_sum.scatter_add_(1, top_bucket, -gains.gather(1, top_indices).double())
     return RankSummary(top_values, top_indices, low, scale, count.float(),

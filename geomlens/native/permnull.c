@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <math.h>
+#include "rows.h"
 #if defined(__AVX512F__)
 #include <immintrin.h>
 #endif
@@ -58,8 +59,8 @@ typedef uint32_t u32_unaligned __attribute__((may_alias, aligned(1)));
 
 /* Permutations first .. first + S - 1 of `seed` as permT/pinvT [V, S] (S a multiple of 16).
  * Threads may fill disjoint ranges [p0, p1) of 16-aligned columns. */
-int perm_tables(uint64_t seed, int64_t first, int64_t p0, int64_t p1, int64_t S, int64_t V,
-                int32_t *permT, int32_t *pinvT) {
+static int tables_range(uint64_t seed, int64_t first, int64_t p0, int64_t p1, int64_t S,
+                        int64_t V, int32_t *permT, int32_t *pinvT) {
     int32_t *perm = malloc((size_t)(16 * V) * sizeof(int32_t));
     int32_t *pinv = malloc((size_t)(16 * V) * sizeof(int32_t));
     if (!perm || !pinv || S % 16 || p0 % 16) { free(perm); free(pinv); return 1; }
@@ -145,15 +146,15 @@ static void heavy_tail(int64_t K, int64_t S, int64_t nb, const int32_t *restrict
  * permutations: the first Kx of the K top slots are exact, K heavy tokens. Outputs are
  * [n_rows, S] (dcg_k: [n_rows, nk, S]); 0 on success. Sums are float32 over at most K terms
  * per permutation. */
-int perm_null_rows(int64_t r0, int64_t r1, int64_t V, int64_t K, int64_t Kx, int64_t S,
-                   int64_t nb, const int32_t *restrict permT, const int32_t *restrict pinvT,
-                   const float *restrict gains, const float *restrict total,
-                   const int64_t *restrict heavy, const int64_t *restrict top,
-                   const uint8_t *restrict bucket, const float *restrict d_lo,
-                   const float *restrict d_hi, const float *restrict disc,
-                   const int64_t *restrict kcut, int64_t nk, float *restrict dcg_k,
-                   float *restrict dcg_top, float *restrict tail_lo, float *restrict tail_hi,
-                   float *restrict top1, float *restrict top10) {
+static int null_range(int64_t r0, int64_t r1, int64_t V, int64_t K, int64_t Kx, int64_t S,
+                      int64_t nb, const int32_t *restrict permT, const int32_t *restrict pinvT,
+                      const float *restrict gains, const float *restrict total,
+                      const int64_t *restrict heavy, const int64_t *restrict top,
+                      const uint8_t *restrict bucket, const float *restrict d_lo,
+                      const float *restrict d_hi, const float *restrict disc,
+                      const int64_t *restrict kcut, int64_t nk, float *restrict dcg_k,
+                      float *restrict dcg_top, float *restrict tail_lo, float *restrict tail_hi,
+                      float *restrict top1, float *restrict top10) {
     if (K < 1 || Kx < 1 || Kx > K || nb > 254) return 2;
     int64_t k10 = Kx < 10 ? Kx : 10;
     float light_lo = (float)(1.0 / log2((double)V + 1.0));
@@ -200,4 +201,26 @@ int perm_null_rows(int64_t r0, int64_t r1, int64_t V, int64_t K, int64_t Kx, int
     }
     free(work);
     return 0;
+}
+
+/* Columns [p0, p1) of the tables (16-aligned), split over the OpenMP threads (see rows.h). */
+int perm_tables(uint64_t seed, int64_t first, int64_t p0, int64_t p1, int64_t S, int64_t V,
+                int32_t *permT, int32_t *pinvT) {
+    int err = 0;
+    SPLIT_ROWS(p0, p1, 16, tables_range(seed, first, a, b, S, V, permT, pinvT));
+    return err;
+}
+
+/* Rows [r0, r1), split over the OpenMP threads (see rows.h). */
+int perm_null_rows(int64_t r0, int64_t r1, int64_t V, int64_t K, int64_t Kx, int64_t S,
+                   int64_t nb, const int32_t *permT, const int32_t *pinvT, const float *gains,
+                   const float *total, const int64_t *heavy, const int64_t *top,
+                   const uint8_t *bucket, const float *d_lo, const float *d_hi,
+                   const float *disc, const int64_t *kcut, int64_t nk, float *dcg_k,
+                   float *dcg_top, float *tail_lo, float *tail_hi, float *top1, float *top10) {
+    int err = 0;
+    SPLIT_ROWS(r0, r1, 1, null_range(a, b, V, K, Kx, S, nb, permT, pinvT, gains, total, heavy,
+                                     top, bucket, d_lo, d_hi, disc, kcut, nk, dcg_k, dcg_top,
+                                     tail_lo, tail_hi, top1, top10));
+    return err;
 }

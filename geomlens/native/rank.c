@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <math.h>
+#include "rows.h"
 #if defined(__AVX__)
 #include <immintrin.h>
 #endif
@@ -195,9 +196,10 @@ static void buckets(const float *row, const float *gains, int64_t V, float low, 
 
 /* Rows [r0, r1) of values [n, V] (gains likewise); outputs are indexed by the global row.
  * Returns non-zero when the workspace cannot be allocated or an argument is out of range. */
-int rank_rows(const float *values, const float *gains, int64_t r0, int64_t r1, int64_t V,
-              int64_t K, int64_t nb, float *top_values, int64_t *top_indices, float *low_out,
-              float *high_out, float *scale_out, int64_t *counts, double *gsums) {
+static int rank_range(const float *values, const float *gains, int64_t r0, int64_t r1, int64_t V,
+                      int64_t K, int64_t nb, float *top_values, int64_t *top_indices,
+                      float *low_out, float *high_out, float *scale_out, int64_t *counts,
+                      double *gsums) {
     if (nb < 1 || nb > 256 || K < 1 || K > V) return 2;
     int64_t nblk = (V + GROUP - 1) / GROUP;
     float *bmax = malloc((size_t)nblk * sizeof(float));
@@ -227,4 +229,14 @@ int rank_rows(const float *values, const float *gains, int64_t r0, int64_t r1, i
     }
     free(bmax); free(bins); free(work); free(buf);
     return 0;
+}
+
+/* Rows [r0, r1), split over the OpenMP threads (see rows.h). */
+int rank_rows(const float *values, const float *gains, int64_t r0, int64_t r1, int64_t V,
+              int64_t K, int64_t nb, float *top_values, int64_t *top_indices, float *low_out,
+              float *high_out, float *scale_out, int64_t *counts, double *gsums) {
+    int err = 0;
+    SPLIT_ROWS(r0, r1, 1, rank_range(values, gains, a, b, V, K, nb, top_values, top_indices,
+                                     low_out, high_out, scale_out, counts, gsums));
+    return err;
 }

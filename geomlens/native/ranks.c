@@ -8,6 +8,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include "rows.h"
 
 #define BITS 11
 #define NB (1 << BITS)
@@ -34,7 +35,7 @@ static void pass(const uint32_t *k_in, const int32_t *i_in, uint32_t *k_out, int
 }
 
 /* Rows [r0, r1) of values [n, V] -> out [n, V] centered average ranks (float32). */
-int centered_ranks_rows(const float *values, int64_t r0, int64_t r1, int64_t V, float *out) {
+static int ranks_range(const float *values, int64_t r0, int64_t r1, int64_t V, float *out) {
     uint32_t *ka = malloc((size_t)V * 4), *kb = malloc((size_t)V * 4);
     int32_t *ia = malloc((size_t)V * 4), *ib = malloc((size_t)V * 4);
     if (!ka || !kb || !ia || !ib) { free(ka); free(kb); free(ia); free(ib); return 1; }
@@ -57,4 +58,11 @@ int centered_ranks_rows(const float *values, int64_t r0, int64_t r1, int64_t V, 
     }
     free(ka); free(kb); free(ia); free(ib);
     return 0;
+}
+
+/* Rows [r0, r1), split over the OpenMP threads (see rows.h). */
+int centered_ranks_rows(const float *values, int64_t r0, int64_t r1, int64_t V, float *out) {
+    int err = 0;
+    SPLIT_ROWS(r0, r1, 1, ranks_range(values, a, b, V, out));
+    return err;
 }
