@@ -5,11 +5,12 @@ matrix entry by entry, in as few passes as `torch.compile` (inductor) can fuse.
     score_terms(logits, lse, dot, ...) JSD of every score, rank keys      once per (hidden,
                                                                           target) and chunk
 
-Compiled, `fused_score_terms` splits `score_terms` into three reductions that each read only
-the inputs and write [n_positions, n_scores] (plus the rank keys): the maxima of every
-score's q-logits, their log-sum-exps, then the JSDs. Inductor would otherwise write ~8
-vocabulary-sized intermediates per chunk to memory and read them back; recomputing the scores
-from h·e in each pass is cheaper than that traffic (20-30% on a 2-core CPU).
+Compiled, the work of `score_terms` is split into passes that each read only the inputs:
+`rank_keys` (the keys the rank summaries need), then `compiled_jsd`: every score's
+log-sum-exp, shifted by its maximum read at the top-ranked token (`q_maxima_at`), then the JSD
+terms. As one function, inductor writes ~8 vocabulary-sized intermediates per chunk to memory
+and reads them back; recomputing the scores from h·e in each pass is cheaper than that
+traffic (20-30% on a 2-core CPU).
 
 Both build on the shared definitions (the distance kernel's `sq_distance_from_dot`, the score
 registry, `js_divergence_fast`, the gain registry), so the fused and the eager results are the
@@ -24,12 +25,12 @@ from contextlib import contextmanager
 from typing import Callable
 
 import torch
-from jaxtyping import Float
+from jaxtyping import Float, Int
 from torch import Tensor
 
 from geomlens.geometry.distances import sq_distance_from_dot
 from geomlens.geometry.scores import ScoreParts, get_score
-from geomlens.metrics.divergence import LN2, base_scale, js_divergence_fast
+from geomlens.metrics.divergence import LN2, base_scale, js_divergence_fast, xlogx
 from geomlens.metrics.ranking import get_gain
 
 logger = logging.getLogger(__name__)
@@ -95,71 +96,66 @@ def _q_logits(
     return parts, [get_score(n).q_logits(get_score(n).score(parts)) for n in names]
 
 
-def _q_maxima(dot: Tensor, h_sq: Tensor, e_sq: Tensor, names: tuple[str, ...],
-              eps: float) -> Float[Tensor, "n_positions n_scores"]:
-    """Pass 1: max over the vocabulary of every score's q-logits."""
-    return torch.stack([q.amax(-1) for q in _q_logits(dot, h_sq, e_sq, names, eps)[1]], -1)
+def rank_keys(dot: Tensor, h_sq: Tensor, e_sq: Tensor, groups: tuple[str, ...],
+              names: tuple[str, ...], eps: float) -> list[Float[Tensor, "n_positions d_vocab"]]:
+    """Pass 1: the rank key of every group in ``groups`` (see `ScoreSpec.ranking`)."""
+    parts = parts_from_dot(dot, h_sq, e_sq, eps)
+    return [get_score(_group_member(g, names)).ranking(parts) for g in groups]
+
+
+def q_maxima_at(
+    dot: Float[Tensor, "n_positions d_vocab"], h_sq: Float[Tensor, "n_positions 1"],
+    e_sq: Float[Tensor, "d_vocab"], names: tuple[str, ...], eps: float,
+    best: Int[Tensor, "n_scores n_positions"],
+) -> Float[Tensor, "n_positions n_scores"]:
+    """max over the vocabulary of every score's q-logits, read at ``best`` (each score's
+    top-ranked token per position, from its group's `rank_summary`): every score of a group is
+    a non-decreasing function of the group's key, so its maximum sits where the key's does.
+    Evaluates the scores on those few columns only (the distinct ones of the chunk)."""
+    cols, where = torch.unique(best, return_inverse=True)  # where: [n_scores, n_positions]
+    _, qs = _q_logits(dot[:, cols], h_sq, e_sq[cols], names, eps)
+    rows = torch.arange(dot.shape[0], device=dot.device)
+    return torch.stack([q[rows, where[i]] for i, q in enumerate(qs)], -1)
 
 
 def _q_lse(dot: Tensor, h_sq: Tensor, e_sq: Tensor, names: tuple[str, ...], eps: float,
            maxima: Tensor) -> Float[Tensor, "n_positions n_scores"]:
-    """Pass 2: log Σ exp(q-logits) of every score, shifted by its maximum."""
+    """Pass 2: log Σ exp(q-logits) of every score (shifted by its maximum)."""
     _, qs = _q_logits(dot, h_sq, e_sq, names, eps)
     sums = [(q - maxima[:, i:i + 1]).exp().sum(-1) for i, q in enumerate(qs)]
     return torch.stack(sums, -1).log() + maxima
 
 
-def _jsd_and_keys(
-    logits: Tensor, lse: Tensor, dot: Tensor, h_sq: Tensor, e_sq: Tensor,
-    names: tuple[str, ...], groups: tuple[str, ...], eps: float, base: str, q_lse: Tensor,
-    all_names: tuple[str, ...],
-) -> tuple[Float[Tensor, "n_positions n_scores"], list[Tensor]]:
-    """Pass 3: JSD(p ‖ q) of every score (the terms of `js_divergence_fast`, with q's
-    normalizer from pass 2) and the rank key of every group."""
-    logp = logits - lse
-    p = torch.exp(logp)
-    p_logp = p * logp
-    parts, qs = _q_logits(dot, h_sq, e_sq, names, eps)
+def _jsd(p: Tensor, logits: Tensor, lse: Tensor, dot: Tensor, h_sq: Tensor, e_sq: Tensor,
+         names: tuple[str, ...], eps: float, base: str,
+         q_lse: Tensor) -> Float[Tensor, "n_positions n_scores"]:
+    """Pass 3: JSD(p ‖ q) of every score: the terms of `js_divergence_fast`, with q's
+    normalizer from pass 2."""
+    p_logp = p * (logits - lse)
+    _, qs = _q_logits(dot, h_sq, e_sq, names, eps)
     jsd = []
     for i, q_logit in enumerate(qs):
         logq = q_logit - q_lse[:, i:i + 1]
         q = logq.exp()
         m = 0.5 * (p + q)
-        terms = 0.5 * (p_logp + q * logq) - torch.xlogy(m, m)
+        terms = 0.5 * (p_logp + q * logq) - xlogx(m)
         jsd.append(terms.sum(-1).clamp(0.0, LN2) * base_scale(base))
-    keys = [get_score(_group_member(g, all_names)).ranking(parts) for g in groups]
-    return torch.stack(jsd, -1), keys
+    return torch.stack(jsd, -1)
 
 
-def fused_score_terms(
-    fused: Fused,
-    logits: Float[Tensor, "n_positions d_vocab"],
-    lse: Float[Tensor, "n_positions 1"],
-    dot: Float[Tensor, "n_positions d_vocab"],
-    h_sq: Float[Tensor, "n_positions 1"],
-    e_sq: Float[Tensor, "d_vocab"],
-    names: tuple[str, ...],
-    groups: tuple[str, ...],
-    eps: float,
-    base: str,
-    dot_is_logits: bool,
-) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
-    """`score_terms`, eagerly in one function, or compiled in three passes (see the module
-    docstring); the same definitions, so the same numbers up to summation order."""
-    args = (logits, lse, dot, h_sq, e_sq, names, groups, eps, base, dot_is_logits)
-    if not fused.enabled:
-        return score_terms(*args)
-    scored = tuple(n for n in names if not (dot_is_logits and n == "dot"))
-    jsd: dict[str, Tensor] = {n: torch.zeros_like(lse[:, 0]) for n in names if n not in scored}
-    if scored:
-        maxima = fused(_q_maxima, dot, h_sq, e_sq, scored, eps)
-        q_lse = fused(_q_lse, dot, h_sq, e_sq, scored, eps, maxima)
-    else:
-        q_lse = lse.new_zeros(lse.shape[0], 0)
-    values, keys = fused(_jsd_and_keys, logits, lse, dot, h_sq, e_sq, scored, groups, eps, base,
-                         q_lse, names)
-    jsd.update({n: values[:, i] for i, n in enumerate(scored)})
-    return {n: jsd[n] for n in names}, dict(zip(groups, keys))
+def compiled_jsd(
+    fused: Fused, p: Tensor, logits: Tensor, lse: Tensor, dot: Tensor, h_sq: Tensor,
+    e_sq: Tensor, names: tuple[str, ...], eps: float, base: str,
+    best: Int[Tensor, "n_scores n_positions"],
+) -> dict[str, Float[Tensor, "n_positions"]]:
+    """JSD(p ‖ q) of every score in ``names`` in two compiled reductions (log-sum-exp, then
+    the JSD terms) that read only the inputs; ``best``: see `q_maxima_at`."""
+    if not names:
+        return {}
+    maxima = q_maxima_at(dot, h_sq, e_sq, names, eps, best)
+    q_lse = fused(_q_lse, dot, h_sq, e_sq, names, eps, maxima)
+    values = fused(_jsd, p, logits, lse, dot, h_sq, e_sq, names, eps, base, q_lse)
+    return {n: values[:, i] for i, n in enumerate(names)}
 
 
 def _group_member(group: str, names: tuple[str, ...]) -> str:

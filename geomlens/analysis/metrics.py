@@ -18,7 +18,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from geomlens.analysis.fused import Fused, fused_score_terms, reference_terms
+from geomlens.analysis.fused import Fused, compiled_jsd, rank_keys, reference_terms, score_terms
 from geomlens.geometry.scores import ScoreParts, get_score
 from geomlens.metrics.correlation import centered_ranks, spearman_from_ranks
 from geomlens.metrics.divergence import js_divergence_fast
@@ -166,14 +166,25 @@ def pair_metrics(
     ``dot_is_logits``: ``dot`` is the LM logits (h = ln_final, a target equal to the
     unembedding, b_U = 0), so the dot score ranks like p: its rank metrics come from p's own
     summary and its JSD is 0."""
+    fused = fused or Fused(False)
     group_of = rank_groups(names)
     groups = tuple(dict.fromkeys(group_of.values()))
     computed = tuple(g for g in groups if not (dot_is_logits and g == "dot"))
-    jsd, keys = fused_score_terms(
-        fused or Fused(False), ref.logits, ref.lse, dot.float(), h_sq, e_sq, tuple(names),
-        computed, float(eps), jsd_base, dot_is_logits)
     k = ref.ideal.top_indices.shape[-1]
-    summaries = {g: rank_summary(keys[g], ref.ideal.gains, k=k) for g in computed}
+    args = (dot.float(), h_sq, e_sq)
+    if fused.enabled:  # keys, their summaries, then the JSDs (maxima at the summaries' top-1)
+        keys = dict(zip(computed, fused(rank_keys, *args, computed, tuple(names), float(eps))))
+        summaries = {g: rank_summary(keys[g], ref.ideal.gains, k=k) for g in computed}
+        scored = tuple(n for n in names if group_of[n] in computed)
+        best = torch.stack([summaries[group_of[n]].top_indices[:, 0] for n in scored]) \
+            if scored else None
+        jsd = compiled_jsd(fused, ref.p, ref.logits, ref.lse, *args, scored, float(eps),
+                           jsd_base, best)
+        jsd.update({n: torch.zeros_like(ref.lse[:, 0]) for n in names if n not in scored})
+    else:
+        jsd, keys = score_terms(ref.logits, ref.lse, *args, tuple(names), computed, float(eps),
+                                jsd_base, dot_is_logits)
+        summaries = {g: rank_summary(keys[g], ref.ideal.gains, k=k) for g in computed}
     if len(computed) < len(groups):  # the dot group is p's own ranking
         summaries["dot"], keys["dot"] = ref.summary, ref.p
     ranked = {g: summary_metrics(summaries[g], ref, ks=ks,

@@ -41,7 +41,7 @@ logger = logging.getLogger(__name__)
 __all__ = ["ID_COLUMNS", "AnalysisResult", "analyze_tokens", "hidden_hook_names"]
 
 ID_COLUMNS = ("segment", "domain", "pos", "hidden", "target", "score")
-_VOCAB_BUDGET = 1 << 21
+_VOCAB_BUDGET = 1 << 22
 """Default number of [position, token] entries scored at once (8 MiB per float32 matrix: the
 few matrices of a chunk stay in the last-level cache)."""
 SPEARMAN_SEED_OFFSET = 7

@@ -61,3 +61,10 @@ def test_fast_jsd_matches_exact(scale):
     torch.testing.assert_close(fast.double(), exact, atol=2e-6, rtol=1e-5)
     same = js_divergence_fast(p, logp, a)
     assert float(same.max()) < 2e-6
+
+
+def test_xlogx_is_xlogy_of_x_and_x():
+    from geomlens.metrics.divergence import xlogx
+
+    x = torch.tensor([0.0, 1e-45, 1e-30, 0.5, 1.0, 3.0, float("inf"), float("nan")])
+    torch.testing.assert_close(xlogx(x), torch.xlogy(x, x), equal_nan=True, rtol=0, atol=0)
