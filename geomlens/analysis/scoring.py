@@ -108,6 +108,8 @@ class ControlPlan:
     null: PermutationNull | None = None
     """Collects the control rows for the permutation test (None: no permutations)."""
     random_matrices: dict[str, Tensor] = field(default_factory=dict)
+    random_sq_norms: dict[str, Tensor] = field(default_factory=dict)
+    """‖row‖² of each random matrix (computed once, not per chunk)."""
     remaining: float = 0.0
 
     @classmethod
@@ -119,7 +121,7 @@ class ControlPlan:
         randoms = {name: random_matrix_like(mat, seed=cfg.seed + 1 + i)
                    for i, (name, mat) in enumerate(targets.matrices.items())}
         remaining = float("inf" if cfg.control_positions is None else cfg.control_positions)
-        return cls(null, randoms, remaining)
+        return cls(null, randoms, {name: row_sq_norms(m) for name, m in randoms.items()}, remaining)
 
     def take(self, n_positions: int) -> int:
         """How many of the next ``n_positions`` positions get controls (and count them)."""
@@ -176,7 +178,8 @@ def score_batch(
                         plan.null.add_pair(hidden, target, scored, n_control)
                     controls = list(control_metrics(
                         scored, ref_control, n_control, cfg, h=h[:n_control],
-                        random_matrix=plan.random_matrices.get(target), fused=fused))
+                        random_matrix=plan.random_matrices.get(target),
+                        random_sq=plan.random_sq_norms.get(target), fused=fused))
                 yield ScoredChunk(start, stop, hidden, target, scored.metrics, controls)
                 del dot, scored  # vocabulary-sized: free before the next pair is scored
 
@@ -184,6 +187,7 @@ def score_batch(
 def control_metrics(
     scored: ScoredPair, ref: Reference, n_positions: int, cfg: AnalyzeConfig, *,
     h: Float[Tensor, "n_positions d_model"], random_matrix: Tensor | None, fused: Fused,
+    random_sq: Tensor | None = None,
 ) -> Iterator[tuple[str, str, int, dict[str, Tensor]]]:
     """``(score, variant, index, metrics)`` of the observed metrics and the random-matrix
     control on the first ``n_positions`` positions of a chunk (Spearman left out; the
@@ -194,7 +198,8 @@ def control_metrics(
         plain = replace(ref, ranks=None, spearman_rows=None)
         rdot = h @ random_matrix.T
         rscored = pair_metrics(plain, rdot, h.pow(2).sum(-1, keepdim=True),
-                               row_sq_norms(random_matrix), names=cfg.scores, ks=cfg.ks,
+                               row_sq_norms(random_matrix) if random_sq is None else random_sq,
+                               names=cfg.scores, ks=cfg.ks,
                                eps=cfg.eps, jsd_base=cfg.jsd_base, fused=fused)
         for name, m in rscored.metrics.items():
             yield name, "random_matrix", 0, m
