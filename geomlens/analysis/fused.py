@@ -120,9 +120,15 @@ def q_maxima_at(
 
 def _q_lse(dot: Tensor, h_sq: Tensor, e_sq: Tensor, names: tuple[str, ...], eps: float,
            maxima: Tensor) -> Float[Tensor, "n_positions n_scores"]:
-    """Pass 2: log Σ exp(q-logits) of every score (shifted by its maximum)."""
-    _, qs = _q_logits(dot, h_sq, e_sq, names, eps)
-    sums = [(q - maxima[:, i:i + 1]).exp().sum(-1) for i, q in enumerate(qs)]
+    """Pass 2: log Σ exp(q-logits) of every score (shifted by its maximum; for a
+    `proportional` score, log Σ score)."""
+    parts = parts_from_dot(dot, h_sq, e_sq, eps)
+    sums = []
+    for i, name in enumerate(names):
+        spec, shift = get_score(name), maxima[:, i:i + 1]
+        score = spec.score(parts)
+        sums.append((score * (-shift).exp() if spec.proportional
+                     else (spec.q_logits(score) - shift).exp()).sum(-1))
     return torch.stack(sums, -1).log() + maxima
 
 
@@ -132,11 +138,13 @@ def _jsd(p: Tensor, logits: Tensor, lse: Tensor, dot: Tensor, h_sq: Tensor, e_sq
     """Pass 3: JSD(p ‖ q) of every score: the terms of `js_divergence_fast`, with q's
     normalizer from pass 2."""
     p_logp = p * (logits - lse)
-    _, qs = _q_logits(dot, h_sq, e_sq, names, eps)
+    parts = parts_from_dot(dot, h_sq, e_sq, eps)
     jsd = []
-    for i, q_logit in enumerate(qs):
-        logq = q_logit - q_lse[:, i:i + 1]
-        q = logq.exp()
+    for i, name in enumerate(names):
+        spec, norm = get_score(name), q_lse[:, i:i + 1]
+        score = spec.score(parts)
+        logq = spec.q_logits(score) - norm
+        q = score * (-norm).exp() if spec.proportional else logq.exp()
         m = 0.5 * (p + q)
         terms = 0.5 * (p_logp + q * logq) - xlogx(m)
         jsd.append(terms.sum(-1).clamp(0.0, LN2) * base_scale(base))

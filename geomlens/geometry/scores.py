@@ -101,6 +101,9 @@ class ScoreSpec:
     other), so rank metrics are computed once per group (None = its own group)."""
     rank_key: ScoreFn | None = None
     """The group's canonical ranking key (None = the score itself)."""
+    proportional: bool = False
+    """q ∝ the score itself (a positive score, ``logits`` = log): the fused analysis then
+    normalizes q by a sum, with no exp or log per token."""
 
     def q_logits(self, score: Tensor) -> Tensor:
         return score if self.logits is None else self.logits(score)
@@ -122,11 +125,15 @@ def register_score(
     logits: LogitsFn | None = None,
     rank_group: str | None = None,
     rank_key: ScoreFn | None = None,
+    proportional: bool = False,
 ) -> ScoreSpec:
     """Register a score by name with a one-line definition (see `ScoreSpec` for the options);
     a duplicate name raises. This one call makes it a choice of ``geomlens analyze --scores``,
     part of the default analysis, and a row of summary.json."""
-    return SCORES.register(name, ScoreSpec(fn, logits, rank_group, rank_key), help=help)
+    if proportional and logits is None:
+        logits = _log_score
+    return SCORES.register(name, ScoreSpec(fn, logits, rank_group, rank_key, proportional),
+                           help=help)
 
 
 def get_score(name: str) -> ScoreSpec:
@@ -163,7 +170,7 @@ def _log_score(score: Tensor) -> Tensor:
 
 # the four distance scores are decreasing functions of d: one ranking, keyed by −d² (exact)
 _DIST = dict(rank_group="distance", rank_key=_neg_sq_dist)
-register_score("inv_dist", _inv_dist, logits=_log_score, **_DIST,
+register_score("inv_dist", _inv_dist, proportional=True, **_DIST,
                help="rank by 1/(d+eps); q proportional to 1/(d+eps) (eq. 5.1)")
 register_score("softmax_inv_dist", _inv_dist, **_DIST,
                help="rank by 1/(d+eps); q = softmax(1/(d+eps)) (eq. 5.2)")
