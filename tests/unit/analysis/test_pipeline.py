@@ -155,3 +155,18 @@ def test_rank_groups_share_rankings_exactly():
                 assert bool(((shared[name][k] - v).abs() <= bound).all()), name
                 continue
             torch.testing.assert_close(shared[name][k], v, atol=2e-5, rtol=1e-4, msg=f"{name} {k}")
+
+
+def test_dot_blocks_slice_one_matmul_per_block():
+    """h·e comes from blocks of >= MATMUL_ROWS positions, sliced per chunk, and equals the
+    per-chunk product."""
+    from geomlens.analysis.scoring import DotBlocks
+
+    g = torch.Generator().manual_seed(0)
+    h, e = torch.randn(23, 8, generator=g), torch.randn(50, 8, generator=g)
+    dots = DotBlocks({"x": h}, {"E": e}, rows=10)
+    for start in range(0, 23, 5):
+        stop = min(23, start + 5)
+        torch.testing.assert_close(dots.get("x", "E", start, stop), h[start:stop] @ e.T)
+        first, block = dots._blocks[("x", "E")]
+        assert first == start - start % 10 and len(block) == min(10, 23 - first)
