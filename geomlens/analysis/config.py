@@ -101,7 +101,7 @@ class AnalyzeConfig(TextSource):
     positions of the run (seeded by ``seed``); None = every position (its cost grows as
     positions x layers x 2 (tied embeddings) or 3 vocabulary-sized matmuls)."""
     position_chunk: int | None = None
-    """Positions scored at once (None = as many as fit in 2^22 vocab entries compiled, 2^21 eager)."""
+    """Positions scored at once (None = as many as fit in 2^22 vocab entries)."""
     compile: bool | None = None
     """Fuse the element-wise work with torch.compile (None = when the run has >= 2048
     positions; falls back to eager, with the same numbers, when compilation is unavailable)."""

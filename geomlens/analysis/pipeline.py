@@ -42,12 +42,9 @@ __all__ = ["ID_COLUMNS", "AnalysisResult", "analyze_tokens", "hidden_hook_names"
 
 ID_COLUMNS = ("segment", "domain", "pos", "hidden", "target", "score")
 _VOCAB_BUDGET = 1 << 22
-"""Default number of [position, token] entries scored at once when compiled (16 MiB per float32
-matrix, 84 positions at vocabulary 49,152: the per-chunk Python work is amortized, and the
-compiled passes keep no vocabulary-sized intermediates)."""
-_EAGER_VOCAB_BUDGET = 1 << 21
-"""The same for the eager path, which materializes ~30 intermediates per chunk (peak RSS 3.4
-GB instead of 2.3 GB at 1 << 22 on smollm2)."""
+"""Default number of [position, token] entries scored at once (16 MiB per float32 matrix, 84
+positions at vocabulary 49,152: large enough that the per-chunk Python work is amortized; the
+fused passes read their inputs once each, so the chunk need not fit in cache)."""
 SPEARMAN_SEED_OFFSET = 7
 """The Spearman sample is drawn from ``seed + 7`` (the controls use ``seed``, ``seed + 1``...)."""
 COMPILE_MIN_POSITIONS = 2048
@@ -77,10 +74,10 @@ class AnalysisResult:
     """Temperatures, calibrated JSD and the uniform reference when ``cfg.calibrate``."""
 
 
-def _position_chunk(cfg: AnalyzeConfig, d_vocab: int, compiled: bool) -> int:
+def _position_chunk(cfg: AnalyzeConfig, d_vocab: int) -> int:
     if cfg.position_chunk is not None:
         return max(1, cfg.position_chunk)
-    return max(1, (_VOCAB_BUDGET if compiled else _EAGER_VOCAB_BUDGET) // d_vocab)
+    return max(1, _VOCAB_BUDGET // d_vocab)
 
 
 def _compile(cfg: AnalyzeConfig, n_positions: int) -> bool:
@@ -180,11 +177,10 @@ class _Run:
         d_vocab = model.cfg.d_vocab_out
         targets = Targets.load(model, cfg.target, device)
         n_total = sum(len(s) for s in seqs)
-        fused = Fused(_compile(cfg, n_total))
         return cls(
             model, cfg, segment_ids, domains, targets,
             plan=ControlPlan.create(cfg, targets, d_vocab, device),
-            fused=fused, position_chunk=_position_chunk(cfg, d_vocab, fused.enabled),
+            fused=Fused(_compile(cfg, n_total)), position_chunk=_position_chunk(cfg, d_vocab),
             acc=Accumulator(metric_names(cfg.ks, spearman=cfg.spearman),
                             per_token_path=per_token_path, keep_per_token=cfg.keep_per_token),
             sampled=spearman_sample(cfg, n_total),
