@@ -30,7 +30,7 @@ from torch import Tensor
 
 from geomlens.geometry.distances import sq_distance_from_dot
 from geomlens.geometry.scores import ScoreParts, get_score
-from geomlens.metrics.divergence import LN2, base_scale, js_divergence_fast, xlogx
+from geomlens.metrics.divergence import LN2, base_scale, js_divergence_fast, jsd_terms
 from geomlens.metrics.ranking import get_gain
 
 logger = logging.getLogger(__name__)
@@ -145,9 +145,7 @@ def _jsd(p: Tensor, logits: Tensor, lse: Tensor, dot: Tensor, h_sq: Tensor, e_sq
         score = spec.score(parts)
         logq = spec.q_logits(score) - norm
         q = score * (-norm).exp() if spec.proportional else logq.exp()
-        m = 0.5 * (p + q)
-        terms = 0.5 * (p_logp + q * logq) - xlogx(m)
-        jsd.append(terms.sum(-1).clamp(0.0, LN2) * base_scale(base))
+        jsd.append(jsd_terms(p, p_logp, q, logq).sum(-1).clamp(0.0, LN2) * base_scale(base))
     return torch.stack(jsd, -1)
 
 

@@ -78,6 +78,15 @@ def xlogx(x: Tensor) -> Tensor:
     return torch.where(x > 0, x * x.log(), x * 0.0)
 
 
+def jsd_terms(
+    p: Tensor, p_logp: Tensor, q: Tensor, logq: Tensor
+) -> Tensor:
+    """The per-entry terms ½ (p log p + q log q) − m log m (m = (p + q)/2) whose sum over the
+    vocabulary is JSD(p ‖ q); each is >= 0, so the sum has no cancellation."""
+    m = 0.5 * (p + q)
+    return 0.5 * (p_logp + q * logq) - xlogx(m)
+
+
 def js_divergence_fast(
     p: Float[Tensor, "n_positions d_vocab"],
     logp: Float[Tensor, "n_positions d_vocab"],
@@ -98,6 +107,4 @@ def js_divergence_fast(
     norm = e.sum(-1, keepdim=True)
     q = e / norm
     logq = z - norm.log()
-    m = 0.5 * (p + q)
-    terms = 0.5 * (p * logp + q * logq) - xlogx(m)
-    return terms.sum(-1).clamp(0.0, LN2) * base_scale(base)
+    return jsd_terms(p, p * logp, q, logq).sum(-1).clamp(0.0, LN2) * base_scale(base)
