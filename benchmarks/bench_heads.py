@@ -32,23 +32,34 @@ from geomlens.heads import install_head, list_heads
 from geomlens.models.micro import micro_config
 
 
-def make_step(head: str, *, model: str, vocab: int, batch: int, seq: int):
-    cfg = micro_config(model, d_vocab=vocab, seed=0, device="cpu")
+def make_step(head: str, *, model: str, vocab: int, batch: int, seq: int, device: str = "cpu",
+              compile: bool = False):
+    cfg = micro_config(model, d_vocab=vocab, seed=0, device=device)
     m = HookedTransformer(cfg)
     install_head(m, head)
     m.train()
+    fwd = torch.compile(m) if compile else m
     opt = torch.optim.AdamW(m.parameters(), lr=1e-3)
     g = torch.Generator().manual_seed(0)
-    x = torch.randint(0, vocab, (batch, seq), generator=g)
-    y = torch.randint(0, vocab, (batch, seq), generator=g)
+    x = torch.randint(0, vocab, (batch, seq), generator=g).to(device)
+    y = torch.randint(0, vocab, (batch, seq), generator=g).to(device)
+    cuda = device.startswith("cuda")
+    # as in geomlens.training: bf16 autocast on CUDA, float32 on the CPU
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda)
 
     def step() -> tuple[float, float]:
-        """(wall, process CPU) seconds of one step."""
+        """(wall, process CPU) seconds of one step (CUDA: synchronized at both ends)."""
+        if cuda:
+            torch.cuda.synchronize()
         t, c = time.perf_counter(), time.process_time()
-        loss = F.cross_entropy(m(x).float().flatten(0, 1), y.flatten())
+        with autocast:
+            logits = fwd(x)
+        loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten())
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
+        if cuda:
+            torch.cuda.synchronize()
         return time.perf_counter() - t, time.process_time() - c
 
     return step
@@ -73,6 +84,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--heads", default=None, help="comma-separated subset (linear is always added)")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (bf16 autocast, as in training)")
+    ap.add_argument("--compile", action="store_true", help="torch.compile the model (as compile: true)")
     ap.add_argument("--out", default=None, help="JSON path (default results/heads_v{vocab}.json)")
     args = ap.parse_args(argv)
 
@@ -80,8 +93,8 @@ def main(argv: list[str] | None = None) -> None:
     heads = list_heads() if args.heads is None else ["linear"] + [
         h for h in args.heads.split(",") if h and h != "linear"]
     load_before = os.getloadavg()
-    steps = {h: make_step(h, model=args.model, vocab=args.vocab, batch=args.batch, seq=args.seq)
-             for h in heads}
+    steps = {h: make_step(h, model=args.model, vocab=args.vocab, batch=args.batch, seq=args.seq,
+                          device=args.device, compile=args.compile) for h in heads}
     for h in heads:
         for _ in range(args.warmup):
             steps[h]()
@@ -98,7 +111,7 @@ def main(argv: list[str] | None = None) -> None:
     ratio = {h: best[h] / best["linear"] for h in heads}
     ratio_cpu = {h: min(cpu[h]) / min(cpu["linear"]) for h in heads}
     per_round = {h: [a / b for a, b in zip(times[h], times["linear"])] for h in heads}
-    print(f"{args.model}, d_vocab {args.vocab}, batch {args.batch} x {args.seq}, "
+    print(f"{args.model}, d_vocab {args.vocab}, batch {args.batch} x {args.seq}, {args.device}, "
           f"{torch.get_num_threads()} thread(s), min of {args.rounds} interleaved rounds, "
           f"load avg {load_before[0]:.2f} -> {load_after[0]:.2f}")
     print(f"{'head':14s} {'min ms':>8s} {'median ms':>10s} {'ratio':>7s} {'round ratios':>14s} "
@@ -113,7 +126,9 @@ def main(argv: list[str] | None = None) -> None:
         print(f"ratio_cpu {h} {ratio_cpu[h]:.4f}")
     result = {
         "settings": {**vars(args), "threads": torch.get_num_threads(), "torch": torch.__version__,
-                     "platform": platform.platform(), "device": "cpu", "git": _git_hash(),
+                     "platform": platform.platform(), "git": _git_hash(),
+                     "device_name": torch.cuda.get_device_name() if args.device.startswith("cuda")
+                     else platform.processor(),
                      "loadavg_before": load_before, "loadavg_after": load_after},
         "min_step_s": best,
         "median_step_s": median,

@@ -115,3 +115,22 @@ def test_backend_choice():
     with head_distance.use_backend("eager"):
         assert head_distance.get_backend() == "eager"
     assert head_distance.get_backend() == before
+
+
+def test_op_is_a_graph_break_in_a_compiled_model():
+    """Dynamo must not trace the op (traced, the squared heads trained nothing on an H100); a
+    compiled caller still gets the eager logits and gradients."""
+    assert head_distance._apply._torchdynamo_disable
+    torch.manual_seed(0)
+    h = torch.randn(2, 5, 16, requires_grad=True)
+    W_E = torch.randn(40, 16, requires_grad=True)
+    c = torch.full((40,), 0.5)
+
+    def loss(h, W_E):
+        logits = head_distance._apply(h, W_E, None, c, None, squared=True, negate=True)
+        return logits.logsumexp(-1).sum()
+
+    eager = torch.autograd.grad(loss(h, W_E), (h, W_E))
+    compiled = torch.autograd.grad(torch.compile(loss, backend="eager")(h, W_E), (h, W_E))
+    for a, b in zip(eager, compiled):
+        torch.testing.assert_close(a, b)
