@@ -34,7 +34,7 @@ from torch import Tensor
 from geomlens import native
 from geomlens.analysis.metrics import Reference, ScoredPair, ndcg_name, rank_groups
 from geomlens.metrics.ranking import discounts, ndcg_interval, ndcg_ratio
-from geomlens.metrics.selection import N_BUCKETS, bucket_index
+from geomlens.metrics.selection import bucket_codes
 
 TABLE_BYTES = 256 << 20
 """Memory for the permutation tables of one pass: S permutations x V tokens x 2 int32 tables."""
@@ -59,15 +59,19 @@ def block_size(n_permutations: int, d_vocab: int) -> int:
     return min(most, -(-n_permutations // 16) * 16)
 
 
-def perm_tables(seed: int, first: int, count: int, d_vocab: int) -> tuple[Tensor, Tensor]:
+def perm_tables(seed: int, first: int, count: int, d_vocab: int,
+                workspace: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """Permutations ``first .. first + count - 1`` of ``seed`` (count a multiple of 16) as
     transposed int32 tables ``(permT, pinvT)`` [V, count]: ``permT[v, i] = perm_i[v]``.
+    ``workspace``: int32 memory for both tables (≥ 2·V·count entries) reused across calls;
+    fresh memory costs about as much as drawing the permutations (page faults).
 
     Native: Fisher-Yates on xoshiro256** seeded by (seed, index). Torch fallback: `torch.randperm`
     seeded by ``seed * 1000003 + index`` (other permutations, the same distribution). Either
     way permutation ``index`` is the same in every call."""
-    permT = torch.empty(d_vocab, count, dtype=torch.int32)
-    pinvT = torch.empty_like(permT)
+    if workspace is None:
+        workspace = torch.empty(2 * d_vocab * count, dtype=torch.int32)
+    permT, pinvT = workspace[: 2 * d_vocab * count].view(2, d_vocab, count).unbind(0)
     lib = native.library("permnull")
     if lib is not None:
         i64 = ctypes.c_int64
@@ -131,8 +135,7 @@ class PermutationNull:
         for group, s in scored.summaries.items():
             first = slice(0, n_rows)
             top = s.top_indices[first]
-            bucket = bucket_index(scored.keys[group][first].float(), s.low[first], s.scale[first],
-                                  N_BUCKETS).to(torch.uint8)
+            bucket = bucket_codes(scored.keys[group][first].float(), s.low[first], s.scale[first])
             kx = exact_slots(self.ks, top.shape[-1], bucket.shape[-1])
             bucket.scatter_(1, top[:, kx:], NEAR)
             bucket.scatter_(1, top[:, :kx], TOP)
@@ -154,13 +157,14 @@ class PermutationNull:
         n_rows, d_vocab = ref["gains"].shape
         sums = {key: defaultdict(lambda: np.zeros(self.n_permutations)) for key in groups}
         size = block_size(self.n_permutations, d_vocab)
+        workspace = torch.empty(2 * d_vocab * size, dtype=torch.int32)  # shared by the blocks
         for first in range(0, self.n_permutations, size):
             count = min(size, self.n_permutations - first)
-            permT, pinvT = perm_tables(self.seed, first, size, d_vocab)  # a whole block
+            permT, pinvT = perm_tables(self.seed, first, -(-count // 16) * 16, d_vocab, workspace)
             for key, rows in groups.items():
                 for metric, values in self._block(ref, rows, permT, pinvT).items():
                     sums[key][metric][first:first + count] = values[:, :count].sum(0).double().numpy()
-            del permT, pinvT
+        del permT, pinvT, workspace
         self.ref, self.groups = _Rows(), {}
         for (hidden, target, group), s in sums.items():
             for name in self.members[(hidden, target, group)]:

@@ -18,7 +18,7 @@ import ctypes
 from dataclasses import dataclass
 
 import torch
-from jaxtyping import Float, Int
+from jaxtyping import Float, Int, UInt8
 from torch import Tensor
 
 from geomlens import native
@@ -51,6 +51,25 @@ def bucket_index(
 ) -> Int[Tensor, "n_positions n"]:
     """The bucket of each value: trunc(clamp((value − low) · scale, 0, n_buckets − 1))."""
     return (values - low).mul_(scale).clamp_(0, n_buckets - 1).long()
+
+
+def bucket_codes(
+    values: Float[Tensor, "n_positions n"], low: Float[Tensor, "n_positions 1"],
+    scale: Float[Tensor, "n_positions 1"], n_buckets: int = N_BUCKETS,
+) -> UInt8[Tensor, "n_positions n"]:
+    """`bucket_index` as one byte per entry (``n_buckets`` ≤ 256): one native pass over
+    ``values`` where the kernel is available, else torch."""
+    lib = native.library("rank")
+    if lib is None or values.dtype != torch.float32 or n_buckets > 256 \
+            or not native.usable(values, low, scale):
+        return bucket_index(values, low, scale, n_buckets).to(torch.uint8)
+    n, width = values.shape
+    out = torch.empty(n, width, dtype=torch.uint8)
+    i64 = ctypes.c_int64
+    native.run_rows(lambda r0, r1: lib.bucket_codes(
+        native.ptr(values), i64(r0), i64(r1), i64(width), native.ptr(low), native.ptr(scale),
+        i64(n_buckets), native.ptr(out)), n, lib)
+    return out
 
 
 def rank_summary(

@@ -231,6 +231,32 @@ static int rank_range(const float *values, const float *gains, int64_t r0, int64
     return 0;
 }
 
+/* The bucket of every entry of rows [r0, r1) of values [n, V], one byte each: the arithmetic of
+ * `buckets`, out[r, v] = trunc(clamp((values[r, v] - low[r]) * scale[r], 0, nb - 1)). */
+static int codes_range(const float *values, int64_t r0, int64_t r1, int64_t V, const float *low,
+                       const float *scale, int64_t nb, uint8_t *out) {
+    float top = (float)(nb - 1);
+    for (int64_t r = r0; r < r1; r++) {
+        const float *row = values + r * V;
+        uint8_t *o = out + r * V;
+        float lo = low[r], sc = scale[r];
+        for (int64_t v = 0; v < V; v++) {  /* vectorized */
+            float t = (row[v] - lo) * sc;
+            t = t < 0.0f ? 0.0f : (t > top ? top : t);
+            o[v] = (uint8_t)(int32_t)t;
+        }
+    }
+    return 0;
+}
+
+int bucket_codes(const float *values, int64_t r0, int64_t r1, int64_t V, const float *low,
+                 const float *scale, int64_t nb, uint8_t *out) {
+    int err = 0;
+    if (nb < 1 || nb > 256) return 2;
+    SPLIT_ROWS(r0, r1, 1, codes_range(values, a, b, V, low, scale, nb, out));
+    return err;
+}
+
 /* Rows [r0, r1), split over the OpenMP threads (see rows.h). */
 int rank_rows(const float *values, const float *gains, int64_t r0, int64_t r1, int64_t V,
               int64_t K, int64_t nb, float *top_values, int64_t *top_indices, float *low_out,

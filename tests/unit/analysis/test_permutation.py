@@ -80,3 +80,27 @@ def test_permutations_are_fixed_by_seed_and_index():
     torch.testing.assert_close(a[:, 16:], b)
     assert all(sorted(col.tolist()) == list(range(100)) for col in a.T)
     torch.testing.assert_close(ainv.long().gather(0, a.long()), torch.arange(100)[:, None].expand(100, 32))
+
+
+def test_blocks_of_permutations_give_the_same_null(monkeypatch):
+    """Blocks of 32 with a trimmed last block (40 = 32 + 16 drawn, 8 used) = one block of 48."""
+    h, e, logits = _case()
+    ks = [1, 10, None]
+    ref = reference(logits, topk=16, gain="exp2")
+    scored = pair_metrics(ref, h @ e.T, h.pow(2).sum(-1, keepdim=True), e.pow(2).sum(-1),
+                          names=NAMES, ks=ks, eps=1e-6)
+
+    def null_sums():
+        null = PermutationNull(40, seed=5, ks=ks)
+        null.add_reference(ref)
+        null.add_pair("h", "t", scored, n_rows=len(h))
+        return {score: sums for _, _, score, sums, _ in null.finish()}
+
+    one = null_sums()
+    assert permutation.block_size(40, 300) == 48
+    monkeypatch.setattr(permutation, "TABLE_BYTES", 32 * 8 * 300)
+    assert permutation.block_size(40, 300) == 32
+    blocks = null_sums()
+    for score in NAMES:
+        for metric, values in one[score].items():
+            np.testing.assert_allclose(blocks[score][metric], values, rtol=1e-6, err_msg=metric)

@@ -52,3 +52,14 @@ def test_bracket_contains_the_exact_tail_dcg():
     lo2, hi2 = tail_dcg_bounds(values, gains, s.top_indices)
     torch.testing.assert_close(lo, lo2, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(hi, hi2, rtol=1e-4, atol=1e-4)
+
+
+def test_bucket_codes_are_the_bucket_indices_as_bytes():
+    values, gains = _rows(d_vocab=3001)
+    s = selection._torch(values, gains, 10, selection.N_BUCKETS)
+    values[2, :4] = torch.tensor([float("inf"), -float("inf"), 1e30, -1e30])  # clamped to 63 / 0
+    codes = selection.bucket_codes(values, s.low, s.scale)
+    assert codes.dtype == torch.uint8
+    want = selection.bucket_index(values, s.low, s.scale)
+    assert torch.equal(codes.long(), want)
+    assert int(codes.max()) == selection.N_BUCKETS - 1 and int(codes.min()) == 0
