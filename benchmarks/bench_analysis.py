@@ -11,7 +11,11 @@ On smollm2-135m (CPU), one batch of N x T tokens of bundled corpus text (default
     ratio_eager    = ratio with torch.compile off (--eager; the fallback path)
     ratio_permutations = (time(analysis + controls with --permutations permutations on 512
                      positions) - time(the same with 0 permutations)) / time(forward of those 512
-                     positions): the cost of the permutation test (goal < 1)
+                     positions): the cost of the permutation test (goal < 1), as a difference
+                     of two ~8 s runs (its noise is of the order of the cost itself)
+    ratio_permutations_inprocess = time spent inside the permutation test's own calls
+                     (`PermutationNull.add_reference`, `add_pair`, `finish`: tables, null
+                     kernel, sums), timed in the same runs / the same forward time
     peak_rss_mb    = process peak resident memory (resource.getrusage ru_maxrss)
 
 torch.compile is forced on (what the default ``compile=None`` picks for >= 2048 positions) and
@@ -35,6 +39,28 @@ import time
 from pathlib import Path
 
 import torch
+
+
+def time_permutation_test() -> list[float]:
+    """Wrap `PermutationNull`'s calls with a timer; returns the list that collects their seconds
+    (one entry per call; ``finish`` is consumed inside the timer)."""
+    from geomlens.analysis.permutation import PermutationNull
+
+    spent: list[float] = []
+
+    def timed(fn, consume=False):
+        def wrapper(*args, **kwargs):
+            t = time.perf_counter()
+            out = fn(*args, **kwargs)
+            out = iter(list(out)) if consume else out
+            spent.append(time.perf_counter() - t)
+            return out
+        return wrapper
+
+    PermutationNull.add_reference = timed(PermutationNull.add_reference)
+    PermutationNull.add_pair = timed(PermutationNull.add_pair)
+    PermutationNull.finish = timed(PermutationNull.finish, consume=True)
+    return spent
 
 
 def summarize(ts: list[float]) -> dict:
@@ -100,13 +126,17 @@ def main() -> None:
             **{name: (lambda c=c: analyze_tokens(model, seqs, c)) for name, c in configs.items()}}
     runs: dict[str, list[float]] = {name: [] for name in jobs}
     rss = {}
+    spent, inside = time_permutation_test(), []
     with torch.no_grad():
         for _ in range(args.repeats):  # interleaved, so every job sees the same machine state
             for name, fn in jobs.items():
+                spent.clear()
                 t = time.perf_counter()
                 fn()
                 runs[name].append(time.perf_counter() - t)
                 rss[name] = rss_mb()
+                if name == "controls_permutations":
+                    inside.append(sum(spent))
     times = {name: summarize(ts) for name, ts in runs.items()}
     t_fwd, t_fwd_ctl = times.pop("forward"), times.pop("forward_control")
     perm_extra = {}
@@ -116,7 +146,9 @@ def main() -> None:
         perm_extra = {"permutations": args.permutations, "control_positions": 512,
                       "forward_control_positions_s": t_fwd_ctl,
                       "controls_s": {"with_permutations": a, "without": b},
-                      "ratio_permutations": delta / t_fwd_ctl["min"]}
+                      "ratio_permutations": delta / t_fwd_ctl["min"],
+                      "permutation_test_s": summarize(inside),
+                      "ratio_permutations_inprocess": min(inside) / t_fwd_ctl["min"]}
     res = {
         "model": args.model, "batch": [args.n_seq, args.seq_len], "device": "cpu",
         "torch_threads": torch.get_num_threads(), "topk_exact": args.topk_exact,
@@ -142,6 +174,10 @@ def main() -> None:
         print(f"ratio_permutations {perm_extra['ratio_permutations']:.3f}  ({args.permutations} "
               f"permutations on 512 positions: +{perm_extra['controls_s']['with_permutations']['min'] - perm_extra['controls_s']['without']['min']:.2f}s "
               f"vs forward of those positions {t_fwd_ctl['min']:.2f}s)")
+        pt = perm_extra["permutation_test_s"]
+        print(f"ratio_permutations_inprocess {perm_extra['ratio_permutations_inprocess']:.3f}  "
+              f"(inside the permutation test: {pt['min']:.2f}s, median {pt['median']:.2f}, "
+              f"max {pt['max']:.2f})")
     print(f"peak_rss_mb {max(rss.values()):.0f}")
 
 

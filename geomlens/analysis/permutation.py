@@ -37,7 +37,7 @@ from geomlens.metrics.ranking import discounts, ndcg_interval, ndcg_ratio
 from geomlens.metrics.selection import bucket_codes
 
 TABLE_BYTES = 256 << 20
-"""Memory for the permutation tables of one pass: S permutations x V tokens x 2 int32 tables."""
+"""Memory for the permutation tables of one pass: S permutations x V tokens x 2 tables."""
 TOP = 255
 """Bucket-map code of the score's tokens in the exact slots (ranks 1..Kx)."""
 NEAR = 254
@@ -53,31 +53,41 @@ def exact_slots(ks: list[int | None], k: int, d_vocab: int) -> int:
     return min(k, max([10, *finite]))
 
 
+def table_dtype(d_vocab: int) -> torch.dtype:
+    """The entries of the permutation tables: uint16 where the native kernel reads them and
+    token ids fit (V ≤ 65,536; half the bytes of int32 to write and to read), else int32."""
+    if d_vocab <= 1 << 16 and native.library("permnull") is not None:
+        return torch.uint16
+    return torch.int32
+
+
 def block_size(n_permutations: int, d_vocab: int) -> int:
     """Permutations per pass over the buffered rows (a multiple of 16 within `TABLE_BYTES`)."""
-    most = max(16, TABLE_BYTES // (8 * d_vocab) // 16 * 16)
+    entry = 2 * torch.empty(0, dtype=table_dtype(d_vocab)).element_size()  # two tables
+    most = max(16, TABLE_BYTES // (entry * d_vocab) // 16 * 16)
     return min(most, -(-n_permutations // 16) * 16)
 
 
 def perm_tables(seed: int, first: int, count: int, d_vocab: int,
                 workspace: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """Permutations ``first .. first + count - 1`` of ``seed`` (count a multiple of 16) as
-    transposed int32 tables ``(permT, pinvT)`` [V, count]: ``permT[v, i] = perm_i[v]``.
-    ``workspace``: int32 memory for both tables (≥ 2·V·count entries) reused across calls;
-    fresh memory costs about as much as drawing the permutations (page faults).
+    transposed tables ``(permT, pinvT)`` [V, count] of `table_dtype`: ``permT[v, i] =
+    perm_i[v]``. ``workspace``: memory of that dtype for both tables (≥ 2·V·count entries),
+    reused across calls; fresh memory costs about as much as drawing the permutations.
 
     Native: Fisher-Yates on xoshiro256** seeded by (seed, index). Torch fallback: `torch.randperm`
     seeded by ``seed * 1000003 + index`` (other permutations, the same distribution). Either
     way permutation ``index`` is the same in every call."""
     if workspace is None:
-        workspace = torch.empty(2 * d_vocab * count, dtype=torch.int32)
+        workspace = torch.empty(2 * d_vocab * count, dtype=table_dtype(d_vocab))
     permT, pinvT = workspace[: 2 * d_vocab * count].view(2, d_vocab, count).unbind(0)
     lib = native.library("permnull")
     if lib is not None:
         i64 = ctypes.c_int64
         native.run_rows(lambda g0, g1: lib.perm_tables(
             ctypes.c_uint64(seed), i64(first), i64(16 * g0), i64(16 * g1), i64(count),
-            i64(d_vocab), native.ptr(permT), native.ptr(pinvT)), count // 16, lib)
+            i64(d_vocab), i64(permT.element_size()), native.ptr(permT), native.ptr(pinvT)),
+            count // 16, lib)
         return permT, pinvT
     for i in range(count):
         gen = torch.Generator().manual_seed(seed * 1_000_003 + first + i)
@@ -157,7 +167,7 @@ class PermutationNull:
         n_rows, d_vocab = ref["gains"].shape
         sums = {key: defaultdict(lambda: np.zeros(self.n_permutations)) for key in groups}
         size = block_size(self.n_permutations, d_vocab)
-        workspace = torch.empty(2 * d_vocab * size, dtype=torch.int32)  # shared by the blocks
+        workspace = torch.empty(2 * d_vocab * size, dtype=table_dtype(d_vocab))  # for every block
         for first in range(0, self.n_permutations, size):
             count = min(size, self.n_permutations - first)
             permT, pinvT = perm_tables(self.seed, first, -(-count // 16) * 16, d_vocab, workspace)
@@ -211,7 +221,7 @@ def null_terms(ref: dict[str, Tensor], rows: dict[str, Tensor], permT: Tensor, p
     i64 = ctypes.c_int64
     native.run_rows(lambda r0, r1: lib.perm_null_rows(
         i64(r0), i64(r1), i64(d_vocab), i64(k), i64(kx), i64(count), i64(rows["d_lo"].shape[-1]),
-        native.ptr(permT), native.ptr(pinvT), *map(native.ptr, args.values()), native.ptr(disc),
+        i64(permT.element_size()), native.ptr(permT), native.ptr(pinvT), *map(native.ptr, args.values()), native.ptr(disc),
         native.ptr(cuts), i64(len(kcut)), *map(native.ptr, out.values())), n_rows, lib)
     out["dcg_k"] = out["dcg_k"].transpose(1, 2)
     return out

@@ -74,6 +74,33 @@ def test_native_null_terms_match_torch():
         torch.testing.assert_close(nat[name], tor[name], atol=1e-5, rtol=1e-5, msg=name)
 
 
+@pytest.mark.skipif(native.library("permnull") is None, reason="no C compiler")
+def test_int32_and_uint16_tables_agree():
+    """The two widths of the native tables (uint16 up to 65,536 tokens, int32 beyond) hold the
+    same permutations and give the same null terms."""
+    h, e, logits = _case()
+    ks = [1, 10, None]
+    ref = reference(logits, topk=16, gain="exp2")
+    scored = pair_metrics(ref, h @ e.T, h.pow(2).sum(-1, keepdim=True), e.pow(2).sum(-1),
+                          names=NAMES, ks=ks, eps=1e-6)
+    null = PermutationNull(32, seed=0, ks=ks)
+    null.add_reference(ref)
+    null.add_pair("h", "t", scored, n_rows=len(h))
+    ref_rows, rows = null.ref.cat(), next(iter(null.groups.values())).cat()
+    d_vocab = e.shape[0]
+    assert permutation.table_dtype(d_vocab) == torch.uint16
+    assert permutation.table_dtype(70_000) == torch.int32
+    narrow = perm_tables(0, 0, 32, d_vocab)
+    wide = perm_tables(0, 0, 32, d_vocab, workspace=torch.empty(2 * d_vocab * 32, dtype=torch.int32))
+    assert narrow[0].dtype == torch.uint16 and wide[0].dtype == torch.int32
+    for a, b in zip(narrow, wide):
+        assert torch.equal(a.long(), b.long())
+    out_narrow = permutation.null_terms(ref_rows, rows, *narrow, [1, 10], 12)
+    out_wide = permutation.null_terms(ref_rows, rows, *wide, [1, 10], 12)
+    for name in out_narrow:
+        assert torch.equal(out_narrow[name], out_wide[name]), name
+
+
 def test_permutations_are_fixed_by_seed_and_index():
     a, ainv = perm_tables(5, 0, 32, 100)
     b, _ = perm_tables(5, 16, 16, 100)
@@ -98,7 +125,8 @@ def test_blocks_of_permutations_give_the_same_null(monkeypatch):
 
     one = null_sums()
     assert permutation.block_size(40, 300) == 48
-    monkeypatch.setattr(permutation, "TABLE_BYTES", 32 * 8 * 300)
+    entry = 2 * torch.empty(0, dtype=permutation.table_dtype(300)).element_size()
+    monkeypatch.setattr(permutation, "TABLE_BYTES", 32 * entry * 300)
     assert permutation.block_size(40, 300) == 32
     blocks = null_sums()
     for score in NAMES:
