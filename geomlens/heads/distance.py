@@ -46,10 +46,7 @@ Backends. The elementwise steps (`_STEPS`) are plain torch code, written once. W
 last bit of a square root and the order of summation in the reductions); ``"auto"`` (the
 default) compiles when the problem has at least `COMPILE_MIN_ELEMENTS` entries and falls back to
 eager, once and with a warning, if compilation fails. Inside a model under ``torch.compile`` the
-op is a graph break (``torch.compiler.disable``) and its steps run through the same backend:
-traced by the model's compile, the squared heads (gaussian, sq_dist_bias) trained nothing on an
-H100 (loss flat at ln d_vocab for 80 steps, with or without autocast; eager and CPU inductor
-were fine; cause not established), while with the graph break their losses match eager.
+op is a graph break (``torch.compiler.disable``; see `_apply`) and its steps use the same backend.
 Choose with `set_backend` / `use_backend` or the environment variable ``GEOMLENS_HEADS_BACKEND``.
 
 Precision: under CUDA autocast the op runs in float32 (``custom_fwd(cast_inputs=float32)``):
@@ -373,8 +370,9 @@ class _DistanceOp(torch.autograd.Function):
         return (*grads, None, None, None, None)
 
 
-# Dynamo never traces the op: it runs as one opaque call inside a compiled model (its own steps
-# are compiled by `_run`). Traced, the squared path trained nothing under CUDA inductor (below).
+# Dynamo never traces the op (its steps are compiled by `_run`): traced, the squared heads trained
+# nothing on an H100 (loss flat at ln d_vocab, with or without autocast; eager, CPU inductor and
+# the graph break were fine; cause not established).
 @torch.compiler.disable
 def _apply(h, W_E, a, c, b, *, squared: bool, negate: bool) -> Tensor:
     batch, pos, d_model = h.shape

@@ -54,18 +54,23 @@ def test_fast_null_matches_the_direct_computation(topk):
             assert (fast[score]["ndcg_full_err"] == 0).all()
 
 
-@pytest.mark.skipif(native.library("permnull") is None, reason="no C compiler")
-def test_native_null_terms_match_torch():
+def _buffered_rows(n_perm=32):
+    """(p's buffered rows, the first rank group's buffered rows, d_vocab) of `_case`."""
     h, e, logits = _case()
     ks = [1, 10, None]
     ref = reference(logits, topk=16, gain="exp2")
     scored = pair_metrics(ref, h @ e.T, h.pow(2).sum(-1, keepdim=True), e.pow(2).sum(-1),
                           names=NAMES, ks=ks, eps=1e-6)
-    null = PermutationNull(32, seed=0, ks=ks)
+    null = PermutationNull(n_perm, seed=0, ks=ks)
     null.add_reference(ref)
     null.add_pair("h", "t", scored, n_rows=len(h))
-    ref_rows, (rows,) = null.ref.cat(), [r.cat() for r in null.groups.values()][:1]
-    permT, pinvT = perm_tables(0, 0, 32, e.shape[0])
+    return null.ref.cat(), next(iter(null.groups.values())).cat(), e.shape[0]
+
+
+@pytest.mark.skipif(native.library("permnull") is None, reason="no C compiler")
+def test_native_null_terms_match_torch():
+    ref_rows, rows, d_vocab = _buffered_rows()
+    permT, pinvT = perm_tables(0, 0, 32, d_vocab)
     args = dict(gains=ref_rows["gains"], total=ref_rows["total"], heavy=ref_rows["heavy"],
                 top=rows["top"], bucket=rows["bucket"], d_lo=rows["d_lo"], d_hi=rows["d_hi"])
     nat = permutation.null_terms(ref_rows, rows, permT, pinvT, [1, 10], 12)
@@ -78,16 +83,7 @@ def test_native_null_terms_match_torch():
 def test_int32_and_uint16_tables_agree():
     """The two widths of the native tables (uint16 up to 65,536 tokens, int32 beyond) hold the
     same permutations and give the same null terms."""
-    h, e, logits = _case()
-    ks = [1, 10, None]
-    ref = reference(logits, topk=16, gain="exp2")
-    scored = pair_metrics(ref, h @ e.T, h.pow(2).sum(-1, keepdim=True), e.pow(2).sum(-1),
-                          names=NAMES, ks=ks, eps=1e-6)
-    null = PermutationNull(32, seed=0, ks=ks)
-    null.add_reference(ref)
-    null.add_pair("h", "t", scored, n_rows=len(h))
-    ref_rows, rows = null.ref.cat(), next(iter(null.groups.values())).cat()
-    d_vocab = e.shape[0]
+    ref_rows, rows, d_vocab = _buffered_rows()
     assert permutation.table_dtype(d_vocab) == torch.uint16
     assert permutation.table_dtype(70_000) == torch.int32
     narrow = perm_tables(0, 0, 32, d_vocab)
