@@ -83,7 +83,7 @@ def run_kind_command(module, ns: argparse.Namespace) -> int:
     from geomlens.config.flags import namespace_values
     from geomlens.runner.kinds import get_run_kind
     from geomlens.runner.lifecycle import execute
-    from geomlens.runs import is_done
+    from geomlens.rundir import is_done
 
     kind = get_run_kind(module.KIND)
     cfg = build_config(kind.config_cls, namespace_values(ns, kind.config_cls),

@@ -39,7 +39,7 @@ def run_ablation(cfg: AblateConfig, run_dir: Path, *, model: HookedTransformer |
     """
     from geomlens.data.batching import batch_sequences
     from geomlens.data.source import load_model_segments
-    from geomlens.plotting import plot_ablation_heatmap
+    from geomlens.ablation.figures import plot_ablation_heatmap
 
     if model is None:
         from geomlens.models import load_model

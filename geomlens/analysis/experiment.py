@@ -45,7 +45,7 @@ def run_analysis(cfg: AnalyzeConfig, run_dir: Path) -> dict[str, Any]:
         per_layer.to_csv(run_dir / "per_layer.csv", index=False)
         summarize_layers(result.per_layer_tokens, by=("domain", "layer")).to_csv(
             run_dir / "per_layer_domain.csv", index=False)
-        from geomlens.plotting import plot_layer_curves
+        from geomlens.geometry.figures import plot_layer_curves
 
         figures += plot_layer_curves(per_layer, run_dir / "figures")
     summary = summarize(result, cfg, model_info=model_info(model), n_layers=model.cfg.n_layers)
@@ -60,7 +60,7 @@ def _write_layers(per_position, cfg: AnalyzeConfig, summary: dict[str, Any], run
     """layers.csv (the CI table), figures/layers.png, and the summary's ``layers`` block and
     ``definitions.layers``; returns the figure's path."""
     from geomlens.analysis.layer_summary import definition, layers_block, summarize_layer_lens
-    from geomlens.plotting import plot_layer_ndcg
+    from geomlens.analysis.figures import plot_layer_ndcg
 
     table = summarize_layer_lens(per_position, n_bootstrap=cfg.n_bootstrap, seed=cfg.seed)
     table.to_csv(run_dir / "layers.csv", index=False)

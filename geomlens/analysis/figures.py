@@ -1,22 +1,23 @@
-"""Figures of the distance-vs-probability analysis (seaborn bar plots of per-segment means)."""
+"""Figures of the distance-vs-probability analysis: bar plots of per-segment means and the
+NDCG of each lens by layer (saved with `geomlens.figures.save_figure`)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import pandas as pd
+import seaborn as sns
+from matplotlib.ticker import MaxNLocator
+
+from geomlens.errors import InputError
+from geomlens.figures import save_figure
 
 
 def plot_metric_bars(per_segment: pd.DataFrame, metrics: list[str], out_dir: str | Path) -> list[Path]:
     """``metrics_by_score.png``: every metric by score (hue = hidden/target, 95% CI bars over
     segments) and ``metrics_by_domain.png``: every metric by domain and score for the first
     (hidden, target) pair."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     df = per_segment.copy()
@@ -49,3 +50,30 @@ def _rotate(grid) -> None:
     for ax in grid.axes.flat:
         ax.tick_params(axis="x", labelbottom=True, labelrotation=45)
     grid.figure.subplots_adjust(hspace=0.7, bottom=0.2)
+
+
+def plot_layer_ndcg(
+    table: pd.DataFrame, out_path: str | Path, *, title: str,
+    metrics: tuple[str, ...] = ("ndcg@10", "ndcg@full"),
+) -> Path:
+    """NDCG of each lens by layer from a `geomlens.analysis.layers.summarize_layer_lens` table:
+    one panel per metric, x = layer (-1 = embedding), one line per lens with its 95% CI band
+    (bootstrap over segments), ``title`` = the model name."""
+    for col in ("layer", "lens", "metric", "mean", "ci_low", "ci_high"):
+        if col not in table.columns:
+            raise InputError(f"plot_layer_ndcg: the table lacks the column {col!r}")
+    lenses = list(dict.fromkeys(table["lens"]))
+    colors = dict(zip(lenses, sns.color_palette("colorblind", len(lenses))))
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5.5 * len(metrics), 4), sharex=True,
+                             squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        sub = table[table["metric"] == metric].sort_values("layer")
+        sns.lineplot(sub, x="layer", y="mean", hue="lens", hue_order=lenses, palette=colors,
+                     marker="o", errorbar=None, ax=ax)
+        for lens, f in sub.groupby("lens", sort=False):
+            ax.fill_between(f["layer"], f["ci_low"], f["ci_high"], color=colors[lens], alpha=0.2)
+        ax.set(xlabel="layer (-1 = embedding)", ylabel=metric.replace("ndcg", "NDCG"),
+               title=metric.replace("ndcg", "NDCG"), ylim=(0, 1.02))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    fig.suptitle(title)
+    return save_figure(fig, Path(out_path))

@@ -23,7 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from geomlens.runner.runner import Runner, select
     from geomlens.runner.spec import load_experiment
-    from geomlens.runs import to_jsonable
+    from geomlens.rundir import to_jsonable
 
     spec = load_experiment(args.config, args.overrides)
     runner = Runner(spec)

@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 
-from geomlens.plotting import _save
+from geomlens.figures import save_figure
 
 
 def _bar_errors(ax, frame: pd.DataFrame, value: str) -> None:
@@ -35,7 +35,7 @@ def plot_domain_losses(losses: pd.DataFrame, out_path: str | Path, *, title: str
     order = pd.concat([long[long.condition == c] for c in ("clean", "patched")])
     _bar_errors(ax, order.reset_index(drop=True), "loss")
     ax.set(ylabel="loss (nats / token)", title=title or "Clean vs first-layer K/V")
-    return _save(fig, Path(out_path))
+    return save_figure(fig, Path(out_path))
 
 
 def plot_layer_sensitivity(sweep: pd.DataFrame, out_path: str | Path, *, title: str = "") -> Path:
@@ -47,7 +47,7 @@ def plot_layer_sensitivity(sweep: pd.DataFrame, out_path: str | Path, *, title: 
     ax.set(xlabel="layer l (only l takes layer 0's K/V)", ylabel="Δ loss (nats / token)",
            title=title or "Per-layer sensitivity")
     ax.tick_params(axis="x", labelsize=7)
-    return _save(fig, Path(out_path))
+    return save_figure(fig, Path(out_path))
 
 
 def plot_ge_m_curve(curve: pd.DataFrame, clean_loss: float, out_path: str | Path, *, title: str = "") -> Path:
@@ -58,4 +58,4 @@ def plot_ge_m_curve(curve: pd.DataFrame, clean_loss: float, out_path: str | Path
     ax.axhline(clean_loss, color="grey", ls="--", lw=1, label="clean")
     ax.set(xlabel="m", ylabel="loss (nats / token)", title=title or "Layers ≥ m use layer 0's K/V")
     ax.legend()
-    return _save(fig, Path(out_path))
+    return save_figure(fig, Path(out_path))

@@ -9,7 +9,7 @@ import numpy as np
 import seaborn as sns
 from matplotlib.patches import Rectangle
 
-from geomlens.plotting import _save
+from geomlens.figures import save_figure
 from geomlens.projection.alignment import match_layers
 
 
@@ -40,4 +40,4 @@ def plot_alignment_heatmap(
         ax.tick_params(labelsize=6)
     if title:
         fig.suptitle(title, fontsize=9)
-    return _save(fig, Path(out_path))
+    return save_figure(fig, Path(out_path))

@@ -19,7 +19,7 @@ from typing import Any
 
 from geomlens.errors import InputError
 from geomlens.runner.kinds import RunKind, get_run_kind
-from geomlens.runs import (
+from geomlens.rundir import (
     RunDirError,
     RunMode,
     clear_failed,

@@ -45,7 +45,7 @@ from geomlens.runner.sweep import (
     point_config,
     point_dir,
 )
-from geomlens.runs import failure, is_done, to_jsonable
+from geomlens.rundir import failure, is_done, to_jsonable
 
 logger = logging.getLogger(__name__)
 

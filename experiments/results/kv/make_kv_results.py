@@ -28,7 +28,7 @@ SIZES = {  # per domain; 5 domains
 
 def run_model(model: str, mode: str, sweep: bool, layers: str = "all") -> None:
     from geomlens.kv import KVConfig, run_kv
-    from geomlens.runs import execute_run
+    from geomlens.rundir import execute_run
 
     cfg = KVConfig(model=model, mode=mode, layers=layers, sweep=sweep, **SIZES[model])
     name = f"{model}_{mode}" + ("" if layers == "all" else f"_{layers}")

@@ -20,7 +20,7 @@ from geomlens.ablation.ablate import mean_setter, resample_setter
 from geomlens.ablation.experiment import conditions_for
 from geomlens.ablation.metrics import agreement, next_token_ce
 from geomlens.errors import ConfigError, InputError
-from geomlens.plotting import plot_ablation_heatmap
+from geomlens.ablation.figures import plot_ablation_heatmap
 
 
 def _tokens(batch=4, pos=7, seed=5):

@@ -9,7 +9,7 @@ from sklearn.metrics.pairwise import cosine_similarity, euclidean_distances
 
 from geomlens.geometry import summarize_layers, trajectory, trajectory_stats
 from geomlens.geometry.trajectory import COLUMNS
-from geomlens.plotting import plot_layer_curves, plot_pca_trajectories
+from geomlens.geometry.figures import plot_layer_curves, plot_pca_trajectories
 
 
 @pytest.fixture()

@@ -13,7 +13,7 @@ from geomlens.cli import main
 from geomlens.errors import InputError
 from geomlens.runner.kinds import RUN_KINDS, RunKind
 from geomlens.runner.lifecycle import execute
-from geomlens.runs import failure, is_done
+from geomlens.rundir import failure, is_done
 
 TIMING = ("per_s", "time", "seconds")
 

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from geomlens.runs import RunDirError, create_run_dir, is_done, mark_done, to_jsonable
+from geomlens.rundir import RunDirError, create_run_dir, is_done, mark_done, to_jsonable
 
 
 def test_run_dir_writes_provenance(tmp_path):

@@ -1,7 +1,5 @@
-"""Figures (seaborn PNGs) for trajectories, lenses and ablations.
-
-Every function writes files and returns their paths and closes its figure; nothing is shown
-interactively, so the functions work headless (notebooks display the PNGs).
+"""Figures of trajectories: step sizes, inertia and lens ranks by layer, and PCA pictures of
+a few token paths among their nearest embedding rows (saved with `geomlens.figures.save_figure`).
 """
 
 from __future__ import annotations
@@ -13,11 +11,13 @@ import pandas as pd
 import seaborn as sns
 import torch
 from jaxtyping import Int
-from matplotlib.ticker import MaxNLocator
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
 from geomlens.errors import InputError
+from geomlens.figures import save_figure
+from geomlens.geometry.distances import sq_distances
+from geomlens.geometry.trajectory import trajectory
 
 
 def _long(per_layer: pd.DataFrame, columns: dict[str, str], hue: str | None) -> pd.DataFrame:
@@ -29,14 +29,6 @@ def _long(per_layer: pd.DataFrame, columns: dict[str, str], hue: str | None) -> 
     long = per_layer[keep + list(columns)].melt(id_vars=keep, var_name="quantity", value_name="value")
     long["quantity"] = long["quantity"].map(columns)
     return long
-
-
-def _save(fig: plt.Figure, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
 
 
 def plot_layer_curves(
@@ -61,14 +53,14 @@ def plot_layer_curves(
     fig, ax = plt.subplots(figsize=(7, 4))
     sns.lineplot(long, x="layer", y="value", hue="quantity", style=hue, marker="o", ax=ax)
     ax.set(ylabel=f"{stat} norm", title="Step size per layer: ||Δh|| and its attention/MLP parts")
-    paths.append(_save(fig, out / "step_norms.png"))
+    paths.append(save_figure(fig, out / "step_norms.png"))
 
     long = _long(per_layer_df, {f"inertia_cos{s}": "cos(Δh^l, Δh^(l-1))"}, hue)
     fig, ax = plt.subplots(figsize=(7, 4))
     sns.lineplot(long.dropna(), x="layer", y="value", hue=hue, marker="o", ax=ax)
     ax.axhline(0.0, color="grey", lw=0.8)
     ax.set(ylabel=f"{stat} cosine", title="Inertia: cosine between consecutive steps")
-    paths.append(_save(fig, out / "inertia.png"))
+    paths.append(save_figure(fig, out / "inertia.png"))
 
     cols = {f"dlens_rank_top1{s}": "distance lens, top-1", f"dlens_rank_next{s}": "distance lens, next",
             f"logit_rank_top1{s}": "logit lens, top-1", f"logit_rank_next{s}": "logit lens, next"}
@@ -78,7 +70,7 @@ def plot_layer_curves(
     sns.lineplot(long, x="layer", y="value", hue="quantity", style=hue, marker="o", ax=ax)
     ax.set_yscale("log")
     ax.set(ylabel=f"{stat} rank + 1 (log)", title="Distance lens vs logit lens")
-    paths.append(_save(fig, out / "lens_ranks.png"))
+    paths.append(save_figure(fig, out / "lens_ranks.png"))
     return paths
 
 
@@ -105,9 +97,6 @@ def plot_pca_trajectories(
     on all these points together; trajectories are drawn as lines from the embedding (o) to
     the last layer (x), the neighbour embeddings as labelled grey dots.
     """
-    from geomlens.geometry.distances import sq_distances
-    from geomlens.geometry.trajectory import trajectory
-
     tokens = tokens.reshape(-1)
     if len(tokens) == 0:
         raise InputError("plot_pca_trajectories: empty token sequence")
@@ -137,48 +126,4 @@ def plot_pca_trajectories(
         ax.plot(xy[-1, 0], xy[-1, 1], "x", color=color, ms=8, zorder=3)
     ax.set(xlabel="PC 1", ylabel="PC 2", title="Residual trajectories (o = embedding, x = last layer)")
     ax.legend(fontsize=7, loc="best")
-    return _save(fig, Path(out_path))
-
-
-def plot_ablation_heatmap(
-    df: pd.DataFrame, out_path: str | Path, *, value: str = "delta_loss"
-) -> Path:
-    """Heatmap layer x component of ``value`` (a column of the ablation table, e.g.
-    ``delta_loss`` or ``delta_metric``), annotated with the numbers."""
-    for col in ("layer", "component", value):
-        if col not in df.columns:
-            raise InputError(f"plot_ablation_heatmap: the table lacks the column {col!r}")
-    grid = df.pivot_table(index="layer", columns="component", values=value, aggfunc="mean", sort=False)
-    fig, ax = plt.subplots(figsize=(2.2 + 1.3 * grid.shape[1], 1.2 + 0.32 * grid.shape[0]))
-    vmax = float(grid.abs().max().max()) or 1.0
-    sns.heatmap(grid, annot=True, fmt=".3g", cmap="RdBu_r", vmin=-vmax, vmax=vmax, ax=ax,
-                annot_kws={"fontsize": 7})
-    ax.set(title=value, xlabel="component", ylabel="layer")
-    return _save(fig, Path(out_path))
-
-
-def plot_layer_ndcg(
-    table: pd.DataFrame, out_path: str | Path, *, title: str,
-    metrics: tuple[str, ...] = ("ndcg@10", "ndcg@full"),
-) -> Path:
-    """NDCG of each lens by layer from a `geomlens.analysis.layers.summarize_layer_lens` table:
-    one panel per metric, x = layer (-1 = embedding), one line per lens with its 95% CI band
-    (bootstrap over segments), ``title`` = the model name."""
-    for col in ("layer", "lens", "metric", "mean", "ci_low", "ci_high"):
-        if col not in table.columns:
-            raise InputError(f"plot_layer_ndcg: the table lacks the column {col!r}")
-    lenses = list(dict.fromkeys(table["lens"]))
-    colors = dict(zip(lenses, sns.color_palette("colorblind", len(lenses))))
-    fig, axes = plt.subplots(1, len(metrics), figsize=(5.5 * len(metrics), 4), sharex=True,
-                             squeeze=False)
-    for ax, metric in zip(axes[0], metrics):
-        sub = table[table["metric"] == metric].sort_values("layer")
-        sns.lineplot(sub, x="layer", y="mean", hue="lens", hue_order=lenses, palette=colors,
-                     marker="o", errorbar=None, ax=ax)
-        for lens, f in sub.groupby("lens", sort=False):
-            ax.fill_between(f["layer"], f["ci_low"], f["ci_high"], color=colors[lens], alpha=0.2)
-        ax.set(xlabel="layer (-1 = embedding)", ylabel=metric.replace("ndcg", "NDCG"),
-               title=metric.replace("ndcg", "NDCG"), ylim=(0, 1.02))
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    fig.suptitle(title)
-    return _save(fig, Path(out_path))
+    return save_figure(fig, Path(out_path))
