@@ -43,10 +43,10 @@ _EXPORTS: dict[str, str] = {
     "TrainConfig": "geomlens.training.config", "Trainer": "geomlens.training.loop",
     # registries and the run lifecycle
     "register_score": "geomlens.geometry.scores", "register_gain": "geomlens.metrics.ranking",
-    "register_head": "geomlens.heads.registry", "register_run_kind": "geomlens.runner.kinds",
+    "register_head": "geomlens.heads.registry", "Command": "geomlens.runner.command",
     "build_config": "geomlens.config.build",
 }
-_RENAMED = {"run": ("geomlens.runner.lifecycle", "execute")}
+_RENAMED = {"run": ("geomlens.cli", "run"), "register_command": ("geomlens.runner.command", "register")}
 __all__ = ["__version__", *sorted(_EXPORTS), *sorted(_RENAMED)]
 
 

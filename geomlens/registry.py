@@ -1,6 +1,6 @@
 """`Registry`: the single place a family of named choices is written down.
 
-Scores, NDCG gains, LM heads, ablation methods and components, and run kinds are each one
+Scores, NDCG gains, LM heads, ablation methods and components, and commands are each one
 `Registry`. CLI ``choices``, config validation, ``--help`` text and the definitions written to
 ``summary.json`` all read it, so adding a choice is one ``register`` call in one file::
 
@@ -35,7 +35,7 @@ class Registry(Generic[T]):
     def __init__(self, kind: str, *, providers: tuple[str, ...] = ()) -> None:
         """
         Args:
-            kind: What an entry is, for messages ("score", "head", "run kind").
+            kind: What an entry is, for messages ("score", "head", "command").
             providers: Modules that register entries when imported (loaded on first lookup).
         """
         self.kind = kind

@@ -1,11 +1,11 @@
 """Test helpers: tiny CPU models (SAELens-style `build_cfg(**overrides)`) and the test-only
-`toy` run kind.
+`toy` command.
 
 `toy` fits a linear regression by minibatch SGD with torch, checkpointing after every step into
 the run dir and resuming from the checkpoint when one is there. Setting the environment variable
 GEOMLENS_TOY_FAIL_AT=k makes it raise at step k (a simulated interruption that leaves the
 config unchanged); it is an environment variable so that `--jobs` child processes see it too
-(they import this module through GEOMLENS_EXPERIMENT_PROVIDERS, see `toy_env`).
+(they import this module through GEOMLENS_PLUGINS, see `toy_env`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Literal
 import torch
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
-from geomlens.runner.kinds import PROVIDERS_ENV, register_run_kind
+from geomlens.runner.command import PLUGINS_ENV, Command, register
 
 
 def build_cfg(**overrides) -> HookedTransformerConfig:
@@ -44,7 +44,7 @@ def build_model(**overrides) -> HookedTransformer:
     return model
 
 
-# ------------------------------------------------------------------ the toy run kind
+# ------------------------------------------------------------------ the toy command
 
 FAIL_ENV = "GEOMLENS_TOY_FAIL_AT"
 CALLS = {"count": 0}
@@ -110,13 +110,15 @@ def run_toy(cfg: ToyConfig, run_dir: Path) -> dict:
     return {"loss": loss, "weights": {"norm": w.norm().item(), "first": w[0].item()}, "tag": "toy"}
 
 
-register_run_kind("toy", ToyConfig, run_toy, resumable=True, help="test-only: linear regression by SGD")
+COMMANDS = (Command("toy", ToyConfig, run_toy, resumable=True,
+                    help="test-only: linear regression by SGD"),)
+register(*COMMANDS)
 
 
 def toy_env(monkeypatch) -> None:
-    """Let `python -m geomlens` child processes import this module (and so the `toy` kind)."""
+    """Let `python -m geomlens` child processes import this module (and so the `toy` command)."""
     here = str(Path(__file__).parent)
-    monkeypatch.setenv(PROVIDERS_ENV, "helpers")
+    monkeypatch.setenv(PLUGINS_ENV, "helpers")
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [here, os.environ.get("PYTHONPATH")])))
 
 

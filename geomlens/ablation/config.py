@@ -1,4 +1,4 @@
-"""`AblateConfig`: what `geomlens ablate` and the ``ablate`` run kind run (flags generated from it)."""
+"""`AblateConfig`: what `geomlens ablate` and the ``ablate`` command run (flags generated from it)."""
 
 from __future__ import annotations
 

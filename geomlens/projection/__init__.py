@@ -18,7 +18,7 @@ from geomlens.projection.config import (
     validate_align,
     validate_project,
 )
-from geomlens.projection.experiment import run_align, run_project
+from geomlens.projection.command import run_align, run_project
 from geomlens.projection.kernel import EmbeddingKernel
 from geomlens.projection.kinds import KINDS, available_kinds, parameter_vectors, token_matrix
 from geomlens.projection.project import (

@@ -6,7 +6,7 @@
               a new run never overwrites an earlier one (``out-2``...), a resumed one must
               hold the same config;
     seed      python, numpy and torch, from the config's ``seed``, the same way every time;
-    run       the kind's ``run(cfg, run_dir)``;
+    run       the command's ``run(cfg, run_dir)``;
     finish    ``summary.json`` and the ``done`` marker; on an error (or Ctrl-C) a ``failed``
               marker holding the message instead, so `geomlens run` reruns or resumes it.
 """
@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from geomlens.errors import InputError
-from geomlens.runner.kinds import RunKind, get_run_kind
+from geomlens.runner.command import Command, get_command
 from geomlens.rundir import (
     RunDirError,
     RunMode,
@@ -42,7 +42,7 @@ def seed_everything(seed: int | None) -> None:
     torch.manual_seed(seed)
 
 
-def validate_inputs(kind: RunKind, cfg: Any) -> str | None:
+def validate_inputs(kind: Command, cfg: Any) -> str | None:
     """Every check that needs no run directory; returns the resolved device (or None)."""
     device = None
     if hasattr(cfg, "device"):
@@ -55,12 +55,12 @@ def validate_inputs(kind: RunKind, cfg: Any) -> str | None:
 
 
 def execute(
-    kind: str | RunKind, cfg: Any, out: str | Path, *, mode: RunMode = "new", is_main: bool = True
+    kind: str | Command, cfg: Any, out: str | Path, *, mode: RunMode = "new", is_main: bool = True
 ) -> tuple[Path, dict]:
     """Validate, create the run dir, seed, run, then write summary.json + done (or failed).
 
     Args:
-        kind: A run kind or its registered name.
+        kind: A run command or its registered name.
         cfg: The kind's dataclass config (from `geomlens.config.build_config`).
         out: The requested run directory.
         mode: "new" (a fresh sibling if ``out`` is used), "resume" (reuse ``out`` if it holds
@@ -70,9 +70,9 @@ def execute(
     Returns:
         (the run directory used, the summary).
     """
-    kind = get_run_kind(kind) if isinstance(kind, str) else kind
+    kind = get_command(kind) if isinstance(kind, str) else kind
     if not isinstance(cfg, kind.config_cls):
-        raise TypeError(f"run kind {kind.name!r} takes a {kind.config_cls.__name__}")
+        raise TypeError(f"command {kind.name!r} takes a {kind.config_cls.__name__}")
     device = validate_inputs(kind, cfg)
     seed = getattr(cfg, "seed", None)
     run_dir = Path(out)

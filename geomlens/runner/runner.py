@@ -3,12 +3,12 @@
     spec = load_experiment("experiments/configs/x.yaml", ["seed=1"])
     results = Runner(spec).run(jobs=1)
 
-Each point's directory gets config.json + env.json (`create_run_dir`), the kind's outputs,
+Each point's directory gets config.json + env.json (`create_run_dir`), the command's outputs,
 summary.json and the ``done`` marker. A point is
 
 * ``done``     its ``done`` marker exists: skipped;
 * ``partial``  the directory holds something but no marker: resumed in the same directory
-               (a resumable kind finds its checkpoints there; another kind reruns from scratch);
+               (a resumable command finds its checkpoints there; another command reruns from scratch);
 * ``new``      nothing there yet;
 * ``conflict`` its stored config.json differs from the requested config: the run refuses to
                start (nothing is overwritten) and names the differing keys.
@@ -35,7 +35,7 @@ from typing import Any, Callable, Literal, Protocol, runtime_checkable
 
 from geomlens.config.build import build_config
 from geomlens.errors import ConfigError, GeomlensError
-from geomlens.runner.kinds import RunKind, get_run_kind
+from geomlens.runner.command import Command, get_command
 from geomlens.runner.lifecycle import execute
 from geomlens.runner.spec import ExperimentSpec
 from geomlens.runner.sweep import (
@@ -129,16 +129,16 @@ def point_status(run_dir: Path, config_json: dict) -> tuple[PointStatus, list[st
     return "new", []
 
 
-def get_kind(spec: ExperimentSpec) -> RunKind:
+def get_spec_command(spec: ExperimentSpec) -> Command:
     try:
-        return get_run_kind(spec.experiment)
+        return get_command(spec.experiment)
     except GeomlensError as exc:
         raise ConfigError(f"{spec.source('experiment')}: {exc}") from None
 
 
 def plan(spec: ExperimentSpec) -> list[PlannedRun]:
     """Expand the sweep, validate every point's config, and find each point's status."""
-    kind = get_kind(spec)
+    kind = get_spec_command(spec)
     points = expand_sweep(spec.sweep) if spec.sweep else [SweepPoint(index=0, name=SINGLE_POINT)]
     planned = []
     for point in points:
@@ -219,7 +219,7 @@ class Runner:
             poll_interval: Seconds between checks on running child processes.
         """
         self.spec = spec
-        self.kind = get_kind(spec)
+        self.kind = get_spec_command(spec)
         self.gpus = visible_gpus() if gpus is None else list(gpus)
         self.launcher = launcher or self._subprocess_launcher
         self.poll_interval = poll_interval

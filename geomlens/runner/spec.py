@@ -4,7 +4,7 @@ A config file looks like::
 
     # experiments/configs/<name>.yaml
     defaults: [base]          # parent files in the same folder, deep-merged first, in order
-    experiment: train         # a registered run kind (see geomlens/runner/kinds.py)
+    experiment: train         # a registered command (see geomlens/runner/command.py)
     out: runs/<name>          # root directory; each sweep point gets its own sub-directory
     config:                   # fields of the kind's dataclass config (nested maps for nested dataclasses)
       model: micro-1m

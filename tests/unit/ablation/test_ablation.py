@@ -17,7 +17,7 @@ from geomlens.ablation import (
     sweep_conditions,
 )
 from geomlens.ablation.ablate import mean_setter, resample_setter
-from geomlens.ablation.experiment import conditions_for
+from geomlens.ablation.command import conditions_for
 from geomlens.ablation.metrics import agreement, next_token_ce
 from geomlens.errors import ConfigError, InputError
 from geomlens.ablation.figures import plot_ablation_heatmap

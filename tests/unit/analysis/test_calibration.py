@@ -170,7 +170,7 @@ def test_uniform_record_equals_the_direct_formula(tiny_model, run):
 
 
 def test_definitions_table_and_headline(run, tmp_path):
-    from geomlens.commands.analyze import headline
+    from geomlens.analysis.command import headline
 
     _, _, summary = run
     defs = summary["definitions"]
@@ -184,7 +184,7 @@ def test_definitions_table_and_headline(run, tmp_path):
 
 
 def test_calibrate_off_and_single_segment(tiny_model, tmp_path):
-    from geomlens.commands.analyze import headline
+    from geomlens.analysis.command import headline
 
     cfg = _cfg(calibrate=False, scores=["neg_dist", "dot"])
     result = analyze_tokens(tiny_model, _seqs(), cfg)

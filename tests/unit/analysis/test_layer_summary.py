@@ -12,7 +12,7 @@ from helpers import build_model
 import geomlens.data.source
 import geomlens.models
 from geomlens.analysis import AnalyzeConfig
-from geomlens.analysis.experiment import run_analysis
+from geomlens.analysis.command import run_analysis
 from geomlens.analysis.layer_summary import layers_block, summarize_layer_lens
 from geomlens.analysis.layers import layer_ndcg
 from geomlens.metrics.stats import bootstrap_ci

@@ -5,25 +5,23 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib
 
 import pytest
 
 from geomlens.cli import COMMANDS, build_parser
 from geomlens.config import ConfigError, add_config_arguments, build_config, field_docs
 from geomlens.config.flags import config_fields_with_flags, namespace_values
-from geomlens.runner.kinds import RUN_KINDS
+from geomlens.models.command import SmokeConfig
+from geomlens.runner.command import Command
 
 
 def _command_configs() -> dict[str, type]:
     """Every command whose flags come from a dataclass config."""
     out = {}
     for name in COMMANDS:
-        module = importlib.import_module(COMMANDS[name])
-        if hasattr(module, "KIND"):
-            out[name] = RUN_KINDS.get(module.KIND).config_cls
-        elif hasattr(module, "SmokeConfig"):
-            out[name] = module.SmokeConfig
+        if isinstance(COMMANDS[name], Command):
+            out[name] = COMMANDS[name].config_cls
+    out["smoke"] = SmokeConfig
     return out
 
 

@@ -9,9 +9,9 @@ import pytest
 import torch
 from helpers import ToyConfig, read_summary, write_configs
 
-from geomlens.cli import main
+from geomlens.cli import COMMANDS, main
 from geomlens.errors import InputError
-from geomlens.runner.kinds import RUN_KINDS, RunKind
+from geomlens.runner.command import Command
 from geomlens.runner.lifecycle import execute
 from geomlens.rundir import failure, is_done
 
@@ -47,8 +47,8 @@ def test_cli_run_and_yaml_run_give_bitwise_identical_summaries(tmp_path):
     assert stored[0] == stored[1]
 
 
-def _kind(run, validate=None) -> RunKind:
-    return RunKind("lifecycle_test", ToyConfig, run, validate)
+def _kind(run, validate=None) -> Command:
+    return Command("lifecycle_test", ToyConfig, run, validate)
 
 
 def test_validation_runs_before_any_directory(tmp_path):
@@ -85,6 +85,6 @@ def test_geomlens_run_reruns_a_failed_point(tmp_path, monkeypatch, capsys):
     assert read_summary(tmp_path / "runs")["tag"] == "toy"
 
 
-def test_run_kinds_are_one_registry():
-    assert {"analyze", "ablate", "train", "toy"} <= set(RUN_KINDS.names())
-    assert RUN_KINDS.describe("train")
+def test_commands_are_one_registry():
+    assert {"analyze", "ablate", "train", "kv", "project", "align", "toy"} <= set(COMMANDS.names())
+    assert COMMANDS.describe("train")

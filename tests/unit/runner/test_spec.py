@@ -169,7 +169,7 @@ def test_missing_required_field():
         ("experiment: toy\nout: 3\n", "'out' must be"),
         ("experiment: toy\nout: o\nsweep:\n  seed: 3\n", "sweep.seed must be a non-empty list"),
         ("experiment: toy\nout: o\nconfig: [1]\n", "'config' must be a mapping"),
-        ("experiment: nosuchkind\nout: o\n", "unknown run kind 'nosuchkind'"),
+        ("experiment: nosuchkind\nout: o\n", "unknown command 'nosuchkind'"),
         ("defaults: [missing]\nexperiment: toy\nout: o\n", "defaults entry 'missing' not found"),
         ("experiment: [toy\n", "not valid YAML"),
     ],

@@ -1,4 +1,4 @@
-"""Tests of the test-only `toy` run kind (defined in tests/helpers.py) through `geomlens run`."""
+"""Tests of the test-only `toy` command (defined in tests/helpers.py) through `geomlens run`."""
 
 from __future__ import annotations
 

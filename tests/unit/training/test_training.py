@@ -80,10 +80,10 @@ def test_config_from_dict_rejects_unknown():
     assert cfg.head == "tied" and cfg.steps == 3
 
 
-def test_train_experiment_registered():
-    from geomlens.runner.kinds import get_run_kind
+def test_train_command_registered():
+    from geomlens.cli import COMMANDS
 
-    kind = get_run_kind("train")
+    kind = COMMANDS["train"]
     assert kind.config_cls is TrainConfig and kind.resumable
 
 

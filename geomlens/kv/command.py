@@ -23,7 +23,7 @@ import pandas as pd
 from geomlens.errors import InputError
 from geomlens.kv.config import KVConfig
 from geomlens.kv.layer_map import LayerMap
-from geomlens.runner.kinds import register_run_kind
+from geomlens.runner.command import Command
 
 logger = logging.getLogger(__name__)
 
@@ -32,8 +32,8 @@ def validate_kv(cfg: KVConfig) -> None:
     """Checks before any run dir exists: model name, text and lengths, and the layer map
     against the model's depth where the zoo knows it (``lckv`` is refused: its source, the top
     layer, runs after its consumers, so one forward pass cannot compute it)."""
+    from geomlens.models.inputs import check_model_inputs
     from geomlens.models.zoo import check_model_name
-    from geomlens.runner.checks import check_model_inputs
 
     check_model_inputs(cfg)
     if cfg.layers.strip().lower() == "lckv":
@@ -149,5 +149,24 @@ def run_kv(cfg: KVConfig, run_dir: Path, *, model=None) -> dict[str, Any]:
     return summary
 
 
-register_run_kind("kv", KVConfig, run_kv, validate=validate_kv,
-                  help="first-layer-only K/V: clean vs patched loss, layer sweeps, cache sizes")
+
+
+def headline(summary: dict, run_dir: Path) -> str:
+    def ci(name: str) -> str:
+        low, high = summary.get(f"{name}_low"), summary.get(f"{name}_high")
+        extra = f" [{low:.4f}, {high:.4f}]" if low is not None and high is not None else ""
+        return f"{summary[name]:.4f}{extra}"
+
+    lines = [f"{summary['model']}: layers {summary['layers']} ({summary['mode']}), layer_types "
+             f"{summary['layer_types']}, {summary['n_predicted_tokens']} predicted tokens",
+             f"clean loss   {ci('clean_loss')} nats",
+             f"patched loss {ci('patched_loss')} nats"]
+    if "delta_loss" in summary:
+        lines.append(f"delta        {ci('delta_loss')} nats")
+    lines.append(f"per domain: {run_dir / 'losses.csv'}")
+    return "\n".join(lines)
+
+
+COMMANDS = (Command(
+    "kv", KVConfig, run_kv, validate=validate_kv, headline=headline,
+    help="first-layer-only K/V on a pretrained model: clean vs patched loss, layer sweeps"),)

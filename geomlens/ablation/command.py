@@ -16,14 +16,14 @@ from transformer_lens import HookedTransformer
 from geomlens.ablation.config import AblateConfig
 from geomlens.ablation.sweep import Condition, ablation_table, sweep_conditions
 from geomlens.errors import InputError
-from geomlens.runner.kinds import register_run_kind
+from geomlens.runner.command import Command
 
 logger = logging.getLogger(__name__)
 
 
 def conditions_for(cfg: AblateConfig, n_layers: int) -> list[Condition]:
     """The conditions a config asks for, checked against the model's depth."""
-    from geomlens.runner.checks import check_layers
+    from geomlens.models.inputs import check_layers
 
     layers = list(range(n_layers)) if cfg.layers is None else list(cfg.layers)
     check_layers(layers, n_layers)
@@ -37,9 +37,9 @@ def run_ablation(cfg: AblateConfig, run_dir: Path, *, model: HookedTransformer |
 
     ``model`` (optional) is used instead of loading ``cfg.model``; it needs a tokenizer.
     """
+    from geomlens.ablation.figures import plot_ablation_heatmap
     from geomlens.data.batching import batch_sequences
     from geomlens.data.source import load_model_segments
-    from geomlens.ablation.figures import plot_ablation_heatmap
 
     if model is None:
         from geomlens.models import load_model
@@ -81,10 +81,18 @@ def run_ablation(cfg: AblateConfig, run_dir: Path, *, model: HookedTransformer |
 
 def validate_ablation(cfg: AblateConfig) -> None:
     """Model name, text, lengths and layers, checked before a run directory exists."""
-    from geomlens.runner.checks import check_model_inputs
+    from geomlens.models.inputs import check_model_inputs
 
     check_model_inputs(cfg, layers=cfg.layers)
 
 
-register_run_kind("ablate", AblateConfig, run_ablation, validate=validate_ablation,
-                  help="hook-level ablation of attention/MLP outputs")
+
+
+def headline(summary: dict, run_dir: Path) -> str:
+    return (f"ablate: {summary['n_conditions']} conditions; clean loss {summary['clean_loss']:.4f}, "
+            f"clean {summary['metric']} {summary['clean_metric']:.4f}; table: {run_dir / 'ablation.csv'}")
+
+
+COMMANDS = (Command(
+    "ablate", AblateConfig, run_ablation, validate=validate_ablation, headline=headline,
+    help="zero/mean/resample ablation of attention/MLP outputs: delta loss and delta NDCG@k"),)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from geomlens.analysis.config import AnalyzeConfig
-from geomlens.runner.kinds import register_run_kind
+from geomlens.runner.command import Command
 
 logger = logging.getLogger(__name__)
 
@@ -59,8 +59,8 @@ def run_analysis(cfg: AnalyzeConfig, run_dir: Path) -> dict[str, Any]:
 def _write_layers(per_position, cfg: AnalyzeConfig, summary: dict[str, Any], run_dir: Path) -> Path:
     """layers.csv (the CI table), figures/layers.png, and the summary's ``layers`` block and
     ``definitions.layers``; returns the figure's path."""
-    from geomlens.analysis.layer_summary import definition, layers_block, summarize_layer_lens
     from geomlens.analysis.figures import plot_layer_ndcg
+    from geomlens.analysis.layer_summary import definition, layers_block, summarize_layer_lens
 
     table = summarize_layer_lens(per_position, n_bootstrap=cfg.n_bootstrap, seed=cfg.seed)
     table.to_csv(run_dir / "layers.csv", index=False)
@@ -74,10 +74,58 @@ def _write_layers(per_position, cfg: AnalyzeConfig, summary: dict[str, Any], run
 
 def validate_analysis(cfg: AnalyzeConfig) -> None:
     """Model name, text file and lengths, checked before a run directory exists."""
-    from geomlens.runner.checks import check_model_inputs
+    from geomlens.models.inputs import check_model_inputs
 
     check_model_inputs(cfg)
 
 
-register_run_kind("analyze", AnalyzeConfig, run_analysis, validate=validate_analysis,
-                  help="distance vs probability (Table 6.1)")
+
+
+def headline(summary: dict, run_dir: Path) -> str:
+    """The Table 6.1 headline of this run (`geomlens.analysis.headline`: the distance score per
+    hidden state and distinct target, mean [95% CI]) with the notes a reader needs; the full
+    grid is in ``table61.md``."""
+    from geomlens.analysis.headline import format_table, headline_rows, headline_score
+    from geomlens.analysis.metrics import rank_groups
+
+    results = [r for r in summary["results"] if r["score"] != "uniform"]
+    if not results:
+        return f"no results; see {run_dir}"
+    score = headline_score(summary)
+    hiddens = list(dict.fromkeys(r["hidden"] for r in results))
+    rows = headline_rows([summary], hiddens=hiddens, score=score)
+    group = rank_groups(list(dict.fromkeys(r["score"] for r in results)))
+    same = [s for s, g in group.items() if g == group[score] and s != score]
+    n_perm = next((r["controls"].get("n_permutations", 0) for r in results if r.get("controls")), 0)
+    lines = [f"score {score}" + (f" (= {', '.join(same)} in every rank metric)" if same else "")
+             + f"; h = {', '.join(hiddens)}; means over {results[0]['n_segments']} segments "
+             f"[95% CI]; perm p: NDCG@full, {n_perm} permutations",
+             format_table(rows, with_hidden=True), *_notes(summary, run_dir)]
+    others = [s for s in dict.fromkeys(r["score"] for r in results) if s != score and s not in same]
+    if others:
+        lines.insert(-1, f"other scores (full table): {', '.join(others)}")
+    return "\n".join(lines)
+
+
+def _notes(summary: dict, run_dir: Path) -> list[str]:
+    """The uniform reference, how the JSD was calibrated, the NDCG@full bound, the files."""
+    results = summary["results"]
+    notes = [f"JSD(p || uniform) = {r['overall']['jsd']['mean']:.3f} (the reference a flat q "
+             "scores)" for r in results if r["score"] == "uniform"]
+    counts = next((r["calibration"] for r in results if r.get("calibration")), None)
+    if counts is not None and "skipped" in counts:
+        notes.append(f"JSD calibrated: not computed ({counts['skipped']})")
+    elif counts is not None:
+        notes.append(f"JSD calibrated: one temperature per score fitted on "
+                     f"{counts['n_fit_positions']} positions of {counts['n_fit_segments']} "
+                     f"segments, JSD on {counts['n_eval_positions']} positions of the "
+                     f"{counts['n_eval_segments']} other segments")
+    bound = summary["info"]["ndcg_full_error_bound_max"]
+    notes.append(f"NDCG@full max error bound {bound:.2e}; full table: {run_dir / 'table61.md'}"
+                 + ("; layer lens: " + str(run_dir / "layers.csv") if "layers" in summary else ""))
+    return notes
+
+
+COMMANDS = (Command(
+    "analyze", AnalyzeConfig, run_analysis, validate=validate_analysis, headline=headline,
+    help="distance vs probability (Table 6.1): NDCG@k, JSD, Spearman, top-k; bootstrap CIs, controls"),)

@@ -6,11 +6,12 @@ already holds a checkpoint, training resumes from it.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 from geomlens.errors import InputError
-from geomlens.runner.kinds import register_run_kind
+from geomlens.runner.command import Command
 from geomlens.training.config import TrainConfig
 
 
@@ -39,5 +40,13 @@ def validate_training(cfg: TrainConfig) -> None:
                          f"Available: {', '.join(MICRO_SIZES)}")
 
 
-register_run_kind("train", TrainConfig, run_training, validate=validate_training, resumable=True,
-                  help="train a micro-LLaMA with a chosen LM head")
+
+
+def headline(summary: dict, run_dir: Path) -> str:
+    keys = ("val_loss", "val_perplexity", "val_accuracy", "head_params", "tokens_per_s")
+    return json.dumps({k: summary[k] for k in keys if k in summary}, indent=2)
+
+
+COMMANDS = (Command(
+    "train", TrainConfig, run_training, validate=validate_training, resumable=True,
+    headline=headline, help="train a micro-LLaMA with a KNN / kernel / linear LM head (resumable)"),)

@@ -1,4 +1,5 @@
-"""Run functions for `geomlens project` and `geomlens align`: ``run_*(cfg, run_dir) -> summary``.
+"""The commands `geomlens project` and `geomlens align`: ``run_*(cfg, run_dir) -> summary`` and
+their headlines.
 
 They write their outputs into an existing ``run_dir`` and return the summary dict; creating the
 run dir, seeding and writing config/env/summary/done belong to the caller (the run lifecycle).
@@ -37,7 +38,7 @@ from geomlens.projection.config import (
     validate_project,
 )
 from geomlens.projection.kinds import PAIR_KINDS, available_kinds
-from geomlens.runner.kinds import register_run_kind
+from geomlens.runner.command import Command
 
 logger = logging.getLogger(__name__)
 
@@ -170,7 +171,28 @@ def run_align(cfg: AlignConfig, run_dir: Path) -> dict[str, Any]:
     }
 
 
-register_run_kind("project", ProjectConfig, run_project, validate=validate_project,
-                  help="parameters projected onto the vocabulary (Dar et al. 2022)")
-register_run_kind("align", AlignConfig, run_align, validate=validate_align,
-                  help="align two models' parameters in embedding space")
+def project_headline(summary: dict, run_dir: Path) -> str:
+    lines = [f"{summary['n_rows']} rows ({', '.join(summary['kinds'])}); "
+             f"first entries of each kind:"]
+    lines += [f"  {key}: {tokens}" for key, tokens in list(summary.get("examples", {}).items())[:12]]
+    lines.append(f"table: {run_dir / 'projection.parquet'} (and .csv)")
+    return "\n".join(lines)
+
+
+def align_headline(summary: dict, run_dir: Path) -> str:
+    import pandas as pd
+
+    table = pd.DataFrame(summary["layer_matching"]).T
+    return (f"{summary['model_a']} vs {summary['model_b']} ({summary['shared_vocab']})\n"
+            + table.to_string(float_format=lambda x: f"{x:.4g}")
+            + f"\nheatmap: {run_dir / 'alignment_heatmap.png'}")
+
+
+COMMANDS = (
+    Command("project", ProjectConfig, run_project, validate=validate_project,
+            headline=project_headline, help=(
+                "project attention/MLP parameters onto the vocabulary (Dar et al. 2022), "
+                "no forward pass")),
+    Command("align", AlignConfig, run_align, validate=validate_align, headline=align_headline,
+            help="align two models that share a vocabulary in embedding space (layers and neurons)"),
+)
