@@ -24,7 +24,6 @@ class AblateConfig(TextSource):
     """Layers to ablate (all at once), or with ``sweep`` the layers to sweep; None = all."""
     sweep: bool = False
     """Ablate each layer x {attn_out, mlp_out} on its own (n_layers x 2 rows)."""
-    n_segments: int | None = text_field("n_segments", 20)
     max_tokens: int = text_field("max_tokens", 64)
     batch_size: int = 8
     """Sequences per forward pass (resample draws its donors within a batch)."""

@@ -9,15 +9,24 @@ leaves nothing behind).
 
 from __future__ import annotations
 
+import logging
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from geomlens.config.base import Config, choices
+from geomlens.data.corpus import load_corpus
+from geomlens.data.batching import tokenize_segments
 from geomlens.errors import InputError
 
 TEXT_SOURCE = "text source"
 OVERFLOWS = ("truncate", "window")
+#: segments per domain read from the bundled corpus when --n-segments is not given (every
+#: command); a --texts file is read whole unless --n-segments caps it
+BUNDLED_SEGMENTS = 20
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(kw_only=True)
@@ -32,7 +41,8 @@ class TextSource(Config):
     """A local UTF-8 .jsonl file (one {"text": ...} object per line; "domain" and "id" optional)
     or .txt file (segments separated by blank lines) instead of the bundled corpus."""
     n_segments: int | None = field(default=None, metadata={"group": TEXT_SOURCE})
-    """Segments per domain, the first ones in file order (None = all)."""
+    """Segments per domain, the first ones in file order. Unset: a --texts file is read whole,
+    the bundled corpus gives its first 20 per domain (it has 300; --n-segments 300 reads all)."""
     max_tokens: int = field(default=128, metadata={"group": TEXT_SOURCE})
     """Tokens per sequence; longer segments are cut as ``overflow`` says (≤ the model's n_ctx)."""
     overflow: str = field(default="truncate", metadata={"group": TEXT_SOURCE, **choices(OVERFLOWS)})
@@ -48,11 +58,26 @@ class TextSource(Config):
             raise InputError(f"--max-tokens must be >= 2 (a next-token loss needs 2), got {self.max_tokens}")
 
 
-def read_rows(source: TextSource):
-    """The selected segments as a `datasets.Dataset` (columns domain, id, text)."""
-    from geomlens.data.corpus import load_corpus
+def segments_per_domain(source: TextSource) -> int | None:
+    """The cap on segments per domain: --n-segments if given, else none for a --texts file
+    and `BUNDLED_SEGMENTS` for the bundled corpus."""
+    if source.n_segments is not None:
+        return source.n_segments
+    return None if source.texts is not None else BUNDLED_SEGMENTS
 
-    return load_corpus(source.domains, "eval", path=source.texts, n_segments=source.n_segments)
+
+def read_rows(source: TextSource):
+    """The selected segments as a `datasets.Dataset` (columns domain, id, text); a cap that
+    cuts a --texts file says so in one warning line."""
+    cap = segments_per_domain(source)
+    rows = load_corpus(source.domains, "eval", path=source.texts, n_segments=cap)
+    if source.texts is not None and cap is not None:
+        whole = Counter(load_corpus(None, "eval", path=source.texts)["domain"])
+        if sum(whole.values()) > len(rows):
+            logger.warning("--n-segments %d keeps %d of the %d segments of %s (first %d per "
+                           "domain, file order)", cap, len(rows), sum(whole.values()),
+                           source.texts, cap)
+    return rows
 
 
 def check_text_source(source: TextSource, *, n_ctx: int | None = None) -> None:
@@ -79,16 +104,20 @@ def load_segments(source: TextSource, tokenizer) -> tuple[list[Any], list[str], 
     ``id#0, id#1, ...`` ("window"). Tokens as the model's own tokenizer makes them (no BOS is
     added where the tokenizer adds none).
     """
-    from geomlens.data.batching import tokenize_segments
-
-    seqs, ids, domains = [], [], []
+    seqs, ids, domains, cut = [], [], [], 0
     for row in read_rows(source):
         pieces = tokenize_segments(tokenizer, [row["text"]], max_tokens=source.max_tokens,
                                    overflow=source.overflow)
+        if source.overflow == "truncate" and source.texts is not None:
+            cut += len(tokenizer(row["text"])["input_ids"]) > source.max_tokens
         for j, piece in enumerate(pieces):
             seqs.append(piece)
             ids.append(row["id"] if len(pieces) == 1 else f"{row['id']}#{j}")
             domains.append(row["domain"])
+    if cut:
+        logger.warning("%d segment(s) of %s are longer than --max-tokens %d and were cut to their "
+                       "first %d tokens (--overflow window keeps every token)", cut, source.texts,
+                       source.max_tokens, source.max_tokens)
     return seqs, ids, domains
 
 

@@ -20,7 +20,7 @@ _EXPORTS = {
     "decode": "decoding", "next_token": "decoding", "DecodeResult": "decoding",
     "segment_losses": "evaluate", "loss_rows": "evaluate", "ratio_ci": "evaluate",
     "share_kv": "training", "unused_kv_parameters": "training",
-    "KVConfig": "config", "validate_kv": "experiment", "run_kv": "experiment",
+    "KVConfig": "config", "validate_kv": "command", "run_kv": "command",
 }
 __all__ = sorted(_EXPORTS)
 

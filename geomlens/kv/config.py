@@ -27,7 +27,6 @@ class KVConfig(TextSource):
     layers: str = "all"
     """Which layers take whose K/V (`geomlens.kv.LayerMap` spec): all, >=m, 3,5,7, cla,
     first_of_type, or a layer_types string like 0_0_2_2."""
-    n_segments: int | None = text_field("n_segments", 8)
     max_tokens: int = text_field("max_tokens", 64)
     batch_size: int = 8
     """Segments per forward pass."""

@@ -50,11 +50,10 @@ from dataclasses import dataclass
 
 @dataclass(kw_only=True)
 class SmokeConfig(TextSource):
-    """A quick look at a model on a few segments."""
+    """A quick look at a model: the loss per domain and the top next tokens after one segment."""
 
     model: str = "smollm2-135m"
     """Model name or training run directory (see `geomlens models`)."""
-    n_segments: int | None = text_field("n_segments", 1)
     max_tokens: int = text_field("max_tokens", 64)
     device: str | None = None
     """Torch device (None = cuda if available, else cpu)."""
@@ -78,14 +77,19 @@ def run_smoke(args) -> int:
     check_text_source(cfg)
     model = load_model(cfg.model, device=cfg.device)
     seqs, _, domains = load_segments(cfg, model.tokenizer)
-    for domain, seq in zip(domains, seqs):
+    for domain in dict.fromkeys(domains):
+        mine = [seq for seq, d in zip(seqs, domains) if d == domain]
+        losses = []
         with torch.no_grad():
-            logits = model(seq[None].to(model.cfg.device))
-        loss = torch.nn.functional.cross_entropy(logits[0, :-1], seq[1:].to(logits.device))
-        top = logits[0, -1].topk(5)
+            for seq in mine:
+                logits = model(seq[None].to(model.cfg.device))
+                losses.append(torch.nn.functional.cross_entropy(
+                    logits[0, :-1], seq[1:].to(logits.device)).item())
+        top = model(mine[0][None].to(model.cfg.device))[0, -1].topk(5)
         words = [repr(model.tokenizer.decode([int(i)])) for i in top.indices]
-        context = model.tokenizer.decode(seq[-12:]).replace("\n", " ")
-        print(f"[{domain}] loss={loss.item():.3f}  ...{context!r}")
+        context = model.tokenizer.decode(mine[0][-12:]).replace("\n", " ")
+        print(f"[{domain}] mean loss {sum(losses) / len(losses):.3f} over {len(mine)} segment(s); "
+              f"after ...{context!r}")
         print(f"    top-5 next: {', '.join(words)}")
     return 0
 
