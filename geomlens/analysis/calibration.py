@@ -50,13 +50,12 @@ from transformer_lens import HookedTransformer
 
 from geomlens.analysis.config import AnalyzeConfig
 from geomlens.analysis.fused import Fused, parts_from_dot, reference_terms
+from geomlens.analysis.sampling import rows_in_batch, sample_sorted, seeded
 from geomlens.analysis.scoring import Targets
 from geomlens.geometry.scores import get_score
 from geomlens.metrics.divergence import js_divergence_fast
 from geomlens.metrics.temperature import TemperatureFit, fit_temperature, tempered_jsd_blocks
 
-CALIBRATION_SEED_OFFSET = 11
-"""The split and the samples are drawn from ``seed + 11`` (Spearman's sample uses seed + 7)."""
 UNIFORM = "uniform"
 """The ``score`` of the uniform reference record."""
 Key = tuple[str | None, str | None, str]
@@ -84,7 +83,7 @@ def _positions_of(segments: Tensor, starts: Tensor, lengths: Tensor) -> Tensor:
 def _sample(positions: Tensor, k: int | None, gen: torch.Generator) -> Tensor:
     if k is None or k >= len(positions):
         return positions
-    return positions[torch.randperm(len(positions), generator=gen)[:k]].sort().values
+    return positions[sample_sorted(len(positions), k, gen)].sort().values
 
 
 def calibration_split(cfg: AnalyzeConfig, lengths: Sequence[int]) -> CalibrationSplit | None:
@@ -92,7 +91,7 @@ def calibration_split(cfg: AnalyzeConfig, lengths: Sequence[int]) -> Calibration
     n = len(lengths)
     if n < 2:
         return None
-    gen = torch.Generator().manual_seed(cfg.seed + CALIBRATION_SEED_OFFSET)
+    gen = seeded(cfg.seed, "calibration")
     order = torch.randperm(n, generator=gen)
     n_fit = min(n - 1, max(1, round(cfg.calibration_fraction * n)))
     fit, held = order[:n_fit].sort().values, order[n_fit:].sort().values
@@ -176,8 +175,7 @@ class CalibrationStore:
             jsd = fused(uniform_jsd, batch.logits[chunk].float(), self.cfg.jsd_base)
             np.add.at(self.uniform_sum, seq[chunk].numpy(), jsd.double().cpu().numpy())
         np.add.at(self.counts, seq.numpy(), 1)
-        lo, hi = torch.searchsorted(self.sampled, torch.tensor([offset, offset + batch.n_positions]))
-        rows = (self.sampled[lo:hi] - offset).to(batch.logits.device)
+        rows = rows_in_batch(self.sampled, offset, batch.n_positions, batch.logits.device)
         if len(rows) == 0:
             return
         self.seq.append(seq[rows.cpu()])

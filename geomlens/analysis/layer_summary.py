@@ -8,13 +8,14 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from geomlens.analysis.layers import ID_COLUMNS, LENSES, SEED_OFFSET
+from geomlens.analysis.layers import LAYER_LENS_KEYS, LENSES
+from geomlens.analysis.sampling import SEED_OFFSETS
 from geomlens.metrics.stats import bootstrap_ci
 
 
 def metric_columns(per_position: pd.DataFrame) -> list[str]:
     """The metric columns of a `layer_ndcg` table (every column but the ids and the bound)."""
-    return [c for c in per_position.columns if c not in ID_COLUMNS and c != "ndcg_full_err"]
+    return [c for c in per_position.columns if c not in LAYER_LENS_KEYS and c != "ndcg_full_err"]
 
 
 def summarize_layer_lens(
@@ -72,7 +73,7 @@ def definition(*, positions: int | None, seed: int, topk: int, gain: str) -> str
     """The exact definition written to summary.json (``definitions.layers``)."""
     lenses = "; ".join(f"{n} = {LENSES.describe(n)}" for n in LENSES.names())
     sample = ("every position" if positions is None else f"{positions} positions drawn uniformly "
-              f"without replacement from all positions of the run (seed = seed + {SEED_OFFSET})")
+              f"without replacement from all positions of the run (seed = seed + {SEED_OFFSETS['layer_lens']})")
     return (f"per layer (-1 = blocks.0.hook_resid_pre, l = blocks.l.hook_resid_post) and lens "
             f"({lenses}), NDCG of the lens's ranking of the vocabulary against p = softmax of the "
             f"model's final logits (gain {gain}; top-{topk} exact, NDCG@full bracketed, midpoint "

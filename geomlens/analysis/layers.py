@@ -46,6 +46,7 @@ from torch import Tensor
 from transformer_lens import HookedTransformer
 
 from geomlens.analysis.metrics import rank_metrics, reference
+from geomlens.analysis.sampling import SEED_OFFSETS, rows_in_batch, sample_sorted
 from geomlens.data.batching import ValidPositions
 from geomlens.geometry.distances import row_sq_norms, sq_distance_chunks
 from geomlens.geometry.lens import apply_ln_final, ln_final_normalized, logit_chunks
@@ -54,11 +55,9 @@ from geomlens.registry import Registry
 
 EMBEDDING_LAYER = -1
 """The ``layer`` value of the embedding (``blocks.0.hook_resid_pre``)."""
-SEED_OFFSET = 11
-"""`geomlens analyze` draws the layer-lens sample from ``seed + 11`` (Spearman uses seed + 7)."""
 VOCAB_BUDGET = 1 << 22
 """Default [position, token] entries scored at once (16 MiB per float32 matrix)."""
-ID_COLUMNS = ("segment", "domain", "pos", "layer", "hook", "lens")
+LAYER_LENS_KEYS = ("segment", "domain", "pos", "layer", "hook", "lens")
 
 
 @dataclass
@@ -192,10 +191,7 @@ def sample_positions(n_positions: int, n_sample: int | None, *, seed: int) -> In
     """Sorted stream indices of ``n_sample`` positions drawn uniformly without replacement from
     ``range(n_positions)`` (torch generator seeded by ``seed``); all of them when ``n_sample`` is
     None or >= ``n_positions``."""
-    if n_sample is None or n_sample >= n_positions:
-        return torch.arange(n_positions)
-    gen = torch.Generator().manual_seed(seed)
-    return torch.randperm(n_positions, generator=gen)[:n_sample].sort().values
+    return sample_sorted(n_positions, n_sample, torch.Generator().manual_seed(seed))
 
 
 @torch.no_grad()
@@ -248,7 +244,7 @@ class LayerLensCapture:
     def from_config(cls, model: HookedTransformer, cfg, n_positions: int) -> LayerLensCapture:
         """The capture `geomlens analyze` runs (``cfg``: an `AnalyzeConfig`)."""
         return cls(model=model, sampled=sample_positions(
-            n_positions, cfg.layer_lens_positions, seed=cfg.seed + SEED_OFFSET),
+            n_positions, cfg.layer_lens_positions, seed=cfg.seed + SEED_OFFSETS["layer_lens"]),
             topk=max(cfg.topk_exact, 10), gain=cfg.gain)
 
     @property
@@ -260,8 +256,7 @@ class LayerLensCapture:
         """Hooks that keep the sampled rows of this batch (its valid positions are the stream
         indices ``offset ..``) at every layer; [] when none is sampled."""
         valid = ValidPositions.of(tokens, lengths.to(tokens.device))
-        lo, hi = torch.searchsorted(self.sampled, torch.tensor([offset, offset + len(valid.pos)]))
-        self._rows = (self.sampled[lo:hi] - offset).to(tokens.device)
+        self._rows = rows_in_batch(self.sampled, offset, len(valid.pos), tokens.device)
         self._pending = {}
         if not len(self._rows):
             return []
@@ -288,11 +283,11 @@ class LayerLensCapture:
             self._flush()
 
     def frame(self) -> pd.DataFrame:
-        """One row per (sampled position, layer, lens), columns `ID_COLUMNS` + the metrics,
+        """One row per (sampled position, layer, lens), columns `LAYER_LENS_KEYS` + the metrics,
         ordered by layer, lens (as in ``lenses``), then stream position (whatever the chunks)."""
         self._flush()
         if not self._frames:
-            return pd.DataFrame(columns=list(ID_COLUMNS))
+            return pd.DataFrame(columns=list(LAYER_LENS_KEYS))
         df = pd.concat(self._frames, ignore_index=True)
         lens_code = df["lens"].map({name: i for i, name in enumerate(self.lenses)})
         order = np.lexsort((lens_code.to_numpy(), df["layer"].to_numpy()))  # stable

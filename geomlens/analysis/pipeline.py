@@ -32,21 +32,19 @@ from geomlens.analysis.config import AnalyzeConfig
 from geomlens.analysis.fused import Fused
 from geomlens.analysis.layers import LayerLensCapture
 from geomlens.analysis.metrics import metric_names
+from geomlens.analysis.sampling import rows_in_batch, sample_sorted, seeded
 from geomlens.analysis.scoring import ControlPlan, Targets, score_batch
 from geomlens.data.batching import batch_sequences
 from geomlens.errors import InputError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ID_COLUMNS", "AnalysisResult", "analyze_tokens", "hidden_hook_names"]
+__all__ = ["AnalysisResult", "analyze_tokens", "hidden_hook_names"]
 
-ID_COLUMNS = ("segment", "domain", "pos", "hidden", "target", "score")
 _VOCAB_BUDGET = 1 << 22
 """Default number of [position, token] entries scored at once (16 MiB per float32 matrix, 84
 positions at vocabulary 49,152: large enough that the per-chunk Python work is amortized; the
 fused passes read their inputs once each, so the chunk need not fit in cache)."""
-SPEARMAN_SEED_OFFSET = 7
-"""The Spearman sample is drawn from ``seed + 7`` (the controls use ``seed``, ``seed + 1``...)."""
 COMPILE_MIN_POSITIONS = 2048
 """With ``compile=None``, runs with at least this many positions are fused by torch.compile."""
 
@@ -96,14 +94,7 @@ def spearman_sample(cfg: AnalyzeConfig, n_positions: int) -> Tensor | None:
         return None
     if cfg.spearman_positions is None or cfg.spearman_positions >= n_positions:
         return None
-    gen = torch.Generator().manual_seed(cfg.seed + SPEARMAN_SEED_OFFSET)
-    return torch.randperm(n_positions, generator=gen)[: cfg.spearman_positions].sort().values
-
-
-def _rows_in(sampled: Tensor, offset: int, n_positions: int, device) -> Tensor:
-    """The sampled stream positions that fall in this batch, as batch rows."""
-    lo, hi = torch.searchsorted(sampled, torch.tensor([offset, offset + n_positions]))
-    return (sampled[lo:hi] - offset).to(device)
+    return sample_sorted(n_positions, cfg.spearman_positions, seeded(cfg.seed, "spearman"))
 
 
 def _labels(
@@ -200,7 +191,7 @@ class _Run:
         table = TokenTable([self.segment_ids[i] for i in seq_of], [self.domains[i] for i in seq_of],
                            batch.positions.pos.cpu().numpy(), self.targets)
         sp_rows = (None if self.sampled is None
-                   else _rows_in(self.sampled, self.offset, batch.n_positions, device))
+                   else rows_in_batch(self.sampled, self.offset, batch.n_positions, device))
         if self.calib is not None:
             self.calib.observe(self.model, batch, self.offset, rows[0], self.fused, self.position_chunk)
         self.offset += batch.n_positions

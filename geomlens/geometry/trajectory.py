@@ -46,7 +46,7 @@ from geomlens.errors import InputError
 from geomlens.geometry.lens import lens_ranks, logit_ranks
 
 #: columns of `trajectory_stats` that identify a row rather than measure something
-ID_COLUMNS: tuple[str, ...] = ("batch_idx", "pos", "layer", "token", "nearest_token")
+TRAJECTORY_KEYS: tuple[str, ...] = ("batch_idx", "pos", "layer", "token", "nearest_token")
 STAT_COLUMNS: tuple[str, ...] = (
     "step_norm", "attn_norm", "mlp_norm", "attn_share", "mlp_share", "attn_cos", "mlp_cos",
     "inertia_cos", "nearest_dist", "dlens_rank_top1", "dlens_rank_next", "logit_rank_top1",
@@ -205,7 +205,7 @@ def summarize_layers(df: pd.DataFrame, by: Sequence[str] = ("layer",)) -> pd.Dat
     missing = [c for c in by if c not in df.columns]
     if missing:
         raise InputError(f"summarize_layers: columns {missing} not in the table")
-    stats = [c for c in df.columns if c not in by and c not in ID_COLUMNS
+    stats = [c for c in df.columns if c not in by and c not in TRAJECTORY_KEYS
              and pd.api.types.is_numeric_dtype(df[c])]
     grouped = df.groupby(by, sort=True)
     out = grouped[stats].agg(["mean", "median"])

@@ -10,11 +10,8 @@ import torch
 from scipy.spatial.distance import jensenshannon
 
 from geomlens.analysis import AnalyzeConfig, analyze_tokens, summarize, table_markdown
-from geomlens.analysis.calibration import (
-    CALIBRATION_SEED_OFFSET,
-    calibration_split,
-    recompute_logits,
-)
+from geomlens.analysis.calibration import calibration_split, recompute_logits
+from geomlens.analysis.sampling import SEED_OFFSETS
 from geomlens.analysis.capture import capture_batch
 from geomlens.errors import InputError
 from geomlens.geometry.scores import SCORES, register_score
@@ -63,7 +60,7 @@ def test_split_is_disjoint_seeded_and_sampled_inside_its_segments():
     exact = calibration_split(_cfg(calibration_positions=None, calibration_eval_positions=None),
                               lengths)
     assert len(exact.fit_positions) + len(exact.eval_positions) == sum(lengths)
-    assert starts[0] == 0 and CALIBRATION_SEED_OFFSET != 7  # not Spearman's stream
+    assert starts[0] == 0 and SEED_OFFSETS["calibration"] != SEED_OFFSETS["spearman"]
     assert calibration_split(cfg, [5]) is None
 
 
