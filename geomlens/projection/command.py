@@ -37,7 +37,11 @@ from geomlens.projection.config import (
     validate_align,
     validate_project,
 )
+from geomlens.projection.evidence_command import EvidenceConfig, run_evidence, validate_evidence
+from geomlens.projection.evidence_command import headline as evidence_headline
 from geomlens.projection.kinds import PAIR_KINDS, available_kinds
+from geomlens.projection.stitch_command import StitchConfig, run_stitch, validate_stitch
+from geomlens.projection.stitch_command import headline as stitch_headline
 from geomlens.runner.command import Command
 
 logger = logging.getLogger(__name__)
@@ -195,4 +199,10 @@ COMMANDS = (
                 "no forward pass")),
     Command("align", AlignConfig, run_align, validate=validate_align, headline=align_headline,
             help="align two models that share a vocabulary in embedding space (layers and neurons)"),
+    Command("evidence", EvidenceConfig, run_evidence, validate=validate_evidence,
+            headline=evidence_headline, help=(
+                "Dar et al.'s evidence: recall@k of parameters vs the hidden states that activate "
+                "them, Jaccard@100 of paired parameters, each against shuffled pairings")),
+    Command("stitch", StitchConfig, run_stitch, validate=validate_stitch, headline=stitch_headline,
+            help="a classifier trained on model A carried into model B through E_A^+ E_B, B untrained"),
 )

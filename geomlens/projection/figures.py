@@ -41,3 +41,26 @@ def plot_alignment_heatmap(
     if title:
         fig.suptitle(title, fontsize=9)
     return save_figure(fig, Path(out_path))
+
+
+def plot_evidence(table, out_path: str | Path, *, title: str = "") -> Path:
+    """One panel per (kind, metric) of an evidence table (`geomlens.projection.evidence`): per
+    layer, the observed pairing (bar, 95% bootstrap CI) beside the shuffled baseline (bar,
+    ± 1 sd of the permutation null), as in Dar et al.'s Figures 3-4."""
+    groups = list(table.groupby(["kind", "metric"], sort=False))
+    ncol = min(3, len(groups))
+    nrow = -(-len(groups) // ncol)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(4.6 * ncol, 2.8 * nrow), squeeze=False)
+    for ax, ((kind, metric), df) in zip(axes.flat, groups):
+        x = np.arange(len(df))
+        ax.bar(x - 0.2, df["value"], 0.4, label="aligned",
+               yerr=[df["value"] - df["ci_low"], df["ci_high"] - df["value"]], capsize=1.5)
+        ax.bar(x + 0.2, df["baseline"], 0.4, label="shuffled", yerr=df["baseline_sd"], capsize=1.5)
+        ax.set_xticks(x, [str(v) for v in df["layer"]], fontsize=6)
+        ax.set(title=f"{kind}: {metric}", xlabel="layer")
+    for ax in axes.flat[len(groups):]:
+        ax.set_visible(False)
+    axes.flat[0].legend(fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    return save_figure(fig, Path(out_path))
