@@ -11,6 +11,7 @@ vocab x vocab matrix), `project` (the projection table), `attribution` (the move
 
 from geomlens.projection.alignment import Alignment, align_models, shared_vocabulary
 from geomlens.projection.attribution import component_parts, step_attribution
+from geomlens.projection.command import run_align, run_project
 from geomlens.projection.config import (
     AlignConfig,
     ProjectConfig,
@@ -18,7 +19,6 @@ from geomlens.projection.config import (
     validate_align,
     validate_project,
 )
-from geomlens.projection.command import run_align, run_project
 from geomlens.projection.kernel import EmbeddingKernel
 from geomlens.projection.kinds import KINDS, available_kinds, parameter_vectors, token_matrix
 from geomlens.projection.project import (
