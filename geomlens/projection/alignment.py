@@ -117,21 +117,45 @@ def kind_data(model_a, model_b, kind: str, shared: SharedVocab) -> KindData:
 
 
 def layer_scores(
-    kernel: EmbeddingKernel, units_a: list[Tensor], units_b: list[Tensor], reduce: str = "mean"
+    kernel: EmbeddingKernel, units_a: list[Tensor], units_b: list[Tensor], reduce: str = "mean",
+    *, dtype: torch.dtype = torch.float64,
 ) -> np.ndarray:
-    """S[la, lb] from `EmbeddingKernel.unit_a` / ``unit_b`` vectors per layer (module doc, 2)."""
+    """S[la, lb] from `EmbeddingKernel.unit_a` / ``unit_b`` vectors per layer (module doc, 2).
+
+    All layer pairs come from one [Σn_a, Σn_b] correlation matrix (one product), reduced per
+    block; ``dtype`` float32 halves the cost of the null's many repeats."""
     if reduce not in REDUCERS:
         raise InputError(f"reduce must be one of {REDUCERS}, not {reduce!r}")
+    Xa, Xb = torch.cat(units_a).to(dtype), torch.cat(units_b).to(dtype)
+    C = (Xa @ kernel.K_ab.to(dtype) @ Xb.T).abs()
+    ea = np.cumsum([0] + [len(u) for u in units_a])
+    eb = np.cumsum([0] + [len(u) for u in units_b])
     S = np.zeros((len(units_a), len(units_b)))
-    for i, Xa in enumerate(units_a):
-        XaK = Xa @ kernel.K_ab
-        for j, Xb in enumerate(units_b):
-            C = (XaK @ Xb.T).abs()
+    for i in range(len(units_a)):
+        rows = C[ea[i] : ea[i + 1]]
+        for j in range(len(units_b)):
+            block = rows[:, eb[j] : eb[j + 1]]
             if reduce == "mean":
-                S[i, j] = float(C.mean())
+                S[i, j] = float(block.mean())
             else:
-                S[i, j] = 0.5 * float(C.max(1).values.mean() + C.max(0).values.mean())
+                S[i, j] = 0.5 * float(block.amax(1).mean() + block.amax(0).mean())
     return S
+
+
+def row_hits(S: np.ndarray) -> float:
+    """Share of layers of a whose best-scoring layer of b (row-wise argmax) is the same index
+    (square S only; NaN otherwise)."""
+    if S.shape[0] != S.shape[1]:
+        return float("nan")
+    return float(np.mean(S.argmax(1) == np.arange(len(S))))
+
+
+def hungarian_hits(S: np.ndarray) -> float:
+    """Share of layers matched to the same index by the global (Hungarian) matching."""
+    if S.shape[0] != S.shape[1]:
+        return float("nan")
+    pairs, _ = match_layers(S)
+    return float(np.mean([a == b for a, b in pairs]))
 
 
 def match_layers(S: np.ndarray) -> tuple[list[tuple[int, int]], float]:
@@ -181,6 +205,8 @@ class SpaceScores:
     """S averaged over the null permutations."""
     null_matched: dict[str, np.ndarray]
     """matched_score of each null permutation."""
+    null_hits: dict[str, np.ndarray] = field(default_factory=dict)
+    """Per key, [n_permutations, 2]: row-wise and Hungarian diagonal hit rates of each null."""
     units: dict[str, tuple[list[Tensor], list[Tensor]]] = field(repr=False)
     """Per kind, the normalised vectors of both models per layer."""
     null_kernels: dict[str, list[EmbeddingKernel]] = field(repr=False)
@@ -204,6 +230,7 @@ def score_space(
     centred_tokens = {kd: (centred(d.tokens_a), centred(d.tokens_b)) for kd, d in data.items()}
     null_sum = {key: np.zeros_like(S) for key, S in scores.items()}
     null_matched: dict[str, list[float]] = {key: [] for key in scores}
+    null_hits: dict[str, list[tuple[float, float]]] = {key: [] for key in scores}
     null_kernels: dict[str, list[EmbeddingKernel]] = {kd: [] for kd in kinds}
     n_rows = next(iter(data.values())).tokens_a.shape[0]
     for p in range(n_permutations):
@@ -213,14 +240,16 @@ def score_space(
             kp = d.kernel.with_permutation(*centred_tokens[kd], perm)
             if p < n_neuron_null:
                 null_kernels[kd].append(kp)
-            S_p[kd] = layer_scores(kp, *units[kd], reduce)
+            S_p[kd] = layer_scores(kp, *units[kd], reduce, dtype=torch.float32)
         S_p["mean"] = np.mean([S_p[kd] for kd in kinds], axis=0)
         for key, S in S_p.items():
             null_sum[key] += S
             null_matched[key].append(match_layers(S)[1])
+            null_hits[key].append((row_hits(S), hungarian_hits(S)))
     return SpaceScores(
         scores=scores, null_scores={key: v / max(n_permutations, 1) for key, v in null_sum.items()},
-        null_matched={key: np.array(v) for key, v in null_matched.items()}, units=units,
+        null_matched={key: np.array(v) for key, v in null_matched.items()},
+        null_hits={key: np.array(v).reshape(-1, 2) for key, v in null_hits.items()}, units=units,
         null_kernels=null_kernels)
 
 
@@ -255,25 +284,39 @@ class Alignment:
         return self.spaces["embedding"].null_scores
 
     def layer_table(self) -> pd.DataFrame:
-        """One row per (key, space): matched pairs, matched and mean score, identity accuracy
-        (same depth only), and the null's mean, std and p-value for matched_score."""
+        """One row per (key, space): matched pairs, matched and mean score, the diagonal's mean
+        against the off-diagonal mean, diagonal hit rates (row-wise argmax and Hungarian; same
+        depth only), and for each the null's mean and permutation p."""
         rows = []
         for space, sc in self.spaces.items():
             for key, S in sc.scores.items():
                 pairs, matched = match_layers(S)
                 null = sc.null_matched[key]
-                rows.append({
+                hits = sc.null_hits.get(key, np.zeros((0, 2)))
+                square = S.shape[0] == S.shape[1]
+                row = {
                     "kind": key, "space": space, "matched_score": matched,
                     "mean_score": float(S.mean()),
-                    "identity_accuracy": (float(np.mean([a == b for a, b in pairs]))
-                                          if S.shape[0] == S.shape[1] else np.nan),
+                    "diag_score": float(np.diag(S).mean()) if square else np.nan,
+                    "offdiag_score": (float(S[~np.eye(len(S), dtype=bool)].mean()) if square else np.nan),
+                    "row_hit_rate": row_hits(S), "identity_accuracy": hungarian_hits(S),
                     "null_mean": float(null.mean()) if len(null) else np.nan,
                     "null_std": float(null.std()) if len(null) else np.nan,
-                    "p_value": (float((1 + (null >= matched).sum()) / (1 + len(null)))
-                                if len(null) else np.nan),
+                    "p_value": _p(matched, null),
+                    "row_hit_null": float(hits[:, 0].mean()) if len(hits) else np.nan,
+                    "row_hit_p": _p(row_hits(S), hits[:, 0]) if square else np.nan,
+                    "identity_null": float(hits[:, 1].mean()) if len(hits) else np.nan,
+                    "identity_p": _p(hungarian_hits(S), hits[:, 1]) if square else np.nan,
+                    "n_permutations": len(null),
                     "pairs": " ".join(f"{a}-{b}" for a, b in pairs),
-                })
+                }
+                rows.append(row)
         return pd.DataFrame(rows)
+
+
+def _p(observed: float, null: np.ndarray) -> float:
+    """(1 + #{null >= observed}) / (1 + n); NaN without a null."""
+    return float((1 + (null >= observed).sum()) / (1 + len(null))) if len(null) else np.nan
 
 
 def _neuron_corr(units, null_kernels, kernel, la, lb) -> tuple[np.ndarray, np.ndarray, float, float]:

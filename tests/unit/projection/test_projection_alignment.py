@@ -97,3 +97,41 @@ def test_shared_vocabulary_through_token_maps(one_thread):
     assert 7 not in shared.rows_b.tolist()
     al = align_models(full, small, n_permutations=2)
     assert al.scores["mean"].shape == al.raw_scores["mean"].shape == (2, 2)
+
+
+def test_layer_scores_equal_direct_block_means_and_hit_rates():
+    from geomlens.projection.alignment import hungarian_hits, layer_scores, row_hits
+
+    g = torch.Generator().manual_seed(0)
+    Ea, Eb = torch.randn(30, 4, generator=g), torch.randn(30, 5, generator=g)
+    k = EmbeddingKernel.from_token_matrices(Ea, Eb)
+    ua = [k.unit_a(torch.randn(n, 4, generator=g)) for n in (3, 2)]
+    ub = [k.unit_b(torch.randn(n, 5, generator=g)) for n in (4, 3, 2)]
+    for reduce in ("mean", "best"):
+        S = layer_scores(k, ua, ub, reduce)
+        for i, j in np.ndindex(S.shape):
+            C = k.cross(ua[i], ub[j]).abs()
+            ref = C.mean() if reduce == "mean" else 0.5 * (C.max(1).values.mean() + C.max(0).values.mean())
+            assert S[i, j] == pytest.approx(float(ref), rel=1e-12)
+    S32 = layer_scores(k, ua, ub, dtype=torch.float32)
+    np.testing.assert_allclose(S32, layer_scores(k, ua, ub), rtol=1e-5)
+    # rows 0 and 2 peak on the diagonal, row 1 peaks on column 0; the global matching is the identity
+    S = np.array([[0.9, 0.1, 0.0], [0.8, 0.7, 0.0], [0.1, 0.2, 0.5]])
+    assert row_hits(S) == pytest.approx(2 / 3) and hungarian_hits(S) == 1.0
+    assert np.isnan(row_hits(np.ones((2, 3))))
+
+
+def test_layer_table_hit_p_against_direct_count(make_run):
+    from geomlens.models import load_model
+    from geomlens.projection.alignment import hungarian_hits, row_hits
+
+    a = load_model(str(make_run("a", seed=0)[0]))
+    b = load_model(str(make_run("b", seed=1)[0]))
+    al = align_models(a, b, n_permutations=30, n_neuron_null=1)
+    row = al.layer_table().set_index(["kind", "space"]).loc[("mean", "embedding")]
+    hits = al.spaces["embedding"].null_hits["mean"]
+    assert hits.shape == (30, 2) and row["n_permutations"] == 30
+    S = al.scores["mean"]
+    assert row["row_hit_rate"] == row_hits(S) and row["identity_accuracy"] == hungarian_hits(S)
+    assert row["row_hit_p"] == pytest.approx((1 + np.sum(hits[:, 0] >= row_hits(S))) / 31)
+    assert row["identity_p"] == pytest.approx((1 + np.sum(hits[:, 1] >= hungarian_hits(S))) / 31)
