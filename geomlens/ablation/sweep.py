@@ -9,7 +9,7 @@ at once. `ablation_table` evaluates the clean model and every condition on the s
     method        zero | mean | resample
     loss          mean next-token cross-entropy over all valid positions (token-weighted)
     delta_loss    loss - clean loss
-    metric        mean NDCG@k between -||h - W_E|| and p (see `geomlens.ablation.metrics`)
+    metric        mean NDCG@k between -||h - W_E|| and p (see `geomlens.ablation.evaluate`)
     delta_metric  metric - clean metric
     top1_agree    share of positions whose nearest embedding is the arg-max of p
     delta_top1_agree
@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 
 from geomlens.ablation.ablate import ablation_hooks, derangement
-from geomlens.ablation.metrics import agreement, next_token_ce
+from geomlens.ablation.evaluate import agreement, next_token_ce
 
 Batch = tuple[Int[Tensor, "batch pos"], Int[Tensor, "batch"]]
 

@@ -85,8 +85,8 @@ def headline(summary: dict, run_dir: Path) -> str:
     """The Table 6.1 headline of this run (`geomlens.analysis.headline`: the distance score per
     hidden state and distinct target, mean [95% CI]) with the notes a reader needs; the full
     grid is in ``table61.md``."""
+    from geomlens.analysis.agreement import rank_groups
     from geomlens.analysis.headline import format_table, headline_rows, headline_score
-    from geomlens.analysis.metrics import rank_groups
 
     results = [r for r in summary["results"] if r["score"] != "uniform"]
     if not results:

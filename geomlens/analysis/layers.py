@@ -12,7 +12,7 @@ For a position with final logits z (p = softmax(z)) and residual stream h at lay
                                                       main table's ``ln_final`` hidden (unembed.hook_in)
     logit              unembed(ln_final(h))[v]        the logit lens (at the last layer = z)
 
-and its ranking is compared with p by the analysis's own NDCG (`geomlens.analysis.metrics`:
+and its ranking is compared with p by the analysis's own NDCG (`geomlens.analysis.agreement`:
 `reference` + `rank_metrics`, gains = gain(p), top-K exact and NDCG@full bracketed with a
 per-position error bound ``ndcg_full_err``; top1 and top10 come with it). The distance lenses
 rank by ``2 h·e − ‖e‖²`` (= ‖h‖² − ‖h − e‖², which orders each row exactly like −‖h − e‖),
@@ -45,7 +45,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
-from geomlens.analysis.metrics import rank_metrics, reference
+from geomlens.analysis.agreement import rank_metrics, reference
 from geomlens.analysis.sampling import SEED_OFFSETS, rows_in_batch, sample_sorted
 from geomlens.data.batching import ValidPositions
 from geomlens.geometry.distances import row_sq_norms, sq_distance_chunks

@@ -32,7 +32,7 @@ import torch
 from torch import Tensor
 
 from geomlens import native
-from geomlens.analysis.metrics import Reference, ScoredPair, ndcg_name, rank_groups
+from geomlens.analysis.agreement import Reference, ScoredPair, ndcg_name, rank_groups
 from geomlens.metrics.ranking import discounts, ndcg_interval, ndcg_ratio
 from geomlens.metrics.selection import bucket_codes
 

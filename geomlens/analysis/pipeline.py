@@ -26,12 +26,12 @@ from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 
 from geomlens.analysis.accumulate import Accumulator, ControlSums, TokenTable
+from geomlens.analysis.agreement import metric_names
 from geomlens.analysis.calibration import CalibrationResult, CalibrationStore
 from geomlens.analysis.capture import CapturedBatch, capture_batch, hidden_hook_names
 from geomlens.analysis.config import AnalyzeConfig
 from geomlens.analysis.fused import Fused
 from geomlens.analysis.layers import LayerLensCapture
-from geomlens.analysis.metrics import metric_names
 from geomlens.analysis.sampling import rows_in_batch, sample_sorted, seeded
 from geomlens.analysis.scoring import ControlPlan, Targets, score_batch
 from geomlens.data.batching import batch_sequences
@@ -131,7 +131,7 @@ def analyze_tokens(
     if not seqs:
         raise InputError("analyze_tokens needs at least one token sequence")
     segment_ids, domains = _labels(len(seqs), segment_ids, domains)
-    run = _Run.start(model, seqs, cfg, segment_ids, domains, per_token_path)
+    run = _AnalysisState.start(model, seqs, cfg, segment_ids, domains, per_token_path)
     n_batches = (len(seqs) + cfg.batch_size - 1) // cfg.batch_size
     batches = batch_sequences(seqs, batch_size=cfg.batch_size)
     for b, (tokens, lengths) in enumerate(tqdm(batches, total=n_batches, desc="analyze", unit="batch")):
@@ -140,7 +140,7 @@ def analyze_tokens(
 
 
 @dataclass
-class _Run:
+class _AnalysisState:
     """The state of one `analyze_tokens` call, which every batch adds to."""
 
     model: HookedTransformer
@@ -163,7 +163,7 @@ class _Run:
 
     @classmethod
     def start(cls, model: HookedTransformer, seqs: Sequence[Tensor], cfg: AnalyzeConfig,
-              segment_ids: list[str], domains: list[str], per_token_path) -> _Run:
+              segment_ids: list[str], domains: list[str], per_token_path) -> _AnalysisState:
         device = next(model.parameters()).device
         d_vocab = model.cfg.d_vocab_out
         targets = Targets.load(model, cfg.target, device)

@@ -1,7 +1,7 @@
 """Scoring: for a chunk of positions, every (hidden, target) pair is compared once with the whole
 vocabulary: one matmul for h·e (none when h = ln_final and the target is the tied unembedding:
 h·e are then the LM logits the forward already computed), from which every score is derived
-and reduced at once to per-position metrics against p (`geomlens.analysis.metrics.pair_metrics`).
+and reduced at once to per-position metrics against p (`geomlens.analysis.agreement.pair_metrics`).
 
 Controls (on the first ``control_positions`` positions of the stream):
     permutation    the rows of the target matrix are shuffled (``score[:, perm]``), n times: the
@@ -21,10 +21,10 @@ from jaxtyping import Float
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
+from geomlens.analysis.agreement import Metrics, Reference, ScoredPair, pair_metrics, reference
 from geomlens.analysis.capture import CapturedBatch
 from geomlens.analysis.config import AnalyzeConfig
 from geomlens.analysis.fused import Fused
-from geomlens.analysis.metrics import Metrics, Reference, ScoredPair, pair_metrics, reference
 from geomlens.analysis.permutation import PermutationNull
 from geomlens.geometry.distances import row_sq_norms
 from geomlens.metrics.stats import random_matrix_like

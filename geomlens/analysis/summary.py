@@ -11,13 +11,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from geomlens.analysis.agreement import greater_is_better
 from geomlens.analysis.calibration_report import (
     add_calibration,
     calibration_definitions,
     uniform_record,
 )
 from geomlens.analysis.config import AnalyzeConfig
-from geomlens.analysis.metrics import greater_is_better
 from geomlens.analysis.pipeline import AnalysisResult, hidden_hook_names
 from geomlens.geometry.scores import SCORES
 from geomlens.metrics.ranking import GAINS

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from geomlens.config.base import Config, choices
-from geomlens.data.corpus import load_corpus
 from geomlens.data.batching import tokenize_segments
+from geomlens.data.corpus import load_corpus
 from geomlens.errors import InputError
 
 TEXT_SOURCE = "text source"

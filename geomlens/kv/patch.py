@@ -35,6 +35,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
 
+import einops
 import torch
 from jaxtyping import Float
 from torch import Tensor, nn
@@ -131,7 +132,7 @@ def _diag_scores(attn, q: Tensor, k: Tensor) -> Float[Tensor, "batch head_index 
     """q_i · k_i / scale per head (softcap as the model applies it)."""
     k = k.reshape(q.shape[0], q.shape[1], -1, q.shape[-1])
     k = torch.repeat_interleave(k, q.shape[2] // k.shape[2], dim=2)
-    diag = torch.einsum("bphd,bphd->bhp", q, k) / attn.attn_scale
+    diag = einops.einsum(q, k, "batch pos head_index d_head, batch pos head_index d_head -> batch head_index pos") / attn.attn_scale
     return apply_softcap(diag, attn.cfg.attn_scores_soft_cap)
 
 

@@ -6,18 +6,14 @@ and ``tokenizer/``. The cache root is ``$GEOMLENS_CACHE`` or ``~/.cache/geomlens
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import torch
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
+from geomlens.paths import cache_root
+
 CACHE_VERSION = 1
-
-
-def cache_root() -> Path:
-    root = os.environ.get("GEOMLENS_CACHE") or Path.home() / ".cache" / "geomlens"
-    return Path(root)
 
 
 def model_cache_dir(name: str) -> Path:

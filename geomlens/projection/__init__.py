@@ -5,7 +5,7 @@
 
 Modules: `kinds` (what is projected, through which token matrix), `topk` (exact top-k without a
 vocab x vocab matrix), `project` (the projection table), `attribution` (the movement view),
-`kernel` (Pearson through E_aᵀE_b), `alignment` (layer and neuron matching), `config` and
+`gram` (Pearson through the Gram matrix E_aᵀE_b), `alignment` (layer and neuron matching), `config` and
 `experiment` (ProjectConfig / AlignConfig and their run functions), `figures`.
 """
 
@@ -19,7 +19,7 @@ from geomlens.projection.config import (
     validate_align,
     validate_project,
 )
-from geomlens.projection.kernel import EmbeddingKernel
+from geomlens.projection.gram import EmbeddingGram
 from geomlens.projection.kinds import KINDS, available_kinds, parameter_vectors, token_matrix
 from geomlens.projection.project import (
     COLUMNS,
@@ -31,7 +31,7 @@ from geomlens.projection.project import (
 from geomlens.projection.topk import factored_topk, vector_topk
 
 __all__ = [
-    "COLUMNS", "KINDS", "AlignConfig", "Alignment", "EmbeddingKernel", "ProjectConfig",
+    "COLUMNS", "KINDS", "AlignConfig", "Alignment", "EmbeddingGram", "ProjectConfig",
     "align_models", "available_kinds", "component_parts", "factored_topk", "parameter_vectors",
     "parse_index_spec", "project_pairs", "project_parameters", "project_vectors", "run_align",
     "run_project", "shared_vocabulary", "step_attribution", "token_matrix", "validate_align",

@@ -5,8 +5,8 @@ both can represent (`shared_vocabulary`). For each vector kind κ (default: the 
 
   1. Every parameter vector is projected through its kind's token matrix (W_E for read kinds,
      W_U for write kinds; `geomlens.projection.kinds`) restricted to the shared tokens, and
-     Pearson correlations between projections of a and b are computed through the kernel
-     (`geomlens.projection.kernel`): no vocabulary-sized vector is formed.
+     Pearson correlations between projections of a and b are computed through the Gram matrices
+     (`geomlens.projection.gram`): no vocabulary-sized vector is formed.
   2. Layer scores: S_κ[la, lb] = mean over all pairs (i ∈ la, j ∈ lb) of |corr(x_i, y_j)|
      (``reduce="mean"``, the paper's), or ``"best"``: the mean over i of max_j |corr| and over j
      of max_i |corr|, averaged. ``mean`` over kinds gives S_mean.
@@ -40,7 +40,7 @@ from transformer_lens import HookedTransformer
 from geomlens.errors import InputError
 from geomlens.models.token_map import token_map
 from geomlens.projection.config import REDUCERS
-from geomlens.projection.kernel import EmbeddingKernel, centred
+from geomlens.projection.gram import EmbeddingGram, centred
 from geomlens.projection.kinds import KINDS, available_kinds, parameter_vectors, token_matrix
 
 logger = logging.getLogger(__name__)
@@ -102,10 +102,10 @@ class KindData:
     vecs_b: list[Float[Tensor, "m d_b"]]
     tokens_a: Float[Tensor, "n_shared d_a"]
     tokens_b: Float[Tensor, "n_shared d_b"]
-    kernel: EmbeddingKernel = field(init=False)
+    gram: EmbeddingGram = field(init=False)
 
     def __post_init__(self) -> None:
-        self.kernel = EmbeddingKernel.from_token_matrices(self.tokens_a, self.tokens_b)
+        self.gram = EmbeddingGram.from_token_matrices(self.tokens_a, self.tokens_b)
 
 
 def kind_data(model_a, model_b, kind: str, shared: SharedVocab) -> KindData:
@@ -117,17 +117,17 @@ def kind_data(model_a, model_b, kind: str, shared: SharedVocab) -> KindData:
 
 
 def layer_scores(
-    kernel: EmbeddingKernel, units_a: list[Tensor], units_b: list[Tensor], reduce: str = "mean",
+    gram: EmbeddingGram, units_a: list[Tensor], units_b: list[Tensor], reduce: str = "mean",
     *, dtype: torch.dtype = torch.float64,
 ) -> np.ndarray:
-    """S[la, lb] from `EmbeddingKernel.unit_a` / ``unit_b`` vectors per layer (module doc, 2).
+    """S[la, lb] from `EmbeddingGram.unit_a` / ``unit_b`` vectors per layer (module doc, 2).
 
     All layer pairs come from one [Σn_a, Σn_b] correlation matrix (one product), reduced per
     block; ``dtype`` float32 halves the cost of the null's many repeats."""
     if reduce not in REDUCERS:
         raise InputError(f"reduce must be one of {REDUCERS}, not {reduce!r}")
     Xa, Xb = torch.cat(units_a).to(dtype), torch.cat(units_b).to(dtype)
-    C = (Xa @ kernel.K_ab.to(dtype) @ Xb.T).abs()
+    C = (Xa @ gram.K_ab.to(dtype) @ Xb.T).abs()
     ea = np.cumsum([0] + [len(u) for u in units_a])
     eb = np.cumsum([0] + [len(u) for u in units_b])
     S = np.zeros((len(units_a), len(units_b)))
@@ -209,12 +209,12 @@ class SpaceScores:
     """Per key, [n_permutations, 2]: row-wise and Hungarian diagonal hit rates of each null."""
     units: dict[str, tuple[list[Tensor], list[Tensor]]] = field(repr=False)
     """Per kind, the normalised vectors of both models per layer."""
-    null_kernels: dict[str, list[EmbeddingKernel]] = field(repr=False)
-    """Per kind, the kernels of the first permutations (for the neuron-level null)."""
+    null_grams: dict[str, list[EmbeddingGram]] = field(repr=False)
+    """Per kind, the Gram matrices of the first permutations (for the neuron-level null)."""
 
 
 def _units(data: KindData) -> tuple[list[Tensor], list[Tensor]]:
-    return [data.kernel.unit_a(X) for X in data.vecs_a], [data.kernel.unit_b(Y) for Y in data.vecs_b]
+    return [data.gram.unit_a(X) for X in data.vecs_a], [data.gram.unit_b(Y) for Y in data.vecs_b]
 
 
 def score_space(
@@ -224,22 +224,22 @@ def score_space(
     token matrices (tokens, or coordinates for the raw space) at random (module doc, 2-4)."""
     kinds = list(data)
     units = {kd: _units(d) for kd, d in data.items()}
-    scores = {kd: layer_scores(d.kernel, *units[kd], reduce) for kd, d in data.items()}
+    scores = {kd: layer_scores(d.gram, *units[kd], reduce) for kd, d in data.items()}
     scores["mean"] = np.mean([scores[kd] for kd in kinds], axis=0)
     gen = torch.Generator().manual_seed(seed)
     centred_tokens = {kd: (centred(d.tokens_a), centred(d.tokens_b)) for kd, d in data.items()}
     null_sum = {key: np.zeros_like(S) for key, S in scores.items()}
     null_matched: dict[str, list[float]] = {key: [] for key in scores}
     null_hits: dict[str, list[tuple[float, float]]] = {key: [] for key in scores}
-    null_kernels: dict[str, list[EmbeddingKernel]] = {kd: [] for kd in kinds}
+    null_grams: dict[str, list[EmbeddingGram]] = {kd: [] for kd in kinds}
     n_rows = next(iter(data.values())).tokens_a.shape[0]
     for p in range(n_permutations):
         perm = torch.randperm(n_rows, generator=gen)
         S_p = {}
         for kd, d in data.items():
-            kp = d.kernel.with_permutation(*centred_tokens[kd], perm)
+            kp = d.gram.with_permutation(*centred_tokens[kd], perm)
             if p < n_neuron_null:
-                null_kernels[kd].append(kp)
+                null_grams[kd].append(kp)
             S_p[kd] = layer_scores(kp, *units[kd], reduce, dtype=torch.float32)
         S_p["mean"] = np.mean([S_p[kd] for kd in kinds], axis=0)
         for key, S in S_p.items():
@@ -250,7 +250,7 @@ def score_space(
         scores=scores, null_scores={key: v / max(n_permutations, 1) for key, v in null_sum.items()},
         null_matched={key: np.array(v) for key, v in null_matched.items()},
         null_hits={key: np.array(v).reshape(-1, 2) for key, v in null_hits.items()}, units=units,
-        null_kernels=null_kernels)
+        null_grams=null_grams)
 
 
 @dataclass(kw_only=True)
@@ -319,10 +319,10 @@ def _p(observed: float, null: np.ndarray) -> float:
     return float((1 + (null >= observed).sum()) / (1 + len(null))) if len(null) else np.nan
 
 
-def _neuron_corr(units, null_kernels, kernel, la, lb) -> tuple[np.ndarray, np.ndarray, float, float]:
+def _neuron_corr(units, null_grams, gram, la, lb) -> tuple[np.ndarray, np.ndarray, float, float]:
     Ua, Ub = units[0][la], units[1][lb]
-    r, c, corr = match_neurons(kernel.cross(Ua, Ub))
-    null = [match_neurons(kn.cross(Ua, Ub))[2] for kn in null_kernels]
+    r, c, corr = match_neurons(gram.cross(Ua, Ub))
+    null = [match_neurons(kn.cross(Ua, Ub))[2] for kn in null_grams]
     return r, c, corr, float(np.mean(null)) if null else np.nan
 
 
@@ -332,13 +332,13 @@ def _neuron_rows(kind, data, spaces, pairs, k, gen, matches) -> list[dict]:
     rows = []
     emb, raw = spaces["embedding"], spaces.get("raw")
     for la, lb in pairs:
-        r, c, corr, null = _neuron_corr(emb.units[kind], emb.null_kernels[kind], data["embedding"][kind].kernel, la, lb)
+        r, c, corr, null = _neuron_corr(emb.units[kind], emb.null_grams[kind], data["embedding"][kind].gram, la, lb)
         matches[(kind, la, lb)] = np.full(len(data["embedding"][kind].vecs_a[la]), -1)
         matches[(kind, la, lb)][r] = c
         raw_corr = raw_null = np.nan
         if raw is not None:
-            _, _, raw_corr, raw_null = _neuron_corr(raw.units[kind], raw.null_kernels[kind],
-                                                    data["raw"][kind].kernel, la, lb)
+            _, _, raw_corr, raw_null = _neuron_corr(raw.units[kind], raw.null_grams[kind],
+                                                    data["raw"][kind].gram, la, lb)
         d = data["embedding"][kind]
         X, Y = d.vecs_a[la][r], d.vecs_b[lb]
         rand = torch.randperm(Y.shape[0], generator=gen)[: len(c)]

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import einops
 import numpy as np
 import pandas as pd
 import torch
@@ -69,7 +70,7 @@ def component_parts(
         raise InputError("step_attribution handles sequential pre-norm blocks only.")
     block = model.blocks[layer]
     z = cache[f"blocks.{layer}.attn.hook_z"][0, pos]  # [head, d_head]
-    attn = torch.einsum("hd,hdm->hm", z, block.attn.W_O)
+    attn = einops.einsum(z, block.attn.W_O, "head_index d_head, head_index d_head d_model -> head_index d_model")
     attn_bias = block.attn.b_O[None].clone()
     act = cache[f"blocks.{layer}.mlp.hook_post"][0, pos]  # [d_mlp]
     mlp = act[:, None] * block.mlp.W_out

@@ -79,7 +79,6 @@ register_kind(Kind(name="q", side="read", through="W_E", per_head=True), help="c
 register_kind(Kind(name="k", side="read", through="W_E", per_head=True), help="columns of W_K[h] per KV head (read)")
 register_kind(Kind(name="v", side="read", through="W_E", per_head=True), help="columns of W_V[h] per KV head (read)")
 register_kind(Kind(name="o", side="write", through="W_U", per_head=True), help="rows of W_O[h] (write)")
-VECTOR_KINDS = tuple(k for k in KINDS if KINDS[k].side != "pair")
 PAIR_KINDS = tuple(k for k in KINDS if KINDS[k].side == "pair")
 
 

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 from geomlens.errors import InputError
-from geomlens.runner.command import Command, get_command
 from geomlens.rundir import (
     RunDirError,
     RunMode,
@@ -28,6 +27,7 @@ from geomlens.rundir import (
     mark_failed,
     write_json,
 )
+from geomlens.runner.command import Command, get_command
 
 
 def seed_everything(seed: int | None) -> None:

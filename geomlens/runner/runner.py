@@ -35,6 +35,7 @@ from typing import Any, Callable, Literal, Protocol, runtime_checkable
 
 from geomlens.config.build import build_config
 from geomlens.errors import ConfigError, GeomlensError
+from geomlens.rundir import failure, is_done, to_jsonable
 from geomlens.runner.command import Command, get_command
 from geomlens.runner.lifecycle import execute
 from geomlens.runner.spec import ExperimentSpec
@@ -45,7 +46,6 @@ from geomlens.runner.sweep import (
     point_config,
     point_dir,
 )
-from geomlens.rundir import failure, is_done, to_jsonable
 
 logger = logging.getLogger(__name__)
 

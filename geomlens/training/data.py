@@ -20,15 +20,14 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from geomlens.errors import InputError
+from geomlens.paths import cache_root
 
 logger = logging.getLogger(__name__)
 
 
 def cache_dir() -> Path:
     """``$GEOMLENS_CACHE/tokens`` or ``~/.cache/geomlens/tokens``."""
-    root = os.environ.get("GEOMLENS_CACHE")
-    base = Path(root) if root else Path.home() / ".cache" / "geomlens"
-    return base / "tokens"
+    return cache_root() / "tokens"
 
 
 def _corpus_hash(split: str) -> str:

@@ -18,7 +18,7 @@ from geomlens.ablation import (
 )
 from geomlens.ablation.ablate import mean_setter, resample_setter
 from geomlens.ablation.command import conditions_for
-from geomlens.ablation.metrics import agreement, next_token_ce
+from geomlens.ablation.evaluate import agreement, next_token_ce
 from geomlens.errors import ConfigError, InputError
 from geomlens.ablation.figures import plot_ablation_heatmap
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from geomlens.analysis.fused import Fused
-from geomlens.analysis.metrics import pair_metrics, reference
+from geomlens.analysis.agreement import pair_metrics, reference
 
 NAMES = ["inv_dist", "softmax_inv_dist", "neg_dist", "neg_sq_dist", "cosine", "dot"]
 

@@ -6,7 +6,7 @@ import torch
 
 from geomlens import native
 from geomlens.analysis import permutation
-from geomlens.analysis.metrics import all_score_metrics, pair_metrics, reference
+from geomlens.analysis.agreement import all_score_metrics, pair_metrics, reference
 from geomlens.analysis.permutation import PermutationNull, perm_tables
 from geomlens.geometry.scores import score_parts
 

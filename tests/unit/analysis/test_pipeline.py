@@ -134,7 +134,7 @@ def test_config_from_dict_rejects_unknown_keys():
 def test_rank_groups_share_rankings_exactly():
     """The four distance scores rank identically, so computing their rank metrics once from
     -d^2 gives what each score's own ranking gives."""
-    from geomlens.analysis.metrics import all_score_metrics, reference, score_metrics
+    from geomlens.analysis.agreement import all_score_metrics, reference, score_metrics
     from geomlens.geometry.scores import get_score, score_parts
 
     h, e = torch.randn(6, 16), torch.randn(300, 16)

@@ -1,11 +1,11 @@
-"""The hook patch against the hand-written reference (`geomlens.kv.reference`)."""
+"""The hook patch against the hand-written reference (tests/kv_reference.py)."""
 
 import pytest
 import torch
 
 from geomlens.errors import InputError
 from geomlens.kv import LayerMap, key_recipe, patch_kv
-from geomlens.kv.reference import reference_logits
+from kv_reference import reference_logits
 
 SPECS = ["all", ">=2", "3", "cla", "first_of_type"]
 

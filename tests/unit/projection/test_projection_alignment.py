@@ -8,16 +8,16 @@ from scipy.stats import pearsonr
 from transformer_lens import HookedTransformer
 
 from geomlens.models.token_map import ATTRIBUTE, TokenMap
-from geomlens.projection import EmbeddingKernel, align_models, shared_vocabulary
+from geomlens.projection import EmbeddingGram, align_models, shared_vocabulary
 from geomlens.projection.alignment import match_layers
 
 
-def test_kernel_pearson_equals_explicit_projections(one_thread):
+def test_gram_pearson_equals_explicit_projections(one_thread):
     a, b = build_model(d_model=32, d_head=8), build_model(d_model=16, d_head=4, seed=1)
     assert a.cfg.d_model != b.cfg.d_model and a.cfg.d_vocab == b.cfg.d_vocab == 50
     X, Y = a.blocks[0].mlp.W_in.T.detach(), b.blocks[1].mlp.W_out.detach()  # [64, 32], [64, 16]
-    kernel = EmbeddingKernel.from_token_matrices(a.W_E.detach(), b.W_U.T.detach())
-    C = kernel.pearson(X, Y).numpy()
+    gram = EmbeddingGram.from_token_matrices(a.W_E.detach(), b.W_U.T.detach())
+    C = gram.pearson(X, Y).numpy()
     P = (X.double() @ a.W_E.T.double()).detach().numpy()  # explicit projections [n, vocab]
     Q = (Y.double() @ b.W_U.double()).detach().numpy()
     ref = np.corrcoef(P, Q)[: len(P), len(P):]
@@ -25,20 +25,20 @@ def test_kernel_pearson_equals_explicit_projections(one_thread):
     assert C[3, 7] == pytest.approx(pearsonr(P[3], Q[7]).statistic, abs=1e-9)
 
 
-def test_identity_kernel_is_raw_pearson():
+def test_identity_gram_is_raw_pearson():
     X, Y = torch.randn(5, 12), torch.randn(4, 12)
-    C = EmbeddingKernel.identity(12).pearson(X, Y).numpy()
+    C = EmbeddingGram.identity(12).pearson(X, Y).numpy()
     ref = np.corrcoef(X.double().numpy(), Y.double().numpy())[:5, 5:]
     np.testing.assert_allclose(C, ref, rtol=1e-9, atol=1e-12)
 
 
-def test_permuted_kernel_equals_permuted_tokens():
+def test_permuted_gram_equals_permuted_tokens():
     Ea, Eb, perm = torch.randn(40, 6), torch.randn(40, 5), torch.randperm(40)
-    from geomlens.projection.kernel import centred
+    from geomlens.projection.gram import centred
 
-    k = EmbeddingKernel.from_token_matrices(Ea, Eb)
+    k = EmbeddingGram.from_token_matrices(Ea, Eb)
     kp = k.with_permutation(centred(Ea), centred(Eb), perm)
-    ref = EmbeddingKernel.from_token_matrices(Ea, Eb[perm])
+    ref = EmbeddingGram.from_token_matrices(Ea, Eb[perm])
     torch.testing.assert_close(kp.K_ab, ref.K_ab)
     torch.testing.assert_close(kp.K_bb, ref.K_bb)
 

@@ -14,6 +14,7 @@ Supports rotary pre-norm (Llama/Gemma-like) configs without attention softcappin
 
 from __future__ import annotations
 
+import einops
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
@@ -51,9 +52,9 @@ def project(attn, x: Float[Tensor, "batch pos d_model"]) -> tuple[Tensor, Tensor
     W_K = getattr(attn, "_W_K", None)
     W_K, W_V = (attn._W_K, attn._W_V) if W_K is not None else (attn.W_K, attn.W_V)
     b_K, b_V = (attn._b_K, attn._b_V) if hasattr(attn, "_b_K") else (attn.b_K, attn.b_V)
-    q = torch.einsum("bpm,hmd->bphd", x, attn.W_Q) + attn.b_Q
-    k = torch.einsum("bpm,hmd->bphd", x, W_K) + b_K
-    v = torch.einsum("bpm,hmd->bphd", x, W_V) + b_V
+    q = einops.einsum(x, attn.W_Q, "batch pos d_model, head_index d_model d_head -> batch pos head_index d_head") + attn.b_Q
+    k = einops.einsum(x, W_K, "batch pos d_model, head_index d_model d_head -> batch pos head_index d_head") + b_K
+    v = einops.einsum(x, W_V, "batch pos d_model, head_index d_model d_head -> batch pos head_index d_head") + b_V
     if attn.cfg.use_qk_norm:
         q, k = rms(q, attn.q_norm.w, attn.cfg.eps), rms(k, attn.k_norm.w, attn.cfg.eps)
     return q, k, v
@@ -77,8 +78,8 @@ def reference_z(
         if mode == "prev":
             keys[:, -1], values[:, -1] = k_own[:, i], v_own[:, i]
         for h in range(q.shape[2]):
-            scores = torch.einsum("bd,bjd->bj", q[:, i, h], keys[:, :, h // group]) / scale
-            z[:, i, h] = torch.einsum("bj,bjd->bd", scores.softmax(-1), values[:, :, h // group])
+            scores = einops.einsum(q[:, i, h], keys[:, :, h // group], "batch d_head, batch key_pos d_head -> batch key_pos") / scale
+            z[:, i, h] = einops.einsum(scores.softmax(-1), values[:, :, h // group], "batch key_pos, batch key_pos d_head -> batch d_head")
     return z
 
 

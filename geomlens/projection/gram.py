@@ -1,4 +1,4 @@
-"""Pearson correlation of projected parameters through the kernel E_aᵀ E_b (Dar et al. 2022).
+"""Pearson correlation of projected parameters through the Gram matrix E_aᵀ E_b (Dar et al. 2022).
 
 Parameter vectors x (model a, d_a) and y (model b, d_b) project onto a shared vocabulary of N
 tokens as p = E_a x and q = E_b y (rows of E = tokens). Pearson correlation centres p and q over
@@ -7,12 +7,12 @@ column means. Hence
 
     corr(x, y) = xᵀ K_ab y / sqrt(xᵀ K_aa x · yᵀ K_bb y),    K_ab = Ẽ_aᵀ Ẽ_b   (d_a x d_b)
 
-and no N-sized vector is ever formed: `EmbeddingKernel.pearson` returns the full [n, m]
-correlation matrix of two vector sets from three small kernels (float64).
+and no N-sized vector is ever formed: `EmbeddingGram.pearson` returns the full [n, m]
+correlation matrix of two vector sets from three small Gram matrices (float64).
 
 A random permutation π of model b's token rows (the permutation null) changes only K_ab, to
 Ẽ_aᵀ Ẽ_b[π]. The paper's baseline, Pearson over the raw d_model coordinates, is the same formula
-with E = I (`EmbeddingKernel.identity`): only meaningful when d_a = d_b.
+with E = I (`EmbeddingGram.identity`): only meaningful when d_a = d_b.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ def centred(E: Float[Tensor, "n_tokens d"]) -> Float[Tensor, "n_tokens d"]:
 
 
 @dataclass(kw_only=True)
-class EmbeddingKernel:
+class EmbeddingGram:
     """The three Gram matrices of two centred token matrices over a shared vocabulary."""
 
     K_ab: Float[Tensor, "d_a d_b"]
@@ -46,7 +46,7 @@ class EmbeddingKernel:
         cls,
         E_a: Float[Tensor, "n_tokens d_a"],
         E_b: Float[Tensor, "n_tokens d_b"],
-    ) -> EmbeddingKernel:
+    ) -> EmbeddingGram:
         """Kernels of row-aligned token matrices (row i of both = the same token)."""
         if E_a.shape[0] != E_b.shape[0]:
             raise ValueError(f"token matrices have {E_a.shape[0]} and {E_b.shape[0]} rows")
@@ -54,7 +54,7 @@ class EmbeddingKernel:
         return cls(K_ab=Ca.T @ Cb, K_aa=Ca.T @ Ca, K_bb=Cb.T @ Cb)
 
     @classmethod
-    def identity(cls, d: int, device: str | torch.device = "cpu") -> EmbeddingKernel:
+    def identity(cls, d: int, device: str | torch.device = "cpu") -> EmbeddingGram:
         """E = I_d: Pearson over the raw coordinates (the paper's baseline)."""
         C = torch.eye(d, dtype=torch.float64, device=device) - 1.0 / d
         return cls(K_ab=C, K_aa=C, K_bb=C)
@@ -62,10 +62,10 @@ class EmbeddingKernel:
     def with_permutation(
         self, C_a: Float[Tensor, "n_tokens d_a"], C_b: Float[Tensor, "n_tokens d_b"],
         perm: Int[Tensor, "n_tokens"],
-    ) -> EmbeddingKernel:
-        """The same kernel with token i of a paired with token perm[i] of b (K_aa, K_bb are
+    ) -> EmbeddingGram:
+        """The same Gram matrices with token i of a paired with token perm[i] of b (K_aa, K_bb are
         permutation invariant); C_a, C_b are the `centred` token matrices."""
-        return EmbeddingKernel(K_ab=C_a.T @ C_b[perm.to(C_b.device)], K_aa=self.K_aa, K_bb=self.K_bb)
+        return EmbeddingGram(K_ab=C_a.T @ C_b[perm.to(C_b.device)], K_aa=self.K_aa, K_bb=self.K_bb)
 
     def unit_a(self, X: Float[Tensor, "n d_a"]) -> Float[Tensor, "n d_a"]:
         """Rows of X scaled so their centred projections have unit norm (xᵀ K_aa x = 1)."""
