@@ -1,7 +1,7 @@
 """A classifier carried from model A to model B without training (Dar et al. 2022, stitching).
 
 Dar et al.'s sentiment-analysis notebook maps B's last hidden state into A's space with the
-kernel ``emb2 @ pinv(emb1)`` (emb = d_model x vocab) and applies A's classifier there. With token
+map ``emb2 @ pinv(emb1)`` (emb = d_model x vocab) and applies A's classifier there. With token
 matrices E (rows = tokens of the shared vocabulary, `geomlens.projection.alignment.shared_vocabulary`)
 that is x_A = M x_B with
 

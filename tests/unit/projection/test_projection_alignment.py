@@ -104,7 +104,7 @@ def test_layer_scores_equal_direct_block_means_and_hit_rates():
 
     g = torch.Generator().manual_seed(0)
     Ea, Eb = torch.randn(30, 4, generator=g), torch.randn(30, 5, generator=g)
-    k = EmbeddingKernel.from_token_matrices(Ea, Eb)
+    k = EmbeddingGram.from_token_matrices(Ea, Eb)
     ua = [k.unit_a(torch.randn(n, 4, generator=g)) for n in (3, 2)]
     ub = [k.unit_b(torch.randn(n, 5, generator=g)) for n in (4, 3, 2)]
     for reduce in ("mean", "best"):
