@@ -88,3 +88,15 @@ def test_segment_features_mask_padding(gqa_model):
     F = segment_features(gqa_model, seqs, batch_size=2)
     alone = gqa_model.ln_final(gqa_model(seqs[1][None], stop_at_layer=2))[0].mean(0)
     np.testing.assert_allclose(F[1], alone.double().numpy(), atol=1e-5)
+
+
+def test_permuted_accuracies_equal_full_translation_per_permutation():
+    X, y = _blobs(n=60)
+    E_A, E_B = torch.randn(25, 6, dtype=torch.float64), torch.randn(25, 4, dtype=torch.float64)
+    clf = fit_classifier(X, y)
+    X_b = np.random.default_rng(2).normal(size=(60, 4))
+    got = permuted_accuracies(clf, E_A, E_B, X_b, y, n_permutations=7, seed=5)
+    gen = torch.Generator().manual_seed(5)
+    ref = [translate(clf, translation(E_A, E_B[torch.randperm(25, generator=gen)])).accuracy(X_b, y)
+           for _ in range(7)]
+    np.testing.assert_allclose(got, ref)
