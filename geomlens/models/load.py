@@ -82,8 +82,10 @@ def load_model(
             (``"meta-llama/Llama-3.2-1B"``; needs hub access).
         device: None = CUDA if available else CPU.
         dtype: weights dtype (float32 by default).
-        fold_ln, center_writing_weights, center_unembed: TransformerLens weight processing.
-            All off by default: they rewrite W_E / W_U, and the geometry measures the raw W_E.
+        fold_ln: TransformerLens weight processing (off by default: processing rewrites
+            W_E / W_U, and the geometry measures the raw W_E).
+        center_writing_weights: TransformerLens weight processing (off by default).
+        center_unembed: TransformerLens weight processing (off by default).
         use_cache: read/write the converted-weights cache (first load converts the GGUF).
 
     The processing actually applied is recorded in ``model_info(model)["processing"]``.

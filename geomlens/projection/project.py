@@ -182,7 +182,8 @@ def project_parameters(
 
     Args:
         kinds: subset of `available_kinds(model)`; None = all of them.
-        layers, heads: None = all. ``heads`` applies to every per-head kind (KV heads for k, v).
+        layers: None = all.
+        heads: None = all; applies to every per-head kind (KV heads for k, v).
         neurons: MLP neurons, or coordinates within a head for q/k/v/o; None = all.
         through: "W_E" or "W_U" for every kind (both sides of ov/qk); None = each kind's
             default (`geomlens.projection.kinds`).
