@@ -18,7 +18,8 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from geomlens.analysis.fused import Fused, compiled_jsd, rank_keys, reference_terms, score_terms
+from geomlens.analysis.fused import compiled_jsd, rank_keys, reference_terms, score_terms
+from geomlens.fused import Fused
 from geomlens.geometry.scores import ScoreParts, get_score
 from geomlens.metrics.correlation import centered_ranks, spearman_from_ranks
 from geomlens.metrics.divergence import js_divergence_fast

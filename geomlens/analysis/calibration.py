@@ -49,9 +49,10 @@ from torch import Tensor
 from transformer_lens import HookedTransformer
 
 from geomlens.analysis.config import AnalyzeConfig
-from geomlens.analysis.fused import Fused, parts_from_dot, reference_terms
+from geomlens.analysis.fused import parts_from_dot, reference_terms
 from geomlens.analysis.sampling import rows_in_batch, sample_sorted, seeded
 from geomlens.analysis.scoring import Targets
+from geomlens.fused import Fused
 from geomlens.geometry.scores import get_score
 from geomlens.metrics.divergence import js_divergence_fast
 from geomlens.metrics.temperature import TemperatureFit, fit_temperature, tempered_jsd_blocks

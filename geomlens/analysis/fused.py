@@ -14,26 +14,22 @@ traffic (20-30% on a 2-core CPU).
 
 Both build on the shared definitions (the distance kernel's `sq_distance_from_dot`, the score
 registry, `js_divergence_fast`, the gain registry), so the fused and the eager results are the
-same function evaluated with a different summation order (tested). `Fused` runs them compiled
-when asked and falls back to eager (with one warning) when compilation is unavailable.
+same function evaluated with a different summation order (tested). `geomlens.fused.Fused` runs
+them compiled when asked and falls back to eager (with one warning) when compilation is
+unavailable.
 """
 
 from __future__ import annotations
-
-import logging
-from contextlib import contextmanager
-from typing import Callable
 
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from geomlens.fused import Fused
 from geomlens.geometry.distances import sq_distance_from_dot
 from geomlens.geometry.scores import ScoreParts, get_score
 from geomlens.metrics.divergence import LN2, base_scale, js_divergence_fast, jsd_terms
 from geomlens.metrics.ranking import get_gain
-
-logger = logging.getLogger(__name__)
 
 
 def reference_terms(
@@ -166,47 +162,3 @@ def compiled_jsd(
 
 def _group_member(group: str, names: tuple[str, ...]) -> str:
     return next(n for n in names if (get_score(n).rank_group or n) == group)
-
-
-@contextmanager
-def _untyped():
-    """jaxtyping's runtime shape checks (on under pytest) cannot run inside a torch.compile
-    trace: switch them off for the compiled call (the eager path is checked)."""
-    try:
-        from jaxtyping import config
-    except ImportError:
-        yield
-        return
-    before = config.jaxtyping_disable
-    config.update("jaxtyping_disable", True)
-    try:
-        yield
-    finally:
-        config.update("jaxtyping_disable", before)
-
-
-class Fused:
-    """Calls the kernels above compiled (``enabled``) or eagerly; a failed compilation (no C++
-    compiler, an unsupported backend) switches to eager for the rest of the process."""
-
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
-        self._compiled: dict[Callable, Callable] = {}
-
-    def __call__(self, fn: Callable, *args):
-        if not self.enabled:
-            return fn(*args)
-        compiled = self._compiled.get(fn)
-        if compiled is None:
-            compiled = self._compiled[fn] = torch.compile(fn, dynamic=False)
-        for a in args:  # one kernel for every chunk size
-            if isinstance(a, Tensor) and a.dim() == 2 and a.shape[0] > 1:
-                torch._dynamo.maybe_mark_dynamic(a, 0)
-        try:
-            with _untyped():
-                return compiled(*args)
-        except Exception as exc:  # noqa: BLE001 - any backend failure means "run eagerly"
-            logger.warning("torch.compile unavailable (%s: %s); running eagerly",
-                           type(exc).__name__, exc)
-            self.enabled = False
-            return fn(*args)

@@ -30,12 +30,12 @@ from geomlens.analysis.agreement import metric_names
 from geomlens.analysis.calibration import CalibrationResult, CalibrationStore
 from geomlens.analysis.capture import CapturedBatch, capture_batch, hidden_hook_names
 from geomlens.analysis.config import AnalyzeConfig
-from geomlens.analysis.fused import Fused
 from geomlens.analysis.layers import LayerLensCapture
 from geomlens.analysis.sampling import rows_in_batch, sample_sorted, seeded
 from geomlens.analysis.scoring import ControlPlan, Targets, score_batch
 from geomlens.data.batching import batch_sequences
 from geomlens.errors import InputError
+from geomlens.fused import Fused
 
 logger = logging.getLogger(__name__)
 
@@ -171,7 +171,7 @@ class _AnalysisState:
         return cls(
             model, cfg, segment_ids, domains, targets,
             plan=ControlPlan.create(cfg, targets, d_vocab, device),
-            fused=Fused(_compile(cfg, n_total)), position_chunk=_position_chunk(cfg, d_vocab),
+            fused=Fused(_compile(cfg, n_total), dynamic_rows=True), position_chunk=_position_chunk(cfg, d_vocab),
             acc=Accumulator(metric_names(cfg.ks, spearman=cfg.spearman),
                             per_token_path=per_token_path, keep_per_token=cfg.keep_per_token),
             sampled=spearman_sample(cfg, n_total),

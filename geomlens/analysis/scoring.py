@@ -24,8 +24,8 @@ from transformer_lens import HookedTransformer
 from geomlens.analysis.agreement import Metrics, Reference, ScoredPair, pair_metrics, reference
 from geomlens.analysis.capture import CapturedBatch
 from geomlens.analysis.config import AnalyzeConfig
-from geomlens.analysis.fused import Fused
 from geomlens.analysis.permutation import PermutationNull
+from geomlens.fused import Fused
 from geomlens.geometry.distances import row_sq_norms
 from geomlens.metrics.stats import random_matrix_like
 from geomlens.models.weights import weights_tied

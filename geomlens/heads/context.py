@@ -13,12 +13,12 @@ from jaxtyping import Float
 from torch import Tensor, nn
 from transformer_lens import HookedTransformerConfig
 
-from geomlens.heads.base import Head
-from geomlens.heads.distance import distance_logits, softplus_inverse
+from geomlens.heads.distance import DistanceHead
 from geomlens.heads.registry import register_head
+from geomlens.heads.scales import softplus_inverse
 
 
-class ContextMLPHead(Head):
+class ContextMLPHead(DistanceHead):
     """logits = −‖h − e_v‖ · softplus(MLP(h)).
 
     Args:
@@ -47,7 +47,7 @@ class ContextMLPHead(Head):
         return F.softplus(self.fc_out(F.silu(self.fc_in(h))).float())
 
     def logits(self, h: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_vocab"]:
-        return distance_logits(h, self.W_E, squared=False, row_scale=self.scale(h))
+        return self.distance_logits(h, squared=False, row_scale=self.scale(h))
 
 
 register_head("context_mlp", ContextMLPHead)

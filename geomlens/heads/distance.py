@@ -1,57 +1,22 @@
-"""Distances from hidden states to every row of W_E, and the logits of every KNN / kernel head,
-as one custom autograd op (`_DistanceOp`) without a [batch, pos, d_vocab, d_model] tensor.
+"""The maths of every KNN / kernel head: logits from the distances between the hidden states
+and the rows of the model's own W_E.
 
     s[t, v] = ‖h_t − e_v‖² = ‖h‖² − 2 h·e_v + ‖e_v‖²          (the matmul identity)
-    out[t, v] = b_v ± a_t · c_v · φ(s[t, v])
+    out[t, v] = b_v − a_t · c_v · φ(s[t, v])
     φ(s) = sqrt(max(s, 0) + SQRT_EPS)     (`distances`; heads neg_dist, sigma, linear_scale,
                                             hybrid, context_mlp)
     φ(s) = max(s, 0)                      (`sq_distances`; heads gaussian, sq_dist_bias)
 
-`distances` and `sq_distances` are φ alone (a = c = 1, b = 0, sign +); `distance_logits` is
-the heads' ``b − a·c·φ`` with an optional per-position scale ``a`` (f(h)), per-token scale ``c``
-(σ_v, 1/(2σ_v²)) and per-token bias ``b``.
+with an optional per-position scale ``a`` (f(h)), per-token scale ``c`` (σ_v, 1/(2σ_v²)) and
+per-token bias ``b``. `reference_distance_logits` is that formula in plain torch, autograd
+through every step: the readable definition. The heads compute it with the fused op
+(`geomlens.heads.distance_op.DistanceOp`: the same function, a hand-written backward, no
+[batch, pos, d_vocab, d_model] tensor and as few [batch, pos, d_vocab] passes as possible);
+tests hold the two equal.
 
-Cost model. The op does the linear head's three matmuls ([n_positions, d_model] x [d_model,
-d_vocab] and the two backward products, in the same shapes) plus as few [n_positions, d_vocab]
-passes and, on the CPU, as few *fresh* [n_positions, d_vocab] tensors as possible: a fresh
-200 MB tensor costs the OS's page faults on first touch and an unmap on free, several times a
-pass over warm memory.
-
-Forward: the shared kernel `geomlens.geometry.distances.sq_distance_block` (one broadcast add
-and one ``addmm_``, no clamp), then one elementwise epilogue that clamps, takes the root and
-applies the head's transform. For φ = s it writes the logits over s (the backward needs no
-[n_positions, d_vocab] tensor); for φ = sqrt it writes a new logits tensor and keeps s, which on
-the CPU comes from, and goes back to, a small pool (`_BufferPool`).
-
-Backward, written by hand from ∂L/∂out = g (∂s/∂h = 2(h − e), ∂s/∂e = 2(e − h)):
-
-    q = 2·∂L/∂s = ±2·g·a·c·φ'(s)       ∂L/∂h = h·Σ_v q − q W_E      ∂L/∂W_E = W_E·Σ_t q − qᵀ h
-    ∂L/∂a_t = ±Σ_v g c_v φ      ∂L/∂c_v = ±Σ_t g a_t φ      ∂L/∂b_v = Σ_t g
-
-* φ = s: q = ±2·a_t·g·c_v is separable, so a and c are folded into the matmul operands and no
-  [n_positions, d_vocab] pass is made at all (`_backward_squared`).
-* φ = sqrt: one pass writes p = ±g·a/φ over s (q = p·c_v) and the row sums (`_root_rows_inplace`),
-  then the two matmuls (`_backward_root`).
-
-Column sums over positions ride along as extra rows of the second matmul (hᵀ g-shaped, where
-BLAS takes them almost for free), and ∂L/∂c expands s by the matmul identity:
-Σ_t p s = Σ_t p‖h‖² + ‖e‖² Σ_t p − 2 e·Σ_t p h. Autograd records none of the ~10 passes of the
-composed formula; the gradients of a, c and b flow on through the head's own small softplus /
-MLP graph. Rounding can make the identity slightly negative, so it is clamped; the gradient is
-taken as if unclamped there (those points are rounding noise).
-
-Backends. The elementwise steps (`_STEPS`) are plain torch code, written once. With backend
-``"compile"`` they run through ``torch.compile`` (inductor fuses each into one loop over
-[n_positions, d_vocab]); ``"eager"`` runs them op by op (more passes; the same numbers up to the
-last bit of a square root and the order of summation in the reductions); ``"auto"`` (the
-default) compiles when the problem has at least `COMPILE_MIN_ELEMENTS` entries and falls back to
-eager, once and with a warning, if compilation fails. Inside a model under ``torch.compile`` the
-op is a graph break (``torch.compiler.disable``; see `_apply`) and its steps use the same backend.
-Choose with `set_backend` / `use_backend` or the environment variable ``GEOMLENS_HEADS_BACKEND``.
-
-Precision: under CUDA autocast the op runs in float32 (``custom_fwd(cast_inputs=float32)``):
-‖h‖² (≈ d_model after RMSNorm) is much larger than the differences between tokens, and a bf16
-sum would round them away.
+A `DistanceHead` owns its op, and so its backend: ``head.backend = "eager"`` (or
+``"compile"``, ``"auto"``, the default, or ``"reference"`` for the readable formula). The
+environment variable ``GEOMLENS_HEADS_BACKEND`` sets the default of new heads.
 
 ``SQRT_EPS = 1e-6`` keeps the gradient finite when ``h`` equals an embedding row exactly
 (``d/dx sqrt(x)`` is infinite at 0). The shift in ``d`` is at most 1e-3 (at d = 0) and below
@@ -60,342 +25,51 @@ sum would round them away.
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import os
-import threading
-from typing import Iterator, Literal
+from typing import Literal
 
-import torch
 from jaxtyping import Float
-from torch import Tensor
+from torch import Tensor, nn
+from transformer_lens import HookedTransformerConfig
 
-from geomlens.geometry import distances as vocab_distances
-
-logger = logging.getLogger(__name__)
+from geomlens.fused import MODES
+from geomlens.heads.base import Head
+from geomlens.heads.distance_op import DistanceOp
 
 SQRT_EPS = 1e-6
 """Added under the square root in `distances`; see the module docstring."""
 
-Backend = Literal["auto", "compile", "eager"]
-BACKENDS: tuple[Backend, ...] = ("auto", "compile", "eager")
-
-COMPILE_MIN_ELEMENTS = 1 << 18
-"""``auto`` compiles the elementwise steps from this many [n_positions, d_vocab] entries up
-(below it the launch and guard overhead of a compiled call outweighs the saved passes)."""
-
-RECOMPILE_LIMIT = 64
-"""Compiled variants allowed per elementwise step (module docstring)."""
-
-_state: dict[str, object] = {"backend": os.environ.get("GEOMLENS_HEADS_BACKEND", "auto"),
-                             "compile_failed": False}
+Backend = Literal["reference", "auto", "compile", "eager"]
+BACKENDS: tuple[Backend, ...] = ("reference", *MODES)
+"""``reference``: `reference_distance_logits`; the others: the fused op's mode
+(`geomlens.fused.Fused`)."""
 
 
-def set_backend(backend: str) -> None:
-    """Choose how the elementwise steps run: ``auto``, ``compile`` or ``eager``."""
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    _state["backend"] = backend
+def default_backend() -> Backend:
+    """``$GEOMLENS_HEADS_BACKEND`` or ``auto``."""
+    return os.environ.get("GEOMLENS_HEADS_BACKEND", "auto")  # type: ignore[return-value]
 
 
-def get_backend() -> Backend:
-    return _state["backend"]  # type: ignore[return-value]
-
-
-@contextlib.contextmanager
-def use_backend(backend: str) -> Iterator[None]:
-    """Temporarily switch the backend (tests compare ``compile`` against ``eager``)."""
-    old = get_backend()
-    set_backend(backend)
-    try:
-        yield
-    finally:
-        set_backend(old)
-
-
-# -- reused [n_positions, d_vocab] buffers (CPU) ----------------------------------------------
-class _BufferPool:
-    """Free buffers for s, the op's internal [n_positions, d_vocab] temporary, on the CPU.
-
-    A fresh tensor of that size costs more than a pass over it: the OS maps and zeroes its pages
-    on first touch and unmaps them on free (≈90 ms for 1024 x 49152 floats on one core, against
-    ≈10 ms for one pass over warm memory). s lives from the forward to the end of the backward
-    and never leaves the op, so the backward gives it back here and the next forward takes it.
-    At most `MAX_FREE` buffers are kept (one [n_positions, d_vocab] buffer between training
-    steps); `release_buffers` frees them. CUDA has its own caching allocator and is not pooled.
-    """
-
-    MAX_FREE = 2
-
-    def __init__(self) -> None:
-        self._free: list[Tensor] = []
-        self._lock = threading.Lock()
-
-    def take(self, shape: tuple[int, int], like: Tensor) -> Tensor:
-        if like.device.type != "cpu" or torch.compiler.is_compiling():
-            return like.new_empty(shape)
-        with self._lock:
-            for i, buf in enumerate(self._free):
-                if buf.shape == shape and buf.dtype == like.dtype:
-                    return self._free.pop(i)
-        return like.new_empty(shape)
-
-    def give(self, buf: Tensor) -> None:
-        if buf.device.type != "cpu" or torch.compiler.is_compiling():
-            return
-        with self._lock:
-            self._free.insert(0, buf)
-            del self._free[self.MAX_FREE:]
-
-    def clear(self) -> None:
-        with self._lock:
-            self._free.clear()
-
-
-_POOL = _BufferPool()
-
-
-def release_buffers() -> None:
-    """Free the pooled [n_positions, d_vocab] buffers (e.g. after training, before analysis)."""
-    _POOL.clear()
-
-
-# -- the elementwise steps, written once --------------------------------------------------------
-def _epilogue(
-    s: Tensor, a: Tensor | None, c: Tensor | None, b: Tensor | None, squared: bool, eps: float,
-    negate: bool,
-) -> Tensor:
-    """out = b ± a·c·φ(s), evaluated as ((±φ)·c)·a + b."""
-    out = s.clamp_min(0.0) if squared else s.clamp_min(eps).sqrt()
-    if negate:
-        out = out.neg()
-    if c is not None:
-        out = out * c
-    if a is not None:
-        out = out * a
-    if b is not None:
-        out = out + b
-    return out
-
-
-def _epilogue_inplace(
-    s: Tensor, a: Tensor | None, c: Tensor | None, b: Tensor | None, squared: bool, eps: float,
-    negate: bool,
-) -> None:
-    """`_epilogue` written over ``s`` (compiled: one read-modify-write loop, no new tensor)."""
-    s.copy_(_epilogue(s, a, c, b, squared, eps, negate))
-
-
-def _root_rows_inplace(
-    g: Tensor, s: Tensor, a: Tensor | None, c: Tensor | None, eps: float, negate: bool,
-    need_rows: bool, need_a: bool,
-) -> tuple[Tensor | None, Tensor | None]:
-    """φ = sqrt(s): writes p = ±g·a/φ (q = p·c_v without its column factor) over ``s``;
-    returns Σ_v q and ∂L/∂a = ±Σ_v g·c·φ (compiled: one loop per row; the reductions read the
-    row again from cache)."""
-    phi = s.clamp_min(eps).sqrt()
-    p = g / phi
-    if a is not None:
-        p = p * a
-    if negate:
-        p = p.neg()
-    q_rows = grad_a = None
-    if need_rows:
-        q_rows = (p * c if c is not None else p).sum(-1, keepdim=True)
-    if need_a:
-        gc = g * c if c is not None else g
-        grad_a = (gc * phi).sum(-1, keepdim=True)
-        grad_a = grad_a.neg() if negate else grad_a
-    s.copy_(p)
-    return q_rows, grad_a
-
-
-def _grad_E_and_c(
-    W_E: Tensor, M: Tensor, k1: Tensor, k2: Tensor | None, e_sq: Tensor, c: Tensor | None,
-    scale: float, sign: float, need_E: bool, need_c: bool,
-) -> tuple[Tensor | None, Tensor | None]:
-    """From the second matmul: ∂L/∂W_E = scale·c·(W_E·Σ_t − M) and ∂L/∂c = sign·(Σ_t‖h‖² +
-    ‖e‖²·Σ_t − 2 e·M) (M [d_vocab, d_model] is a transposed view: compiled, one tiled pass)."""
-    grad_E = grad_c = None
-    if need_E:
-        grad_E = (W_E * k1.unsqueeze(-1) - M) * (scale * c.unsqueeze(-1) if c is not None else scale)
-    if need_c:
-        grad_c = (k2 + e_sq * k1 - 2.0 * (W_E * M).sum(-1)) * sign
-    return grad_E, grad_c
-
-
-_STEPS = {"epilogue": _epilogue, "epilogue_inplace": _epilogue_inplace,
-          "root_rows_inplace": _root_rows_inplace, "grad_E_and_c": _grad_E_and_c}
-_compiled: dict[str, object] = {}
-
-
-def _run(name: str, n_elements: int, *args):
-    """Run elementwise step ``name`` on the chosen backend (module docstring)."""
-    eager = _STEPS[name]
-    backend = get_backend()
-    if torch.compiler.is_compiling():  # inside a compiled model: its compiler fuses the step
-        return eager(*args)
-    if backend == "eager" or _state["compile_failed"] or (
-        backend == "auto" and n_elements < COMPILE_MIN_ELEMENTS
-    ):
-        return eager(*args)
-    try:
-        if name not in _compiled:
-            _compiled[name] = torch.compile(eager, fullgraph=True)
-        # one compiled variant per combination of optional inputs, flags and (static, then
-        # dynamic) shapes: more than dynamo's default limit of 8 when many heads share a process
-        with torch._dynamo.config.patch(recompile_limit=RECOMPILE_LIMIT):
-            return _compiled[name](*args)
-    except Exception as exc:  # noqa: BLE001 - any compiler failure: fall back, once
-        if backend == "compile":
-            raise
-        _state["compile_failed"] = True
-        logger.warning("torch.compile of the fused head kernels failed (%s); using eager", exc)
-        return eager(*args)
-
-
-# -- the backward: everything separable goes into the two matmuls -----------------------------
-# Their shapes are the linear head's (g W_U: [n_positions, d_vocab] x [d_vocab, d_model], and
-# hᵀ g: [d_model, n_positions] x [n_positions, d_vocab]): BLAS runs [n_positions, d_model + 1]
-# outputs far slower than [n_positions, d_model], but takes extra rows of hᵀ g (column sums
-# over positions) almost for free.
-def _rowdot(x: Tensor, y: Tensor) -> Tensor:
-    return (x * y).sum(-1)
-
-
-def _left_rows(h: Tensor, a: Tensor | None, h_sq: Tensor, *, sq_row: bool, ones_row: bool) -> Tensor:
-    """[(a h)ᵀ; aᵀ; (a‖h‖²)ᵀ if sq_row; 1ᵀ if ones_row]: the left operand of the second matmul,
-    whose product with g gives Σ_t g a h_t, Σ_t g a, Σ_t g a ‖h_t‖² and Σ_t g per token."""
-    ones = h.new_ones(1, h.shape[0])
-    av = a.T if a is not None else ones
-    rows = [(h * a).T if a is not None else h.T, av]
-    if sq_row:
-        rows.append(av * h_sq.T)
-    if ones_row:
-        rows.append(ones)
-    return torch.cat(rows, dim=0)
-
-
-def _backward_squared(g, h, W_E, h_sq, e_sq, a, c, sign: float, need):
-    """φ = s: q = 2·sign·a_t·g·c_v is separable, so no [n_positions, d_vocab] tensor is made.
-
-    a and c are folded into the matmul operands; the column sums ride along as extra rows of
-    the second matmul, and ∂L/∂a, ∂L/∂c expand s by the matmul identity
-    (Σ g c s = ‖h‖² Σ g c + Σ g c ‖e‖² − 2 h·Σ g c e); the row sums are matrix-vector products."""
-    need_h, need_E, need_a, need_c, need_b = need
-    d_model = h.shape[1]
-    grad_h = grad_E = grad_a = grad_c = grad_b = None
-    if need_h or need_a:
-        P = g @ (W_E * c.unsqueeze(-1) if c is not None else W_E)  # Σ_v g c e_v
-        r1 = (g @ c if c is not None else g.sum(-1)).unsqueeze(-1)  # Σ_v g c
-        if need_h:
-            grad_h = (h * r1 - P) * (2.0 * sign if a is None else 2.0 * sign * a)
-        if need_a:
-            r2 = (g @ (c * e_sq if c is not None else e_sq)).unsqueeze(-1)  # Σ_v g c ‖e‖²
-            grad_a = (h_sq * r1 + r2 - 2.0 * _rowdot(h, P).unsqueeze(-1)) * sign
-    if need_E or need_c or need_b:
-        out = _left_rows(h, a, h_sq, sq_row=need_c, ones_row=need_b and a is not None) @ g
-        Q, k1 = out[:d_model].T, out[d_model]  # Σ_t g a h_t, Σ_t g a
-        grad_E, grad_c = _run("grad_E_and_c", g.numel(), W_E, Q, k1,
-                              out[d_model + 1] if need_c else None, e_sq, c, 2.0 * sign, sign,
-                              need_E, need_c)
-        if need_b:
-            grad_b = out[-1] if a is not None else k1
-    return grad_h, grad_E, grad_a, grad_c, grad_b
-
-
-def _backward_root(g, s, h, W_E, h_sq, e_sq, a, c, eps: float, negate: bool, need):
-    """φ = sqrt(s): one pass over [n_positions, d_vocab] writes p = ±g·a/φ (q = p·c_v) over s
-    and gives Σ_v q and ∂L/∂a; c goes into the first matmul's operand, Σ_t p and
-    ∂L/∂c = Σ_t p·s (s expanded by the matmul identity) ride along as rows of the second."""
-    need_h, need_E, need_a, need_c, need_b = need
-    d_model = h.shape[1]
-    q_rows, grad_a = _run("root_rows_inplace", s.numel(), g, s, a, c, eps, negate, need_h, need_a)
-    p = s
-    grad_h = grad_E = grad_c = grad_b = None
-    if need_h:
-        grad_h = torch.addmm(h * q_rows, p, W_E * c.unsqueeze(-1) if c is not None else W_E,
-                             alpha=-1.0)
-    if need_E or need_c:
-        out = _left_rows(h, None, h_sq, sq_row=need_c, ones_row=False) @ p
-        M, k1 = out[:d_model].T, out[d_model]  # Σ_t p h_t, Σ_t p
-        grad_E, grad_c = _run("grad_E_and_c", p.numel(), W_E, M, k1,
-                              out[d_model + 1] if need_c else None, e_sq, c, 1.0, 1.0,
-                              need_E, need_c)
-    if need_b:
-        grad_b = g.sum(0)
-    return grad_h, grad_E, grad_a, grad_c, grad_b
-
-
-# -- the autograd op --------------------------------------------------------------------------
-class _DistanceOp(torch.autograd.Function):
-    """b ± a·c·φ(s). h is 2-D [n_positions, d_model]; a is [n_positions, 1]; c, b are [d_vocab]."""
-
-    @staticmethod
-    @torch.amp.custom_fwd(device_type="cuda", cast_inputs=torch.float32)
-    def forward(ctx, h2d, W_E, a, c, b, squared: bool, eps: float, negate: bool, backward: bool):
-        h_sq = h2d.pow(2).sum(-1, keepdim=True)
-        e_sq = vocab_distances.row_sq_norms(W_E) + (0.0 if squared else eps)
-        ctx.save_for_backward(h2d, W_E, h_sq, e_sq, a, c)
-        ctx.squared, ctx.eps, ctx.negate = squared, eps, negate
-        if squared:  # the backward needs no [n_positions, d_vocab] tensor: s becomes the output
-            s = vocab_distances.sq_distance_block(h2d, h_sq, W_E, e_sq, floor=None)
-            _run("epilogue_inplace", s.numel(), s, a, c, b, squared, eps, negate)
-            return s
-        s = _POOL.take((h2d.shape[0], W_E.shape[0]), h2d)
-        vocab_distances.sq_distance_block(h2d, h_sq, W_E, e_sq, floor=None, out=s)  # clamp: below
-        out = _run("epilogue", s.numel(), s, a, c, b, squared, eps, negate)
-        if backward:
-            ctx.s = s  # an attribute, not a saved tensor: the backward overwrites it (see there)
-        else:  # no graph (no_grad, or nothing requires grad): s is free again
-            _POOL.give(s)
-        return out
-
-    @staticmethod
-    @torch.amp.custom_bwd(device_type="cuda")
-    def backward(ctx, g):
-        h2d, W_E, h_sq, e_sq, a, c = ctx.saved_tensors
-        need = ctx.needs_input_grad[:5]
-        g = g.contiguous()
-        if ctx.squared:
-            grads = _backward_squared(g, h2d, W_E, h_sq, e_sq, a, c, -1.0 if ctx.negate else 1.0, need)
-        else:
-            # The first backward writes its [n_positions, d_vocab] temporary over s instead of a
-            # new tensor; a second one (retain_graph=True, gradcheck) recomputes s.
-            s = ctx.s if ctx.s is not None else vocab_distances.sq_distance_block(
-                h2d, h_sq, W_E, e_sq, floor=None)
-            ctx.s = None
-            grads = _backward_root(g, s, h2d, W_E, h_sq, e_sq, a, c, ctx.eps, ctx.negate, need)
-            _POOL.give(s)
-        return (*grads, None, None, None, None)
-
-
-# Dynamo never traces the op (its steps are compiled by `_run`): traced, the squared heads trained
-# nothing on an H100 (loss flat at ln d_vocab, with or without autocast; eager, CPU inductor and
-# the graph break were fine; cause not established).
-@torch.compiler.disable
-def _apply(h, W_E, a, c, b, *, squared: bool, negate: bool) -> Tensor:
-    batch, pos, d_model = h.shape
-    a = None if a is None else a.reshape(batch * pos, 1)
-    backward = torch.is_grad_enabled() and any(
-        x is not None and x.requires_grad for x in (h, W_E, a, c, b))
-    out = _DistanceOp.apply(h.reshape(batch * pos, d_model), W_E, a, c, b, squared, SQRT_EPS, negate,
-                            backward)
-    return out.reshape(batch, pos, -1)
-
-
-def sq_distances(
-    h: Float[Tensor, "batch pos d_model"], W_E: Float[Tensor, "d_vocab d_model"]
+def reference_distance_logits(
+    h: Float[Tensor, "batch pos d_model"],
+    W_E: Float[Tensor, "d_vocab d_model"],
+    *,
+    squared: bool,
+    row_scale: Float[Tensor, "batch pos 1"] | None = None,
+    col_scale: Float[Tensor, "d_vocab"] | None = None,
+    col_bias: Float[Tensor, "d_vocab"] | None = None,
 ) -> Float[Tensor, "batch pos d_vocab"]:
-    """Squared Euclidean distances ‖h − e_v‖² (clamped ≥ 0) via the matmul identity."""
-    return _apply(h, W_E, None, None, None, squared=True, negate=False)
-
-
-def distances(
-    h: Float[Tensor, "batch pos d_model"], W_E: Float[Tensor, "d_vocab d_model"]
-) -> Float[Tensor, "batch pos d_vocab"]:
-    """Euclidean distances sqrt(‖h − e_v‖² + SQRT_EPS), finite gradient at d = 0."""
-    return _apply(h, W_E, None, None, None, squared=False, negate=False)
+    """``col_bias − row_scale · col_scale · φ(‖h − e_v‖²)`` in plain torch (module docstring)."""
+    h_sq = h.pow(2).sum(-1, keepdim=True)
+    e_sq = W_E.pow(2).sum(-1)
+    s = (h_sq + e_sq - 2.0 * (h @ W_E.T)).clamp_min(0.0)
+    phi = s if squared else (s + SQRT_EPS).sqrt()
+    out = -phi
+    if col_scale is not None:
+        out = out * col_scale
+    if row_scale is not None:
+        out = out * row_scale
+    return out + col_bias if col_bias is not None else out
 
 
 def distance_logits(
@@ -406,13 +80,65 @@ def distance_logits(
     row_scale: Float[Tensor, "batch pos 1"] | None = None,
     col_scale: Float[Tensor, "d_vocab"] | None = None,
     col_bias: Float[Tensor, "d_vocab"] | None = None,
+    op: DistanceOp | None = None,
 ) -> Float[Tensor, "batch pos d_vocab"]:
     """``col_bias − row_scale · col_scale · φ`` with φ = `distances` (or, with ``squared=True``,
-    `sq_distances`): the logits of every KNN / kernel head in one op. Omitted scales are 1, an
-    omitted bias is 0; scales must be positive for a larger distance to mean a lower logit."""
-    return _apply(h, W_E, row_scale, col_scale, col_bias, squared=squared, negate=True)
+    `sq_distances`), by the fused op ``op`` (default: a fresh one in the default mode). Omitted
+    scales are 1, an omitted bias is 0; scales must be positive for a larger distance to mean a
+    lower logit."""
+    op = op or DistanceOp(_fused_mode(default_backend()))
+    return op(h, W_E, row_scale, col_scale, col_bias, squared=squared, negate=True, eps=SQRT_EPS)
 
 
-def softplus_inverse(y: Float[Tensor, "*shape"]) -> Float[Tensor, "*shape"]:
-    """x such that softplus(x) = y (y > 0); used to initialise softplus-parametrised scales."""
-    return y + torch.log(-torch.expm1(-y))
+def sq_distances(
+    h: Float[Tensor, "batch pos d_model"], W_E: Float[Tensor, "d_vocab d_model"]
+) -> Float[Tensor, "batch pos d_vocab"]:
+    """Squared Euclidean distances ‖h − e_v‖² (clamped ≥ 0) via the matmul identity."""
+    op = DistanceOp(_fused_mode(default_backend()))
+    return op(h, W_E, None, None, None, squared=True, negate=False, eps=SQRT_EPS)
+
+
+def distances(
+    h: Float[Tensor, "batch pos d_model"], W_E: Float[Tensor, "d_vocab d_model"]
+) -> Float[Tensor, "batch pos d_vocab"]:
+    """Euclidean distances sqrt(‖h − e_v‖² + SQRT_EPS), finite gradient at d = 0."""
+    op = DistanceOp(_fused_mode(default_backend()))
+    return op(h, W_E, None, None, None, squared=False, negate=False, eps=SQRT_EPS)
+
+
+def _fused_mode(backend: str):
+    return "auto" if backend == "reference" else backend
+
+
+class DistanceHead(Head):
+    """A head whose logits are `distance_logits`; subclasses give φ and the scales
+    (`distance_logits` below). ``backend`` belongs to the head (module docstring)."""
+
+    def __init__(self, cfg: HookedTransformerConfig, embed: nn.Module) -> None:
+        super().__init__(cfg, embed)
+        self.backend = default_backend()
+
+    @property
+    def backend(self) -> Backend:
+        """How the head computes its logits: ``reference``, ``auto``, ``compile``, ``eager``."""
+        return self._backend
+
+    @backend.setter
+    def backend(self, backend: str) -> None:
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        self._backend = backend
+        self.distance_op = DistanceOp(_fused_mode(backend))
+
+    def distance_logits(
+        self, h: Float[Tensor, "batch pos d_model"], *, squared: bool,
+        row_scale: Float[Tensor, "batch pos 1"] | None = None,
+        col_scale: Float[Tensor, "d_vocab"] | None = None,
+        col_bias: Float[Tensor, "d_vocab"] | None = None,
+    ) -> Float[Tensor, "batch pos d_vocab"]:
+        """This head's `distance_logits` against the shared W_E, on its backend."""
+        scales = dict(row_scale=row_scale, col_scale=col_scale, col_bias=col_bias)
+        if self.backend == "reference":
+            return reference_distance_logits(h, self.W_E, squared=squared, **scales)
+        return distance_logits(h, self.W_E, squared=squared, op=self.distance_op, **scales)
+

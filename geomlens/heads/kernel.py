@@ -6,7 +6,7 @@
 Since −d² = −‖h‖² + 2 h·e_v − ‖e_v‖² and softmax ignores the −‖h‖² term,
 ``sq_dist_bias`` with b_v = ‖e_v‖² is exactly the tied head at twice the scale, and
 ``gaussian`` with σ_v = 1 starts as the tied head with a −‖e_v‖²/2 bias. Both compute their
-logits in one fused op, `geomlens.heads.distance.distance_logits` (``squared=True``).
+logits with `DistanceHead.distance_logits` (``squared=True``; `geomlens.heads.distance`).
 """
 
 from __future__ import annotations
@@ -16,13 +16,12 @@ from jaxtyping import Float
 from torch import Tensor, nn
 from transformer_lens import HookedTransformerConfig
 
-from geomlens.heads.base import Head
-from geomlens.heads.distance import distance_logits
+from geomlens.heads.distance import DistanceHead
 from geomlens.heads.registry import register_head
 from geomlens.heads.scales import TokenScale
 
 
-class GaussianHead(Head):
+class GaussianHead(DistanceHead):
     """logits = −‖h − e_v‖² / (2 σ_v²), σ_v = softplus(ρ_v) (the log of an isotropic Gaussian
     kernel around each embedding row, without its normaliser).
 
@@ -44,7 +43,7 @@ class GaussianHead(Head):
         return self.token_scale()
 
     def logits(self, h: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_vocab"]:
-        return distance_logits(h, self.W_E, squared=True, col_scale=0.5 / self.sigma() ** 2)
+        return self.distance_logits(h, squared=True, col_scale=0.5 / self.sigma() ** 2)
 
     def set_token_prior(self, log_prior: Float[Tensor, "d_vocab"]) -> bool:
         """1/σ_v² = 1/σ0² − 2·log_prior_v / D², so that −D²/(2σ_v²) = −D²/(2σ0²) + log_prior_v:
@@ -55,7 +54,7 @@ class GaussianHead(Head):
         return True
 
 
-class SqDistBiasHead(Head):
+class SqDistBiasHead(DistanceHead):
     """logits = −‖h − e_v‖² + b_v, b_v initialised to 0."""
 
     def __init__(self, cfg: HookedTransformerConfig, embed: nn.Module) -> None:
@@ -63,7 +62,7 @@ class SqDistBiasHead(Head):
         self.b_v: Float[Tensor, "d_vocab"] = nn.Parameter(torch.zeros(cfg.d_vocab, dtype=cfg.dtype))
 
     def logits(self, h: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_vocab"]:
-        return distance_logits(h, self.W_E, squared=True, col_bias=self.b_v.float())
+        return self.distance_logits(h, squared=True, col_bias=self.b_v.float())
 
 
 register_head("gaussian", GaussianHead)

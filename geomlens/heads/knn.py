@@ -8,7 +8,7 @@
 with d = ‖h − e_v‖, σ_v = softplus(ρ_v) and
 f(h) = softplus(w·h + b) (`geomlens.heads.scales`). The thesis writes f(h) = w·h + b; the
 softplus keeps the scale positive, so a larger distance always means a lower logit. Every head
-computes its logits in one fused op, `geomlens.heads.distance.distance_logits`.
+computes its logits with `DistanceHead.distance_logits` (`geomlens.heads.distance`): one fused op.
 
 Initial scales (see `geomlens.heads.base`): the total scale starts at ``sqrt(d_model)`` (σ_v for
 ``sigma``, f for ``linear_scale`` / ``hybrid`` with σ_v = 1), which gives initial logit
@@ -23,20 +23,19 @@ from jaxtyping import Float
 from torch import Tensor, nn
 from transformer_lens import HookedTransformerConfig
 
-from geomlens.heads.base import Head
-from geomlens.heads.distance import distance_logits
+from geomlens.heads.distance import DistanceHead
 from geomlens.heads.registry import register_head
 from geomlens.heads.scales import ContextScale, TokenScale
 
 
-class NegDistHead(Head):
+class NegDistHead(DistanceHead):
     """logits = −‖h − e_v‖."""
 
     def logits(self, h: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_vocab"]:
-        return distance_logits(h, self.W_E, squared=False)
+        return self.distance_logits(h, squared=False)
 
 
-class SigmaHead(Head):
+class SigmaHead(DistanceHead):
     """logits = −‖h − e_v‖ · σ_v, one learned positive scale per token.
 
     Args:
@@ -56,7 +55,7 @@ class SigmaHead(Head):
         return self.token_scale()
 
     def logits(self, h: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_vocab"]:
-        return distance_logits(h, self.W_E, squared=False, col_scale=self.sigma())
+        return self.distance_logits(h, squared=False, col_scale=self.sigma())
 
     def set_token_prior(self, log_prior: Float[Tensor, "d_vocab"]) -> bool:
         """σ_v = σ0 − log_prior_v / D (D = typical distance): then −D·σ_v = −D·σ0 + log_prior_v,
@@ -66,7 +65,7 @@ class SigmaHead(Head):
         return True
 
 
-class LinearScaleHead(Head):
+class LinearScaleHead(DistanceHead):
     """logits = −‖h − e_v‖ · f(h), f(h) = softplus(w·h + b): one context-dependent temperature.
 
     Args:
@@ -80,10 +79,10 @@ class LinearScaleHead(Head):
         self.f = ContextScale(cfg.d_model, scale_init if scale_init is not None else self.typical_norm())
 
     def logits(self, h: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_vocab"]:
-        return distance_logits(h, self.W_E, squared=False, row_scale=self.f(h))
+        return self.distance_logits(h, squared=False, row_scale=self.f(h))
 
 
-class HybridHead(Head):
+class HybridHead(DistanceHead):
     """logits = −‖h − e_v‖ · σ_v · f(h): per-token and per-context scales (eq. 5.11).
 
     Args:
@@ -111,7 +110,7 @@ class HybridHead(Head):
         return self.token_scale()
 
     def logits(self, h: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_vocab"]:
-        return distance_logits(h, self.W_E, squared=False, row_scale=self.f(h), col_scale=self.sigma())
+        return self.distance_logits(h, squared=False, row_scale=self.f(h), col_scale=self.sigma())
 
     def set_token_prior(self, log_prior: Float[Tensor, "d_vocab"]) -> bool:
         """σ_v = σ0 − log_prior_v / (D·f0), the `SigmaHead` rule with the initial f folded in."""

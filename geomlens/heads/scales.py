@@ -16,7 +16,11 @@ import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor, nn
 
-from geomlens.heads.distance import softplus_inverse
+
+def softplus_inverse(y: Float[Tensor, "*shape"]) -> Float[Tensor, "*shape"]:
+    """x such that softplus(x) = y (y > 0); initialises the softplus-parametrised scales."""
+    return y + torch.log(-torch.expm1(-y))
+
 
 MIN_SCALE = 1e-4
 """Lower bound applied to scales set by `TokenScale.set_`, so that softplus⁻¹ stays finite."""

@@ -5,7 +5,9 @@
 
 VARIANT old = the package as it was (dynamo traced the distance op), dis = the op wrapped in
 torch.compiler.disable (the fix now in the package), new = explicit float32 with autocast off
-(did not help). Runs after `source scripts/gpu_env.sh`."""
+(did not help). Runs after `source scripts/gpu_env.sh`, on the package as of 505e202 (the op
+has since moved to geomlens/heads/distance_op.py with another signature: check 505e202 out to
+rerun this)."""
 import sys, time, torch, torch.nn.functional as F
 from transformer_lens import HookedTransformer
 import geomlens.heads.distance as dist

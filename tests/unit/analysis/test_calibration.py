@@ -11,8 +11,8 @@ from scipy.spatial.distance import jensenshannon
 
 from geomlens.analysis import AnalyzeConfig, analyze_tokens, summarize, table_markdown
 from geomlens.analysis.calibration import calibration_split, recompute_logits
-from geomlens.analysis.sampling import SEED_OFFSETS
 from geomlens.analysis.capture import capture_batch
+from geomlens.analysis.sampling import SEED_OFFSETS
 from geomlens.errors import InputError
 from geomlens.geometry.scores import SCORES, register_score
 from geomlens.metrics.stats import bootstrap_ci

@@ -4,8 +4,8 @@ reusing the LM logits as h·e gives what the matmul gives."""
 import pytest
 import torch
 
-from geomlens.analysis.fused import Fused
 from geomlens.analysis.agreement import pair_metrics, reference
+from geomlens.fused import Fused
 
 NAMES = ["inv_dist", "softmax_inv_dist", "neg_dist", "neg_sq_dist", "cosine", "dot"]
 

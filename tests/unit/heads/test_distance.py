@@ -1,7 +1,7 @@
-"""The heads' fused distance op (`geomlens.heads.distance.distance_logits`): values and hand-written
-gradients against autograd through the direct broadcast formula and gradcheck (float64), for
-every combination of row scale, column scale, column bias and φ; the compiled elementwise steps
-against the eager ones."""
+"""The heads' fused distance op (`geomlens.heads.distance_op`): values and hand-written gradients
+against autograd through the direct broadcast formula, the package's readable reference and
+gradcheck (float64), for every combination of row scale, column scale, column bias and φ; the
+compiled elementwise steps against the eager ones; the backend as a property of each head."""
 
 from __future__ import annotations
 
@@ -9,8 +9,11 @@ import itertools
 
 import pytest
 import torch
+from helpers import build_model
 
+from geomlens.heads import build_head
 from geomlens.heads import distance as head_distance
+from geomlens.heads.distance_op import DistanceOp, _apply
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -39,12 +42,14 @@ def _reference(h, W_E, a, c, b, squared):
     return out + b if b is not None else out
 
 
-def _call(squared, use):
+def _call(squared, use, backend="eager"):
     def fn(h, W_E, *scales):
         it = iter(scales)
         a, c, b = (next(it) if u else None for u in use)
-        return head_distance.distance_logits(h, W_E, squared=squared, row_scale=a, col_scale=c,
-                                             col_bias=b)
+        kw = dict(squared=squared, row_scale=a, col_scale=c, col_bias=b)
+        if backend == "reference":
+            return head_distance.reference_distance_logits(h, W_E, **kw)
+        return head_distance.distance_logits(h, W_E, op=DistanceOp(backend), **kw)
     return fn
 
 
@@ -56,21 +61,24 @@ def test_distance_logits_match_direct_formula_and_gradcheck(squared, use):
     extra = [x for x, u in zip((a, c, b), use) if u]
     inputs = [x.requires_grad_(True) for x in (h, W_E, *extra)]
     fn = _call(squared, use)
-    with head_distance.use_backend("eager"):
-        got = fn(*inputs)
-        ref = _reference(*(x if u else None for x, u in zip((h, W_E, a, c, b), (1, 1, *use))),
-                         squared=squared)
-        torch.testing.assert_close(got, ref, rtol=1e-10, atol=1e-10)
-        weights = torch.randn(ref.shape, dtype=ref.dtype, generator=torch.Generator().manual_seed(1))
-        g_got = torch.autograd.grad((got * weights).sum(), inputs)
-        g_ref = torch.autograd.grad((ref * weights).sum(), inputs)
-        for x, y in zip(g_got, g_ref):
-            torch.testing.assert_close(x, y, rtol=1e-9, atol=1e-9)
-        assert torch.autograd.gradcheck(fn, tuple(inputs))
-        # each input alone (the backward skips the matmuls nobody asked for)
-        for i in range(len(inputs)):
-            alone = [x.detach().requires_grad_(j == i) for j, x in enumerate(inputs)]
-            assert torch.autograd.gradcheck(fn, tuple(alone))
+    got = fn(*inputs)
+    ref = _reference(*(x if u else None for x, u in zip((h, W_E, a, c, b), (1, 1, *use))),
+                     squared=squared)
+    readable = _call(squared, use, "reference")(*inputs)
+    torch.testing.assert_close(got, ref, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(readable, ref, rtol=1e-10, atol=1e-10)
+    weights = torch.randn(ref.shape, dtype=ref.dtype, generator=torch.Generator().manual_seed(1))
+    g_got = torch.autograd.grad((got * weights).sum(), inputs)
+    g_ref = torch.autograd.grad((ref * weights).sum(), inputs)
+    g_readable = torch.autograd.grad((readable * weights).sum(), inputs)
+    for x, y, z in zip(g_got, g_ref, g_readable):
+        torch.testing.assert_close(x, y, rtol=1e-9, atol=1e-9)
+        torch.testing.assert_close(z, y, rtol=1e-9, atol=1e-9)
+    assert torch.autograd.gradcheck(fn, tuple(inputs))
+    # each input alone (the backward skips the matmuls nobody asked for)
+    for i in range(len(inputs)):
+        alone = [x.detach().requires_grad_(j == i) for j, x in enumerate(inputs)]
+        assert torch.autograd.gradcheck(fn, tuple(alone))
 
 
 def _run_both(squared, use, dtype=torch.float32):
@@ -81,9 +89,8 @@ def _run_both(squared, use, dtype=torch.float32):
     results = []
     for backend in ("compile", "eager"):
         inputs = [x.detach().clone().requires_grad_(True) for x in (h, W_E, *extra)]
-        with head_distance.use_backend(backend):
-            out = _call(squared, use)(*inputs)
-            grads = torch.autograd.grad((out * weights).sum(), inputs)
+        out = _call(squared, use, backend)(*inputs)
+        grads = torch.autograd.grad((out * weights).sum(), inputs)
         results.append((out.detach(), grads))
     return results
 
@@ -104,30 +111,45 @@ def test_compiled_steps_give_the_eager_numbers(squared, use):
 def test_compiled_backward_gradcheck():
     h, W_E, a, c, _ = _inputs()
     inputs = tuple(x.requires_grad_(True) for x in (h, W_E, a, c))
-    with head_distance.use_backend("compile"):
-        assert torch.autograd.gradcheck(_call(False, (True, True, False)), inputs)
+    assert torch.autograd.gradcheck(_call(False, (True, True, False), "compile"), inputs)
 
 
-def test_backend_choice():
+@pytest.mark.parametrize("name", ["hybrid", "gaussian"])
+def test_backend_is_a_property_of_the_head(name):
+    """Two heads in one process keep their own backends; every backend gives the reference's
+    logits; an unknown backend is refused."""
+    model = build_model()
+    cfg = model.cfg
+    first, second = build_head(name, cfg, model.embed), build_head(name, cfg, model.embed)
+    first.backend = "eager"
+    assert (first.backend, second.backend) == ("eager", head_distance.default_backend())
+    assert first.distance_op is not second.distance_op
+    h = torch.randn(2, 3, cfg.d_model)
+    want = _with_backend(first, "reference").logits(h)
+    for backend in ("eager", "compile", "auto"):
+        torch.testing.assert_close(_with_backend(first, backend).logits(h), want,
+                                   rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="backend"):
-        head_distance.set_backend("fast")
-    before = head_distance.get_backend()
-    with head_distance.use_backend("eager"):
-        assert head_distance.get_backend() == "eager"
-    assert head_distance.get_backend() == before
+        first.backend = "fast"
+
+
+def _with_backend(head, backend):
+    head.backend = backend
+    return head
 
 
 def test_op_is_a_graph_break_in_a_compiled_model():
     """Dynamo must not trace the op (traced, the squared heads trained nothing on an H100); a
     compiled caller still gets the eager logits and gradients."""
-    assert head_distance._apply._torchdynamo_disable
+    assert _apply._torchdynamo_disable
     torch.manual_seed(0)
     h = torch.randn(2, 5, 16, requires_grad=True)
     W_E = torch.randn(40, 16, requires_grad=True)
     c = torch.full((40,), 0.5)
 
     def loss(h, W_E):
-        logits = head_distance._apply(h, W_E, None, c, None, squared=True, negate=True)
+        logits = _apply(DistanceOp("eager"), h, W_E, None, c, None, squared=True, negate=True,
+                        eps=head_distance.SQRT_EPS)
         return logits.logsumexp(-1).sum()
 
     eager = torch.autograd.grad(loss(h, W_E), (h, W_E))
