@@ -14,8 +14,13 @@ from pathlib import Path
 from transformer_lens import HookedTransformer
 
 from geomlens.ablation.config import AblateConfig
+from geomlens.ablation.figures import plot_ablation_heatmap
 from geomlens.ablation.sweep import Condition, ablation_table, sweep_conditions
+from geomlens.data.batching import batch_sequences
+from geomlens.data.source import load_model_segments
 from geomlens.errors import InputError
+from geomlens.models import load_model
+from geomlens.models.inputs import check_layers, check_model_inputs
 from geomlens.runner.command import Command
 
 logger = logging.getLogger(__name__)
@@ -23,8 +28,6 @@ logger = logging.getLogger(__name__)
 
 def conditions_for(cfg: AblateConfig, n_layers: int) -> list[Condition]:
     """The conditions a config asks for, checked against the model's depth."""
-    from geomlens.models.inputs import check_layers
-
     layers = list(range(n_layers)) if cfg.layers is None else list(cfg.layers)
     check_layers(layers, n_layers)
     if cfg.sweep:
@@ -37,13 +40,7 @@ def run_ablation(cfg: AblateConfig, run_dir: Path, *, model: HookedTransformer |
 
     ``model`` (optional) is used instead of loading ``cfg.model``; it needs a tokenizer.
     """
-    from geomlens.ablation.figures import plot_ablation_heatmap
-    from geomlens.data.batching import batch_sequences
-    from geomlens.data.source import load_model_segments
-
     if model is None:
-        from geomlens.models import load_model
-
         model = load_model(cfg.model, device=cfg.device)
     conditions = conditions_for(cfg, model.cfg.n_layers)
     seqs, _, _ = load_model_segments(cfg, model)
@@ -81,8 +78,6 @@ def run_ablation(cfg: AblateConfig, run_dir: Path, *, model: HookedTransformer |
 
 def validate_ablation(cfg: AblateConfig) -> None:
     """Model name, text, lengths and layers, checked before a run directory exists."""
-    from geomlens.models.inputs import check_model_inputs
-
     check_model_inputs(cfg, layers=cfg.layers)
 
 

@@ -13,7 +13,18 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from geomlens.analysis.agreement import rank_groups
 from geomlens.analysis.config import AnalyzeConfig
+from geomlens.analysis.figures import plot_layer_ndcg, plot_metric_bars
+from geomlens.analysis.headline import format_table, headline_rows, headline_score
+from geomlens.analysis.layer_summary import definition, layers_block, summarize_layer_lens
+from geomlens.analysis.pipeline import analyze_tokens
+from geomlens.analysis.summary import summarize, table_markdown
+from geomlens.data.source import load_model_segments
+from geomlens.geometry.figures import plot_layer_curves
+from geomlens.geometry.trajectory import summarize_layers
+from geomlens.models import load_model, model_info
+from geomlens.models.inputs import check_model_inputs
 from geomlens.runner.command import Command
 
 logger = logging.getLogger(__name__)
@@ -21,12 +32,6 @@ logger = logging.getLogger(__name__)
 
 def run_analysis(cfg: AnalyzeConfig, run_dir: Path) -> dict[str, Any]:
     """Run the whole analysis for ``cfg`` and write its outputs into ``run_dir``."""
-    from geomlens.analysis.figures import plot_metric_bars
-    from geomlens.analysis.pipeline import analyze_tokens
-    from geomlens.analysis.summary import summarize, table_markdown
-    from geomlens.data.source import load_model_segments
-    from geomlens.models import load_model, model_info
-
     run_dir = Path(run_dir)
     model = load_model(cfg.model, device=cfg.device)
     seqs, ids, domains = load_model_segments(cfg, model)
@@ -39,13 +44,10 @@ def run_analysis(cfg: AnalyzeConfig, run_dir: Path) -> dict[str, Any]:
         result.calibration.per_segment.to_csv(run_dir / "calibration_per_segment.csv", index=False)
     figures = plot_metric_bars(result.per_segment, result.metrics, run_dir / "figures")
     if result.per_layer_tokens is not None:
-        from geomlens.geometry.trajectory import summarize_layers
-
         per_layer = summarize_layers(result.per_layer_tokens)
         per_layer.to_csv(run_dir / "per_layer.csv", index=False)
         summarize_layers(result.per_layer_tokens, by=("domain", "layer")).to_csv(
             run_dir / "per_layer_domain.csv", index=False)
-        from geomlens.geometry.figures import plot_layer_curves
 
         figures += plot_layer_curves(per_layer, run_dir / "figures")
     summary = summarize(result, cfg, model_info=model_info(model), n_layers=model.cfg.n_layers)
@@ -59,9 +61,6 @@ def run_analysis(cfg: AnalyzeConfig, run_dir: Path) -> dict[str, Any]:
 def _write_layers(per_position, cfg: AnalyzeConfig, summary: dict[str, Any], run_dir: Path) -> Path:
     """layers.csv (the CI table), figures/layers.png, and the summary's ``layers`` block and
     ``definitions.layers``; returns the figure's path."""
-    from geomlens.analysis.figures import plot_layer_ndcg
-    from geomlens.analysis.layer_summary import definition, layers_block, summarize_layer_lens
-
     table = summarize_layer_lens(per_position, n_bootstrap=cfg.n_bootstrap, seed=cfg.seed)
     table.to_csv(run_dir / "layers.csv", index=False)
     summary["layers"] = layers_block(table)
@@ -74,8 +73,6 @@ def _write_layers(per_position, cfg: AnalyzeConfig, summary: dict[str, Any], run
 
 def validate_analysis(cfg: AnalyzeConfig) -> None:
     """Model name, text file and lengths, checked before a run directory exists."""
-    from geomlens.models.inputs import check_model_inputs
-
     check_model_inputs(cfg)
 
 
@@ -85,9 +82,6 @@ def headline(summary: dict, run_dir: Path) -> str:
     """The Table 6.1 headline of this run (`geomlens.analysis.headline`: the distance score per
     hidden state and distinct target, mean [95% CI]) with the notes a reader needs; the full
     grid is in ``table61.md``."""
-    from geomlens.analysis.agreement import rank_groups
-    from geomlens.analysis.headline import format_table, headline_rows, headline_score
-
     results = [r for r in summary["results"] if r["score"] != "uniform"]
     if not results:
         return f"no results; see {run_dir}"

@@ -19,10 +19,19 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import torch
 
+from geomlens.data.source import load_model_segments
 from geomlens.errors import InputError
+from geomlens.kv.cache import expected_cache_bytes
 from geomlens.kv.config import KVConfig
+from geomlens.kv.evaluate import loss_rows, segment_losses
+from geomlens.kv.figures import plot_domain_losses, plot_ge_m_curve, plot_layer_sensitivity
 from geomlens.kv.layer_map import LayerMap
+from geomlens.kv.patch import check_patchable, key_recipe
+from geomlens.models import load_model, model_info
+from geomlens.models.inputs import check_model_inputs
+from geomlens.models.zoo import check_model_name
 from geomlens.runner.command import Command
 
 logger = logging.getLogger(__name__)
@@ -32,9 +41,6 @@ def validate_kv(cfg: KVConfig) -> None:
     """Checks before any run dir exists: model name, text and lengths, and the layer map
     against the model's depth where the zoo knows it (``lckv`` is refused: its source, the top
     layer, runs after its consumers, so one forward pass cannot compute it)."""
-    from geomlens.models.inputs import check_model_inputs
-    from geomlens.models.zoo import check_model_name
-
     check_model_inputs(cfg)
     if cfg.layers.strip().lower() == "lckv":
         raise InputError("--layers lckv takes K/V from the top layer, above its consumers; one "
@@ -45,8 +51,6 @@ def validate_kv(cfg: KVConfig) -> None:
 
 
 def _condition(model, seqs, counts, clean, layer_map, cfg: KVConfig, **labels) -> dict[str, Any]:
-    from geomlens.kv.evaluate import loss_rows, segment_losses
-
     sums, _ = segment_losses(model, seqs, layer_map=layer_map, mode=cfg.mode, batch_size=cfg.batch_size)
     row = loss_rows(clean, sums, counts, n_bootstrap=cfg.n_bootstrap, seed=cfg.seed).iloc[0]
     logger.info("kv sweep %s: loss %.4f (delta %+.4f)", labels, row["patched_loss"], row["delta_loss"])
@@ -57,8 +61,6 @@ def _condition(model, seqs, counts, clean, layer_map, cfg: KVConfig, **labels) -
 
 def run_sweeps(model, seqs, counts, clean, cfg: KVConfig, run_dir: Path) -> dict[str, Any]:
     """Per-layer sensitivity and the ≥m curve; writes their tables and figures."""
-    from geomlens.kv.figures import plot_ge_m_curve, plot_layer_sensitivity
-
     n = model.cfg.n_layers
     per_layer = pd.DataFrame([
         _condition(model, seqs, counts, clean, LayerMap.only(layer, n), cfg, layer=layer) for layer in range(1, n)])
@@ -86,8 +88,6 @@ def run_sweeps(model, seqs, counts, clean, cfg: KVConfig, run_dir: Path) -> dict
 
 
 def _cache_sizes(model, layer_map: LayerMap) -> dict[str, Any]:
-    from geomlens.kv.cache import expected_cache_bytes
-
     full = expected_cache_bytes(model.cfg, LayerMap.none(model.cfg.n_layers), 1)
     shared = expected_cache_bytes(model.cfg, layer_map, 1)
     return {"cache_bytes_per_token_standard": full, "cache_bytes_per_token_patched": shared,
@@ -98,13 +98,7 @@ def run_kv(cfg: KVConfig, run_dir: Path, *, model=None) -> dict[str, Any]:
     """Measure clean vs first-layer-K/V loss (and the sweeps); write tables/figures to
     ``run_dir`` and return the summary. ``model`` (optional, with a tokenizer) is used instead
     of loading ``cfg.model``."""
-    import torch
 
-    from geomlens.data.source import load_model_segments
-    from geomlens.kv.evaluate import loss_rows, segment_losses
-    from geomlens.kv.figures import plot_domain_losses
-    from geomlens.kv.patch import check_patchable, key_recipe
-    from geomlens.models import load_model, model_info
 
     validate_kv(cfg)
     run_dir = Path(run_dir)

@@ -12,10 +12,7 @@ def add_models_arguments(parser) -> None:
 
 
 def model_table():
-    import pandas as pd
 
-    from geomlens.models.micro import MICRO_SIZES, SMOLLM2_VOCAB, non_embedding_params
-    from geomlens.models.zoo import OFFLINE_MODELS
 
     rows = [
         {"name": m.name, "kind": "pretrained (offline)", "params": m.n_params,
@@ -47,11 +44,18 @@ def run_models(args) -> int:
 
 from dataclasses import dataclass
 
+import pandas as pd
+import torch
+
+from geomlens.config.build import build_config
+from geomlens.config.flags import add_config_arguments, namespace_values
+from geomlens.data.source import check_text_source, load_segments
+from geomlens.models import load_model
+
 
 @dataclass(kw_only=True)
 class SmokeConfig(TextSource):
     """A quick look at a model: the loss per domain and the top next tokens after one segment."""
-
     model: str = "smollm2-135m"
     """Model name or training run directory (see `geomlens models`)."""
     max_tokens: int = text_field("max_tokens", 64)
@@ -60,18 +64,11 @@ class SmokeConfig(TextSource):
 
 
 def add_smoke_arguments(parser) -> None:
-    from geomlens.config.flags import add_config_arguments
-
     add_config_arguments(parser, SmokeConfig)
 
 
 def run_smoke(args) -> int:
-    import torch
 
-    from geomlens.config.build import build_config
-    from geomlens.config.flags import namespace_values
-    from geomlens.data.source import check_text_source, load_segments
-    from geomlens.models import load_model
 
     cfg = build_config(SmokeConfig, namespace_values(args, SmokeConfig), source_of=lambda k: "command line")
     check_text_source(cfg)

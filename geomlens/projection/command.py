@@ -30,6 +30,11 @@ from torch import Tensor
 from transformer_lens import HookedTransformer
 
 from geomlens.errors import InputError
+from geomlens.models import load_model
+from geomlens.models.run_model import RUN_TOKENIZER, is_run_dir
+from geomlens.models.token_map import token_map
+from geomlens.models.zoo import OFFLINE_MODELS
+from geomlens.projection.alignment import align_models
 from geomlens.projection.config import (
     AlignConfig,
     ProjectConfig,
@@ -39,10 +44,13 @@ from geomlens.projection.config import (
 )
 from geomlens.projection.evidence_command import EvidenceConfig, run_evidence, validate_evidence
 from geomlens.projection.evidence_command import headline as evidence_headline
+from geomlens.projection.figures import plot_alignment_heatmap
 from geomlens.projection.kinds import PAIR_KINDS, available_kinds
+from geomlens.projection.project import project_parameters
 from geomlens.projection.stitch_command import StitchConfig, run_stitch, validate_stitch
 from geomlens.projection.stitch_command import headline as stitch_headline
 from geomlens.runner.command import Command
+from geomlens.training.data import load_token_stream
 
 logger = logging.getLogger(__name__)
 
@@ -52,11 +60,6 @@ def frequent_token_ids(model: HookedTransformer, name: str, n: int) -> Int[Tenso
 
     Runs with a reduced vocabulary already number their tokens by training frequency, so their
     ids 0..n−1 are used (the OOV id excluded)."""
-    from geomlens.models.run_model import RUN_TOKENIZER, is_run_dir
-    from geomlens.models.token_map import token_map
-    from geomlens.models.zoo import OFFLINE_MODELS
-    from geomlens.training.data import load_token_stream
-
     tm = token_map(model)
     if tm.kept is not None:
         return torch.arange(min(n, len(tm.kept)))
@@ -89,9 +92,6 @@ def _examples(table: pd.DataFrame, n: int = 5) -> dict[str, str]:
 
 def run_project(cfg: ProjectConfig, run_dir: Path) -> dict[str, Any]:
     """Project the parameters ``cfg`` names; write projection.parquet/.csv; return the summary."""
-    from geomlens.models import load_model
-    from geomlens.projection.project import project_parameters
-
     t0 = time.perf_counter()
     model = load_model(cfg.model, device=cfg.device)
     t_load = time.perf_counter() - t0
@@ -138,10 +138,6 @@ def _scores_long(al) -> pd.DataFrame:
 def run_align(cfg: AlignConfig, run_dir: Path) -> dict[str, Any]:
     """Align model_a with model_b (`geomlens.projection.alignment`); write tables and heatmaps;
     return the summary (headline: the "mean" kind's matching in embedding space vs raw vs null)."""
-    from geomlens.models import load_model
-    from geomlens.projection.alignment import align_models
-    from geomlens.projection.figures import plot_alignment_heatmap
-
     t0 = time.perf_counter()
     model_a = load_model(cfg.model_a, device=cfg.device)
     model_b = load_model(cfg.model_b, device=cfg.device)
@@ -184,8 +180,6 @@ def project_headline(summary: dict, run_dir: Path) -> str:
 
 
 def align_headline(summary: dict, run_dir: Path) -> str:
-    import pandas as pd
-
     table = pd.DataFrame(summary["layer_matching"]).T
     return (f"{summary['model_a']} vs {summary['model_b']} ({summary['shared_vocab']})\n"
             + table.to_string(float_format=lambda x: f"{x:.4g}")

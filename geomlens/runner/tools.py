@@ -8,7 +8,17 @@ import argparse
 import json
 from pathlib import Path
 
+from geomlens.rundir import to_jsonable
 from geomlens.runner.command import Tool
+from geomlens.runner.report import (
+    aggregate,
+    collect_runs,
+    format_table,
+    markdown_table,
+    save_table,
+)
+from geomlens.runner.runner import Runner, select
+from geomlens.runner.spec import load_experiment
 
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,10 +36,6 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_experiment(args: argparse.Namespace) -> int:
-    from geomlens.rundir import to_jsonable
-    from geomlens.runner.runner import Runner, select
-    from geomlens.runner.spec import load_experiment
-
     spec = load_experiment(args.config, args.overrides)
     runner = Runner(spec)
     if args.dry_run:
@@ -71,14 +77,6 @@ def add_report_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_report(args: argparse.Namespace) -> int:
-    from geomlens.runner.report import (
-        aggregate,
-        collect_runs,
-        format_table,
-        markdown_table,
-        save_table,
-    )
-
     runs = collect_runs(args.dirs, explode=args.explode)
     table = aggregate(
         runs, group_by=args.group_by, metrics=args.metrics, interval=args.interval,

@@ -11,16 +11,18 @@ from pathlib import Path
 from typing import Any
 
 from geomlens.errors import InputError
+from geomlens.heads.registry import check_head_kwargs
+from geomlens.models.micro import MICRO_SIZES
+from geomlens.registry import closest
 from geomlens.runner.command import Command
+from geomlens.training import distributed as ddp
 from geomlens.training.config import TrainConfig
+from geomlens.training.loop import Trainer
 
 
 def run_training(cfg: TrainConfig, run_dir: Path) -> dict[str, Any]:
     """Train (or resume) one model into ``run_dir``; returns the summary (final val loss,
     perplexity, accuracy, head/total params, tokens/s, device)."""
-    from geomlens.training import distributed as ddp
-    from geomlens.training.loop import Trainer
-
     trainer = Trainer(cfg, run_dir)
     try:
         return trainer.train()
@@ -30,10 +32,6 @@ def run_training(cfg: TrainConfig, run_dir: Path) -> dict[str, Any]:
 
 def validate_training(cfg: TrainConfig) -> None:
     """Micro size and head name, checked before a run directory exists."""
-    from geomlens.heads.registry import check_head_kwargs
-    from geomlens.models.micro import MICRO_SIZES
-    from geomlens.registry import closest
-
     check_head_kwargs(cfg.head, cfg.head_kwargs)
     if cfg.model not in MICRO_SIZES:
         raise InputError(f"unknown micro size {cfg.model!r}.{closest(cfg.model, tuple(MICRO_SIZES))} "
