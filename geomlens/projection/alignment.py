@@ -217,6 +217,17 @@ def _units(data: KindData) -> tuple[list[Tensor], list[Tensor]]:
     return [data.gram.unit_a(X) for X in data.vecs_a], [data.gram.unit_b(Y) for Y in data.vecs_b]
 
 
+def _shared_tokens(data: dict[str, KindData]) -> dict[str, str]:
+    """kind -> the first kind with the same token matrices on both sides (tied models read and
+    write through one matrix: one permuted Gram per permutation serves every kind)."""
+    out: dict[str, str] = {}
+    for kd, d in data.items():
+        out[kd] = next((rep for rep in dict.fromkeys(out.values())
+                        if torch.equal(d.tokens_a, data[rep].tokens_a)
+                        and torch.equal(d.tokens_b, data[rep].tokens_b)), kd)
+    return out
+
+
 def score_space(
     data: dict[str, KindData], *, reduce: str, n_permutations: int, n_neuron_null: int, seed: int
 ) -> SpaceScores:
@@ -227,7 +238,8 @@ def score_space(
     scores = {kd: layer_scores(d.gram, *units[kd], reduce) for kd, d in data.items()}
     scores["mean"] = np.mean([scores[kd] for kd in kinds], axis=0)
     gen = torch.Generator().manual_seed(seed)
-    centred_tokens = {kd: (centred(d.tokens_a), centred(d.tokens_b)) for kd, d in data.items()}
+    share = _shared_tokens(data)
+    centred_tokens = {kd: (centred(data[kd].tokens_a), centred(data[kd].tokens_b)) for kd in set(share.values())}
     null_sum = {key: np.zeros_like(S) for key, S in scores.items()}
     null_matched: dict[str, list[float]] = {key: [] for key in scores}
     null_hits: dict[str, list[tuple[float, float]]] = {key: [] for key in scores}
@@ -236,8 +248,9 @@ def score_space(
     for p in range(n_permutations):
         perm = torch.randperm(n_rows, generator=gen)
         S_p = {}
-        for kd, d in data.items():
-            kp = d.gram.with_permutation(*centred_tokens[kd], perm)
+        permuted = {rep: data[rep].gram.with_permutation(*centred_tokens[rep], perm) for rep in centred_tokens}
+        for kd in data:
+            kp = permuted[share[kd]]
             if p < n_neuron_null:
                 null_grams[kd].append(kp)
             S_p[kd] = layer_scores(kp, *units[kd], reduce, dtype=torch.float32)
