@@ -369,7 +369,7 @@ def _neuron_rows(kind, data, spaces, pairs, k, gen, matches) -> list[dict]:
 def align_models(
     model_a: HookedTransformer, model_b: HookedTransformer, *, kinds: list[str] | None = None,
     reduce: str = "mean", n_permutations: int = 20, seed: int = 0, k: int = 20,
-    n_neuron_null: int = 5,
+    n_neuron_null: int = 5, raw_permutations: int | None = None,
 ) -> Alignment:
     """Align the layers (and, within matched layers, the neurons) of two models (module doc).
 
@@ -382,8 +382,10 @@ def align_models(
         eye = torch.eye(model_a.cfg.d_model, dtype=torch.float64)
         data["raw"] = {kd: KindData(kind=kd, vecs_a=d.vecs_a, vecs_b=d.vecs_b, tokens_a=eye,
                                     tokens_b=eye) for kd, d in data["embedding"].items()}
-    spaces = {space: score_space(dd, reduce=reduce, n_permutations=n_permutations,
-                                 n_neuron_null=n_neuron_null, seed=seed)
+    n_perm = {"embedding": n_permutations,
+              "raw": n_permutations if raw_permutations is None else raw_permutations}
+    spaces = {space: score_space(dd, reduce=reduce, n_permutations=n_perm[space],
+                                 n_neuron_null=min(n_neuron_null, n_perm[space]), seed=seed)
               for space, dd in data.items()}
     pairs, _ = match_layers(spaces["embedding"].scores["mean"])
     gen = torch.Generator().manual_seed(seed + 1)

@@ -144,7 +144,7 @@ def run_align(cfg: AlignConfig, run_dir: Path) -> dict[str, Any]:
     t_load = time.perf_counter() - t0
     al = align_models(model_a, model_b, kinds=cfg.kinds, reduce=cfg.reduce,
                       n_permutations=cfg.n_permutations, seed=cfg.seed, k=cfg.k,
-                      n_neuron_null=cfg.n_neuron_null)
+                      n_neuron_null=cfg.n_neuron_null, raw_permutations=cfg.raw_permutations)
     t_align = time.perf_counter() - t0 - t_load
     run_dir = Path(run_dir)
     layers = al.layer_table()

@@ -110,6 +110,9 @@ class AlignConfig(Config):
     """Random token permutations of model_b's vocabulary for the null."""
     n_neuron_null: int = 5
     """How many of those permutations also give the neuron-level null."""
+    raw_permutations: int | None = None
+    """Permutations of model_b's coordinates for the raw d_model baseline's null; None = as many as
+    n_permutations."""
     seed: int = 0
     """Seeds the permutations and the random neuron pairing."""
     device: str | None = None
@@ -125,7 +128,7 @@ class AlignConfig(Config):
             raise InputError(f"--kinds {pairs} are token-pair kinds and cannot be aligned; use vector kinds")
         if self.k < 1:
             raise InputError(f"--k must be >= 1, got {self.k}")
-        if self.n_permutations < 0 or self.n_neuron_null < 0:
+        if self.n_permutations < 0 or self.n_neuron_null < 0 or (self.raw_permutations or 0) < 0:
             raise InputError("--n-permutations and --n-neuron-null must be >= 0")
 
 

@@ -33,11 +33,13 @@ stitch() {
   done
 }
 
-align() {   # all vector kinds, 999 token permutations (raw-coordinate baseline: 999 coordinate permutations)
+align() {   # the paper's six kinds (K = mlp_in, V = mlp_out, W_Q, W_K, W_V, W_O), 999 token permutations;
+            # raw-coordinate baseline: 199 coordinate permutations; neuron null: 20 permutations
   for pair in "0 1" "1 2" "0 2"; do
     set -- $pair
     $LOCK geomlens align --model-a "$(micro $1)" --model-b "$(micro $2)" \
-      --kinds mlp_in mlp_gate mlp_out q k v o --n-permutations 999 --n-neuron-null 20 --out $R/align_micro$1_micro$2
+      --kinds mlp_in mlp_out q k v o --n-permutations 999 --raw-permutations 199 --n-neuron-null 20 \
+      --out $R/align_micro$1_micro$2
   done
 }
 

@@ -135,3 +135,15 @@ def test_layer_table_hit_p_against_direct_count(make_run):
     assert row["row_hit_rate"] == row_hits(S) and row["identity_accuracy"] == hungarian_hits(S)
     assert row["row_hit_p"] == pytest.approx((1 + np.sum(hits[:, 0] >= row_hits(S))) / 31)
     assert row["identity_p"] == pytest.approx((1 + np.sum(hits[:, 1] >= hungarian_hits(S))) / 31)
+
+
+def test_raw_baseline_gets_its_own_permutation_count(make_run):
+    from geomlens.models import load_model
+
+    a = load_model(str(make_run("a", seed=0)[0]))
+    b = load_model(str(make_run("b", seed=1)[0]))
+    al = align_models(a, b, n_permutations=12, raw_permutations=3, n_neuron_null=5)
+    table = al.layer_table().set_index(["kind", "space"])
+    assert table.loc[("mean", "embedding"), "n_permutations"] == 12
+    assert table.loc[("mean", "raw"), "n_permutations"] == 3
+    assert len(al.spaces["raw"].null_grams["mlp_in"]) == 3
