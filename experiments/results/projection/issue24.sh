@@ -49,11 +49,12 @@ copy() {
     [ -f "$d/done" ] || continue
     n=$(basename "$d")
     for f in "$d"/*.csv "$d"/*.png "$d"/summary.json "$d"/config.json; do
-      [ -f "$f" ] && cp "$f" "$OUT/${n}_$(basename "$f")"
+      if [ -f "$f" ]; then cp "$f" "$OUT/${n}_$(basename "$f")"; fi
     done
   done
   for s in 0 1 2; do
-    d=$(micro $s); [ -f "$d/summary.json" ] && cp "$d/summary.json" "$OUT/micro_seed${s}_train_summary.json"
+    d=$(micro $s)
+    if [ -f "$d/summary.json" ]; then cp "$d/summary.json" "$OUT/micro_seed${s}_train_summary.json"; fi
   done
 }
 
