@@ -91,12 +91,13 @@ def permuted_accuracies(
     """Test accuracy of the translation through E_B with its token rows permuted, per permutation.
 
     W E_A⁺ is formed once ([n_classes, n_tokens]); each permutation then costs one
-    [n_classes, n_tokens] x [n_tokens, d_b] product: (W E_A⁺) E_B[π] = W (E_A⁺ E_B[π])."""
+    [n_classes, n_tokens] x [n_tokens, d_b] product: (W E_A⁺) E_B[π] = W (E_A⁺ E_B[π]), computed
+    as (W E_A⁺)[:, π⁻¹] E_B (permuting n_classes columns' entries instead of E_B's rows)."""
     WP = torch.from_numpy(clf.W) @ pinv_rows(E_A)
     E_B = E_B.double()
     gen = torch.Generator().manual_seed(seed)
     out = np.empty(n_permutations)
     for i in range(n_permutations):
         perm = torch.randperm(E_B.shape[0], generator=gen)
-        out[i] = LinearClassifier(W=(WP @ E_B[perm]).numpy(), b=clf.b).accuracy(X_b, y)
+        out[i] = LinearClassifier(W=(WP[:, perm.argsort()] @ E_B).numpy(), b=clf.b).accuracy(X_b, y)
     return out
