@@ -25,7 +25,7 @@ except PackageNotFoundError:  # running from a source tree that was never instal
 _EXPORTS: dict[str, str] = {
     # models and data
     "load_model": "geomlens.models.load", "model_info": "geomlens.models.load",
-    "load_tokenizer": "geomlens.models.load", "micro_config": "geomlens.models.micro",
+    "load_tokenizer": "geomlens.models.tokenizer", "micro_config": "geomlens.models.micro",
     "load_corpus": "geomlens.data.corpus", "tokenize_segments": "geomlens.data.batching",
     "load_segments": "geomlens.data.source", "TextSource": "geomlens.data.source",
     "batch_sequences": "geomlens.data.batching",

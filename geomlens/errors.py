@@ -34,3 +34,13 @@ def require(module: str, pip: str) -> object:
 
 class ConfigError(GeomlensError, ValueError):
     """A bad config value or key: the message names the key and where it came from."""
+
+
+class LegacyRunError(InputError):
+    """A run directory of an earlier geomlens whose model is a pickle: the message names the
+    command that converts it."""
+
+
+class UnsafeFileError(InputError):
+    """A file that cannot be read as data (tensors and plain values) without running code in it,
+    or that is corrupt: it is not opened further."""

@@ -13,5 +13,5 @@ mkdir -p .gpu/whl
   -d .gpu/whl transformer-lens==3.9.0 better-abc==0.0.3 fancy-einsum==0.0.3 beartype==0.23.1 \
   typeguard==4.6.0 datasets==5.2.0 dill==0.4.1 multiprocess==0.70.19
 GEOMLENS_CACHE=$PWD/.gpu/cache "$PY" -c \
-  "from geomlens.training.data import load_token_stream; print(load_token_stream('train_gpu').shape)"
+  "from geomlens.models.tokens import load_token_stream; print(load_token_stream('train_gpu').shape)"
 du -sh .gpu

@@ -44,6 +44,34 @@ def build_model(**overrides) -> HookedTransformer:
     return model
 
 
+# ------------------------------------------------------------------ tiny training runs
+
+
+def token_stream(n: int = 3000, d_vocab: int = 50, seed: int = 0) -> torch.Tensor:
+    """A learnable stream: a repeating pattern with 10% random tokens."""
+    g = torch.Generator().manual_seed(seed)
+    base = (torch.arange(n) * 3) % 7 + 10
+    noise = torch.randint(0, d_vocab, (n,), generator=g)
+    return torch.where(torch.rand(n, generator=g) < 0.1, noise, base)
+
+
+def train_tiny_run(run_dir, *, seed: int = 0, vocab_size: int | None = None, steps: int = 3,
+                   head: str = "linear", checkpoint_every: int | None = None):
+    """A tiny training run dir (``head``, default linear); returns (run_dir, stream, trained
+    model)."""
+    from geomlens.training import TrainConfig, Trainer
+
+    stream = token_stream()
+    d_vocab = vocab_size if vocab_size is not None else 50
+    cfg = TrainConfig(model="tiny", head=head, steps=steps, batch_size=2, seq_len=16, lr=1e-2,
+                      warmup=1, eval_every=steps, eval_tokens=64, log_every=steps, device="cpu",
+                      seed=seed, vocab_size=vocab_size, checkpoint_every=checkpoint_every)
+    trainer = Trainer(cfg, run_dir, model_cfg=build_cfg(d_vocab=d_vocab, seed=seed), stream=stream)
+    trainer.train()
+    assert trainer.model.cfg.d_vocab == d_vocab and trainer.step == steps
+    return run_dir, stream, trainer.model
+
+
 # ------------------------------------------------------------------ the toy command
 
 FAIL_ENV = "GEOMLENS_TOY_FAIL_AT"
@@ -91,7 +119,7 @@ def run_toy(cfg: ToyConfig, run_dir: Path) -> dict:
     w, start = torch.zeros(cfg.dim), 0
     ckpt = run_dir / "ckpt.pt"
     if ckpt.exists():
-        state = torch.load(ckpt)
+        state = torch.load(ckpt, weights_only=True)
         w, start = state["w"], state["step"]
     with open(run_dir / "starts.txt", "a") as f:
         f.write(f"{start}\n")

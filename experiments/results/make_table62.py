@@ -69,7 +69,7 @@ def sigma_correlations(root: Path) -> dict[str, tuple[float, int]]:
     out: dict[str, list[float]] = {}
     for kernel_path in sorted(root.glob("*/kernel.pt")):
         head = json.loads((kernel_path.parent / "config.json").read_text())["head"]
-        k = torch.load(kernel_path)
+        k = torch.load(kernel_path, weights_only=True)
         out.setdefault(head, []).append(float(spearmanr(k["sigma"].numpy(), k["counts"].numpy()).statistic))
     return {h: (float(np.mean(v)), len(v)) for h, v in out.items()}
 
@@ -140,7 +140,7 @@ def main(root: Path) -> None:
         fig, axes = plt.subplots(1, len(kernels), figsize=(4.5 * len(kernels), 4), squeeze=False)
         for ax, path in zip(axes[0], kernels):
             head = json.loads((path.parent / "config.json").read_text())["head"]
-            k = torch.load(path)
+            k = torch.load(path, weights_only=True)
             sns.scatterplot(x=k["counts"].numpy() + 1, y=k["sigma"].numpy(), s=4, alpha=0.3,
                             linewidth=0, ax=ax)
             ax.set(xscale="log", xlabel="training count + 1", ylabel="learned σ_v",

@@ -1,4 +1,5 @@
-"""Bundled corpus, segmenting, token batches, and the text-source group of every command.
+"""Bundled corpus, segmenting, token batches, the text-source group of every command, and the
+map between a model's token ids and its tokenizer's.
 
 Names are imported lazily, so that configs can use `TextSource` without loading torch or
 datasets.
@@ -13,6 +14,7 @@ _EXPORTS = {
     "TextSource": "geomlens.data.source", "check_text_source": "geomlens.data.source",
     "load_segments": "geomlens.data.source", "batch_sequences": "geomlens.data.batching",
     "token_stream": "geomlens.data.batching", "tokenize_segments": "geomlens.data.batching",
+    "TokenMap": "geomlens.data.token_map", "token_map": "geomlens.data.token_map",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -18,6 +18,7 @@ from typing import Any
 from geomlens.config.base import Config, choices
 from geomlens.data.batching import tokenize_segments
 from geomlens.data.corpus import load_corpus
+from geomlens.data.token_map import token_map
 from geomlens.errors import InputError
 
 TEXT_SOURCE = "text source"
@@ -124,11 +125,9 @@ def load_segments(source: TextSource, tokenizer) -> tuple[list[Any], list[str], 
 def load_model_segments(source: TextSource, model) -> tuple[list[Any], list[str], list[str]]:
     """`load_segments` for ``model``: its tokenizer, and token ids in the model's own ids.
 
-    A training run with a reduced vocabulary (`geomlens.models.token_map`) has no
+    A model trained with a reduced vocabulary (`geomlens.data.token_map`) has no
     ``model.tokenizer``; its `TokenMap` holds the tokenizer, and tokens outside the kept
     vocabulary become the run's OOV id, exactly as the trainer mapped its data."""
-    from geomlens.models.token_map import token_map
-
     tm = token_map(model)
     if tm.tokenizer is None:
         raise InputError("The model has no tokenizer; this command tokenizes corpus text.")

@@ -20,7 +20,9 @@ def model_cache_dir(name: str) -> Path:
     return cache_root() / "models" / f"{name}-v{CACHE_VERSION}"
 
 
-def _cfg_to_json(cfg: HookedTransformerConfig) -> dict:
+def config_to_json(cfg: HookedTransformerConfig) -> dict:
+    """The config's fields as JSON values (dtype as its name; device, tokenizer_name and values
+    JSON cannot hold are left out)."""
     out = {}
     for key, value in cfg.to_dict().items():
         if key in ("device", "tokenizer_name") or callable(value):
@@ -32,7 +34,19 @@ def _cfg_to_json(cfg: HookedTransformerConfig) -> dict:
         except TypeError:
             continue
         out[key] = value
-    return out
+    return json.loads(json.dumps(out))  # plain Python values (numpy floats become float)
+
+
+def config_from_json(values: dict, *, device: str = "cpu") -> HookedTransformerConfig:
+    """The config `config_to_json` wrote, on ``device``, for weights that will be loaded."""
+    values = dict(values)
+    dtype = getattr(torch, values.get("dtype", "float32"), None)
+    if not isinstance(dtype, torch.dtype):
+        raise ValueError(f"unknown dtype {values.get('dtype')!r}")
+    values.update(dtype=dtype, device=device, init_weights=False)
+    for derived in ("n_params", "d_vocab_out"):  # recomputed by __post_init__
+        values.pop(derived, None)
+    return HookedTransformerConfig(**values)
 
 
 def save_to_cache(model: HookedTransformer, name: str, tokenizer) -> Path:
@@ -44,7 +58,7 @@ def save_to_cache(model: HookedTransformer, name: str, tokenizer) -> Path:
     tmp.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     save_file(state, str(tmp / "model.safetensors"))
-    (tmp / "config.json").write_text(json.dumps(_cfg_to_json(model.cfg), indent=1))
+    (tmp / "config.json").write_text(json.dumps(config_to_json(model.cfg), indent=1))
     tokenizer.save_pretrained(str(tmp / "tokenizer"))
     if path.exists():
         import shutil
@@ -62,13 +76,7 @@ def load_from_cache(name: str, *, device: str = "cpu") -> HookedTransformer | No
     from safetensors.torch import load_file
     from transformers import AutoTokenizer
 
-    cfg_dict = json.loads((path / "config.json").read_text())
-    cfg_dict["dtype"] = getattr(torch, cfg_dict.get("dtype", "float32"))
-    cfg_dict["device"] = device
-    cfg_dict["init_weights"] = False
-    for derived in ("n_params", "d_vocab_out"):  # recomputed by __post_init__
-        cfg_dict.pop(derived, None)
-    cfg = HookedTransformerConfig(**cfg_dict)
+    cfg = config_from_json(json.loads((path / "config.json").read_text()), device=device)
     tokenizer = AutoTokenizer.from_pretrained(str(path / "tokenizer"))
     model = HookedTransformer(cfg, tokenizer=tokenizer, move_to_device=False)
     model.load_state_dict(load_file(str(path / "model.safetensors")), strict=True)

@@ -1,4 +1,5 @@
-"""`load_model(name)`: offline GGUF models, training run dirs, or TransformerLens hub names."""
+"""`load_model(name)`: offline GGUF models, trained models of run directories, or TransformerLens
+hub names."""
 
 from __future__ import annotations
 
@@ -10,11 +11,11 @@ import torch
 from transformer_lens import HookedTransformer
 
 from geomlens.device import resolve_device
-from geomlens.errors import UnknownModelError
+from geomlens.errors import InputError, UnknownModelError
 from geomlens.models.cache import load_from_cache, save_to_cache, set_native_tokenizer
 from geomlens.models.convert import CONVERTERS
-from geomlens.models.gguf import load_hf_from_gguf, load_tokenizer_from_gguf
-from geomlens.models.run_model import is_run_dir, load_run_model
+from geomlens.models.gguf import load_hf_from_gguf
+from geomlens.models.trained import check_not_legacy, is_trained, load_trained
 from geomlens.models.weights import weights_tied
 from geomlens.models.zoo import OFFLINE_MODELS, get_offline_model
 
@@ -76,9 +77,10 @@ def load_model(
     """Load a pretrained model as a `HookedTransformer` in eval mode.
 
     Args:
-        name: an offline model (``"smollm2-135m"``, ``"gemma3-270m"``), a training run
-            directory (or checkpoint file; see `geomlens.models.run_model.load_run_model`, which
-            takes no weight processing) or a TransformerLens official name
+        name: an offline model (``"smollm2-135m"``, ``"gemma3-270m"``), a run directory
+            holding a trained model (see `geomlens.models.trained.load_trained`, which reads
+            only safetensors + JSON and takes no weight processing) or a TransformerLens
+            official name
             (``"meta-llama/Llama-3.2-1B"``; needs hub access).
         device: None = CUDA if available else CPU.
         dtype: weights dtype (float32 by default).
@@ -90,12 +92,12 @@ def load_model(
 
     The processing actually applied is recorded in ``model_info(model)["processing"]``.
     """
-    if is_run_dir(name):
+    check_not_legacy(name)
+    if is_trained(name):
         if fold_ln or center_writing_weights or center_unembed:
-            from geomlens.errors import InputError
-
-            raise InputError("Weight processing is not supported for training runs.")
-        model = load_run_model(name, device=device)
+            raise InputError("Weight processing is not supported for trained models of run "
+                             "directories.")
+        model = load_trained(name, device=device)
         return model.to(dtype) if dtype is not None else model
     dev = resolve_device(device)
     processing = {
@@ -142,15 +144,3 @@ def model_info(model: HookedTransformer) -> dict:
     info.setdefault("name", model.cfg.model_name)
     info.setdefault("processing", dict(PROCESSING_DEFAULTS))
     return info
-
-
-def load_tokenizer(name: str = "smollm2-135m"):
-    """The tokenizer of an offline model (from the cache, else from its GGUF)."""
-    from transformers import AutoTokenizer
-
-    from geomlens.models.cache import model_cache_dir
-
-    tok_dir = model_cache_dir(name) / "tokenizer"
-    if tok_dir.exists():
-        return AutoTokenizer.from_pretrained(str(tok_dir))
-    return load_tokenizer_from_gguf(get_offline_model(name).locate())

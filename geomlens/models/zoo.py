@@ -124,18 +124,21 @@ def check_model_name(name: str) -> OfflineModel | None:
     """Check that ``name`` can be loaded, without loading it (before a run directory exists).
 
     Returns the zoo entry of an offline model (its depth and context are known), None for a
-    training run directory or a TransformerLens official name (loaded from the hub at run
-    time); raises `UnknownModelError` for anything else (a path without a checkpoint too).
+    run directory holding a trained model or a TransformerLens official name (loaded from the
+    hub at run time); raises `UnknownModelError` for anything else (a path without a trained
+    model too) and `LegacyRunError` for a run directory of the old pickled format.
     """
     if name in OFFLINE_MODELS:
         return OFFLINE_MODELS[name]
     if Path(name).exists():
-        from geomlens.models.run_model import is_run_dir
+        from geomlens.models.trained import CONFIG_FILE, MODEL_FILE, check_not_legacy, is_trained
 
-        if is_run_dir(name):
+        check_not_legacy(name)
+        if is_trained(name):
             return None
-        raise UnknownModelError(f"{name!r} is a path without a training checkpoint "
-                                "(checkpoints/latest.pt); give a training run directory")
+        raise UnknownModelError(f"{name!r} is a path with neither a trained model ({CONFIG_FILE} "
+                                f"+ {MODEL_FILE}) nor a training checkpoint; give a training run "
+                                "directory")
     from transformer_lens.loading_from_pretrained import get_official_model_name
 
     try:

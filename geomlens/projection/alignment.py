@@ -37,8 +37,8 @@ from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
+from geomlens.data.token_map import token_map
 from geomlens.errors import InputError
-from geomlens.models.token_map import token_map
 from geomlens.projection.config import REDUCERS
 from geomlens.projection.gram import EmbeddingGram, centred
 from geomlens.projection.kinds import KINDS, available_kinds, parameter_vectors, token_matrix
@@ -65,7 +65,7 @@ def _same_tokenizer(tok_a, tok_b) -> bool | None:
 
 def shared_vocabulary(model_a: HookedTransformer, model_b: HookedTransformer) -> SharedVocab:
     """Tokens both models represent by a row of their own (OOV ids of reduced vocabularies are
-    left out), matched through the tokenizer ids (`geomlens.models.token_map`)."""
+    left out), matched through the tokenizer ids (`geomlens.data.token_map`)."""
     tm_a, tm_b = token_map(model_a), token_map(model_b)
     same = _same_tokenizer(tm_a.tokenizer, tm_b.tokenizer)
     if same is False:

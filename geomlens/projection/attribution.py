@@ -33,8 +33,8 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from transformer_lens import ActivationCache, HookedTransformer
 
+from geomlens.data.token_map import token_map
 from geomlens.errors import InputError
-from geomlens.models.token_map import token_map
 from geomlens.projection.kinds import token_matrix
 from geomlens.projection.topk import vector_topk
 

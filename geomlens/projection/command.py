@@ -29,10 +29,11 @@ from jaxtyping import Int
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
+from geomlens.data.token_map import token_map
 from geomlens.errors import InputError
 from geomlens.models import load_model
-from geomlens.models.run_model import RUN_TOKENIZER, is_run_dir
-from geomlens.models.token_map import token_map
+from geomlens.models.tokens import load_token_stream
+from geomlens.models.trained import is_trained
 from geomlens.models.zoo import OFFLINE_MODELS
 from geomlens.projection.alignment import align_models
 from geomlens.projection.config import (
@@ -50,7 +51,6 @@ from geomlens.projection.project import project_parameters
 from geomlens.projection.stitch_command import StitchConfig, run_stitch, validate_stitch
 from geomlens.projection.stitch_command import headline as stitch_headline
 from geomlens.runner.command import Command
-from geomlens.training.data import load_token_stream
 
 logger = logging.getLogger(__name__)
 
@@ -63,8 +63,9 @@ def frequent_token_ids(model: HookedTransformer, name: str, n: int) -> Int[Tenso
     tm = token_map(model)
     if tm.kept is not None:
         return torch.arange(min(n, len(tm.kept)))
-    if name in OFFLINE_MODELS or is_run_dir(name):
-        stream = load_token_stream("train_cpu", tokenizer_name=RUN_TOKENIZER if is_run_dir(name) else name)
+    if name in OFFLINE_MODELS or is_trained(name):
+        tokenizer = model.geomlens_info["tokenizer"] if is_trained(name) else name
+        stream = load_token_stream("train_cpu", tokenizer_name=tokenizer)
         counts = torch.bincount(stream, minlength=model.cfg.d_vocab)[: model.cfg.d_vocab]
         order = sorted(range(len(counts)), key=lambda v: (-int(counts[v]), v))
         return torch.tensor(order[: min(n, int((counts > 0).sum()))])

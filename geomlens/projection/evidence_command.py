@@ -78,11 +78,11 @@ def validate_evidence(cfg: EvidenceConfig) -> None:
 
 def corpus_sequences(model, n_segments: int, max_tokens: int) -> tuple[list, dict, list[str]]:
     """Model token ids of the first ``n_segments`` eval segments per domain, at most
-    ``max_tokens`` each (`geomlens.models.token_map` maps tokenizer ids to the model's), a note
+    ``max_tokens`` each (`geomlens.data.token_map` maps tokenizer ids to the model's), a note
     of what was kept, and each segment's domain."""
     from geomlens.data import load_corpus
     from geomlens.data.batching import tokenize_segments
-    from geomlens.models.token_map import token_map
+    from geomlens.data.token_map import token_map
 
     rows = load_corpus(split="eval", n_segments=n_segments)
     tm = token_map(model)

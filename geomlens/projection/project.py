@@ -7,7 +7,7 @@ One row per (parameter, direction, rank) with the columns `COLUMNS`:
     kind                  mlp_in | mlp_gate | mlp_out | ov | qk | q | k | v | o
     direction             top (largest scores) | bottom (most negative scores)
     rank                  0 = the most extreme score in that direction
-    token_id, token       model token id and its text (`geomlens.models.token_map`)
+    token_id, token       model token id and its text (`geomlens.data.token_map`)
     score                 vector kinds: x · t (t = row of the token matrix); pair kinds: the entry
                           of the token x token matrix
     through               the token matrix used: "W_E" or "W_U" for vector kinds; for pair kinds
@@ -36,8 +36,8 @@ from jaxtyping import Int
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
+from geomlens.data.token_map import token_map
 from geomlens.errors import InputError
-from geomlens.models.token_map import token_map
 from geomlens.projection.kinds import (
     KINDS,
     PAIR_KINDS,

@@ -6,7 +6,9 @@ already holds a checkpoint, training resumes from it.
 
 from __future__ import annotations
 
+import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +16,10 @@ from geomlens.errors import InputError
 from geomlens.heads.registry import check_head_kwargs
 from geomlens.models.micro import MICRO_SIZES
 from geomlens.registry import closest
-from geomlens.runner.command import Command
+from geomlens.runner.command import Command, Tool
 from geomlens.training import distributed as ddp
 from geomlens.training.config import TrainConfig
+from geomlens.training.convert_run import convert_run
 from geomlens.training.loop import Trainer
 
 
@@ -38,6 +41,19 @@ def validate_training(cfg: TrainConfig) -> None:
                          f"Available: {', '.join(MICRO_SIZES)}")
 
 
+def add_convert_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_dir", help="the run directory (holds checkpoints/latest.pt)")
+    parser.add_argument("--trust-pickle", action="store_true", help=(
+        "unpickle files that hold more than tensors and plain values: this runs any code in "
+        "them; only for files from someone you trust"))
+
+
+def run_convert(args: argparse.Namespace) -> int:
+    """`geomlens convert-run` (`geomlens.training.convert_run`)."""
+    path = convert_run(args.run_dir, trust_pickle=args.trust_pickle)
+    sys.stdout.write(f"Converted {args.run_dir}: {path.name} + model.json written; its "
+                     "checkpoints load with torch.load(weights_only=True).\n")
+    return 0
 
 
 def headline(summary: dict, run_dir: Path) -> str:
@@ -47,4 +63,8 @@ def headline(summary: dict, run_dir: Path) -> str:
 
 COMMANDS = (Command(
     "train", TrainConfig, run_training, validate=validate_training, resumable=True,
-    headline=headline, help="train a micro-LLaMA with a KNN / kernel / linear LM head (resumable)"),)
+    headline=headline, help="train a micro-LLaMA with a KNN / kernel / linear LM head (resumable)"),
+    Tool("convert-run", add_convert_arguments, run_convert, help=(
+        "convert a run directory of an earlier geomlens (pickled checkpoints) to safetensors + "
+        "JSON, in place")),
+)

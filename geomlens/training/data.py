@@ -1,58 +1,19 @@
-"""Training data: the bundled corpus as one token stream, cached, split train/validation, and
-batches of contiguous windows drawn with a seeded generator.
+"""Training data: a token stream (the bundled corpus, `geomlens.models.tokens.load_token_stream`)
+split train/validation, and batches of contiguous windows drawn with a seeded generator.
 
-The stream (`token_stream`: documents joined with EOS) is cached as a ``.pt`` file under
-``$GEOMLENS_CACHE/tokens`` (default ``~/.cache/geomlens/tokens``), keyed by split, tokenizer and a
-hash of the corpus file, so a second run loads it instantly. The *last* ``val_fraction`` of the
-stream is held out; validation uses fixed consecutive windows from its start.
+The *last* ``val_fraction`` of the stream is held out; validation uses fixed consecutive windows
+from its start.
 """
 
 from __future__ import annotations
 
-import hashlib
-import logging
-import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
 from geomlens.errors import InputError
-from geomlens.paths import cache_root
-
-logger = logging.getLogger(__name__)
-
-
-def cache_dir() -> Path:
-    """``$GEOMLENS_CACHE/tokens`` or ``~/.cache/geomlens/tokens``."""
-    return cache_root() / "tokens"
-
-
-def _corpus_hash(split: str) -> str:
-    from geomlens.data.corpus import CORPUS_DIR
-
-    path = CORPUS_DIR / f"{split}.txt.gz"
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:12]
-
-
-def load_token_stream(split: str, *, tokenizer_name: str = "smollm2-135m") -> Int[Tensor, "n_tokens"]:
-    """The whole split as one LongTensor of token ids (tokenized once, then read from the cache)."""
-    path = cache_dir() / f"{split}-{tokenizer_name}-{_corpus_hash(split)}.pt"
-    if path.exists():
-        return torch.load(path)
-    from geomlens.data import load_corpus, token_stream
-    from geomlens.models import load_tokenizer
-
-    logger.info("Tokenizing %s with the %s tokenizer (cached afterwards in %s)", split, tokenizer_name, path)
-    tokenizer = load_tokenizer(tokenizer_name)
-    stream = token_stream(tokenizer, load_corpus(split=split)["text"])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    torch.save(stream, tmp)
-    tmp.replace(path)  # atomic: concurrent runs never read a half-written file
-    return stream
 
 
 @dataclass(kw_only=True)

@@ -7,8 +7,10 @@ and the head's kernel parameters (σ_v, f, context MLP, b_v) with ``kernel_lr`` 
 ``kernel_weight_decay``.
 
 Outputs in ``run_dir``: ``metrics.csv`` (one row per ``log_every`` steps and per evaluation),
-``checkpoints/`` (see `geomlens.training.checkpoint`), and for heads with per-token scales
-``kernel.pt`` (σ_v and the training-token counts). A Trainer built on a run dir that holds a
+``checkpoints/`` (resume state, see `geomlens.training.checkpoint`), the trained model as data
+(``model.safetensors`` + ``model.json``, `geomlens.models.trained`, rewritten with every
+checkpoint), and for heads with per-token scales ``kernel.pt`` (σ_v and the training-token
+counts, tensors only). A Trainer built on a run dir that holds a
 checkpoint resumes from it, and on CPU the continued run is bit-identical to an uninterrupted one.
 """
 
@@ -32,10 +34,13 @@ from transformer_lens import HookedTransformer, HookedTransformerConfig
 from geomlens.device import resolve_device
 from geomlens.errors import InputError
 from geomlens.heads import install_head
+from geomlens.models.cache import config_to_json
+from geomlens.models.tokens import load_token_stream
+from geomlens.models.trained import save_trained
 from geomlens.training import checkpoint as ckpt
 from geomlens.training import distributed as ddp
 from geomlens.training.config import TrainConfig
-from geomlens.training.data import TokenData, eval_windows, get_batch, load_token_stream
+from geomlens.training.data import TokenData, eval_windows, get_batch
 from geomlens.training.schedule import get_lr
 
 logger = logging.getLogger(__name__)
@@ -145,7 +150,7 @@ class Trainer:
     def state_dict(self) -> dict[str, Any]:
         return {
             "config": dataclasses.asdict(self.cfg),
-            "model_config": self.model_cfg.to_dict(),
+            "model_config": config_to_json(self.model_cfg),
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": {"step": self.step},
@@ -165,7 +170,7 @@ class Trainer:
         self.step = state["step"]
         self.tokens_seen = state["tokens_seen"]
         self.train_time = state["train_time"]
-        ckpt.set_rng_state({k: v.cpu() if isinstance(v, Tensor) else v for k, v in state["rng"].items()})
+        ckpt.set_rng_state(state["rng"])
         generators = state.get("data_generators") or [state["data_generator"]]
         if len(generators) != self.dist.world_size:
             raise InputError(f"Checkpoint was written by {len(generators)} process(es); resume "
@@ -180,7 +185,18 @@ class Trainer:
         generators = ddp.gather_objects(self.generator.get_state(), self.dist)
         if self.dist.is_main:
             ckpt.save_checkpoint(self.run_dir, {**self.state_dict(), "data_generators": generators})
+            self.save_model()
         ddp.barrier(self.dist)
+
+    def save_model(self) -> None:
+        """The model as others load it: model.safetensors + model.json (`geomlens.models.trained`)
+        with the head, the kept token ids of a reduced vocabulary, and the run's provenance."""
+        kept = self.data.kept
+        save_trained(self.run_dir, self.model, head=self.cfg.head, head_kwargs=self.cfg.head_kwargs,
+                     kept=kept, oov_id=None if kept is None else self.model_cfg.d_vocab - 1,
+                     provenance={"step": self.step, "seed": self.cfg.seed,
+                                 "kv_layers": self.cfg.kv_layers,
+                                 "train_config": dataclasses.asdict(self.cfg)})
 
     # -- steps ---------------------------------------------------------------------------------
     def autocast(self) -> contextlib.AbstractContextManager:
@@ -345,5 +361,3 @@ class Trainer:
             counts = torch.bincount(self.data.train, minlength=self.model_cfg.d_vocab)
             torch.save({"sigma": head.sigma().detach().cpu(), "counts": counts.cpu()},
                        self.run_dir / "kernel.pt")
-        if self.dist.is_main and self.data.kept is not None:
-            torch.save({"kept": self.data.kept}, self.run_dir / "vocab.pt")

@@ -13,7 +13,7 @@ from transformer_lens import HookedTransformer
 import geomlens.heads.distance as dist
 from geomlens.heads import install_head
 from geomlens.models.micro import micro_config
-from geomlens.training.data import load_token_stream
+from geomlens.models.tokens import load_token_stream
 
 def new_apply(h, W_E, a, c, b, *, squared, negate):
     """explicit float32, autocast off (candidate fix)"""

@@ -9,7 +9,7 @@ from helpers import build_model
 
 from geomlens.data.source import TextSource, load_model_segments, load_segments
 from geomlens.errors import InputError
-from geomlens.models.token_map import ATTRIBUTE, TokenMap
+from geomlens.data.token_map import ATTRIBUTE, TokenMap
 
 
 class CharTokenizer:

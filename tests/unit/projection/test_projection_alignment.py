@@ -7,7 +7,7 @@ from helpers import build_model
 from scipy.stats import pearsonr
 from transformer_lens import HookedTransformer
 
-from geomlens.models.token_map import ATTRIBUTE, TokenMap
+from geomlens.data.token_map import ATTRIBUTE, TokenMap
 from geomlens.projection import EmbeddingGram, align_models, shared_vocabulary
 from geomlens.projection.alignment import match_layers
 

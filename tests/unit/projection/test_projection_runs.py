@@ -1,4 +1,4 @@
-"""Training run dirs as models; ProjectConfig/AlignConfig validation and their run functions."""
+"""Trained models of run directories; ProjectConfig/AlignConfig validation and their run functions."""
 
 import json
 
@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from geomlens.errors import ConfigError, InputError, UnknownModelError
-from geomlens.models import is_run_dir, load_model, load_run_model, token_map
+from geomlens.models import is_trained, load_model, load_trained, token_map
 from geomlens.projection import (
     COLUMNS,
     AlignConfig,
@@ -22,7 +22,7 @@ from geomlens.training.data import TokenData
 
 def test_run_dir_loads_as_the_trained_model(make_run):
     run_dir, _, trained = make_run("full")
-    assert is_run_dir(run_dir) and not is_run_dir(run_dir.parent)
+    assert is_trained(run_dir) and not is_trained(run_dir.parent)
     model = load_model(str(run_dir), device="cpu")
     trained.eval()
     tokens = torch.randint(0, 50, (2, 10))
@@ -35,7 +35,7 @@ def test_run_dir_loads_as_the_trained_model(make_run):
 
 def test_reduced_vocab_run_gets_the_trainers_token_map(make_run):
     run_dir, stream, _ = make_run("reduced", vocab_size=12)
-    model = load_run_model(run_dir, device="cpu", stream=stream)
+    model = load_trained(run_dir, device="cpu")
     tm = token_map(model)
     ref = TokenData.from_stream(stream, val_fraction=0.02).reduce_vocab(12)
     assert model.cfg.d_vocab == 12 and torch.equal(tm.kept, ref.kept) and tm.oov_id == 11

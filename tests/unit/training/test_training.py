@@ -155,7 +155,7 @@ def test_summary_and_outputs(tmp_path):
     rows = list(csv.DictReader(open(tmp_path / "metrics.csv")))
     assert list(rows[0]) == ["step", "tokens", "train_loss", "val_loss", "val_accuracy", "lr", "tokens_per_s"]
     assert [int(r["step"]) for r in rows] == list(range(9))
-    kernel = torch.load(tmp_path / "kernel.pt")
+    kernel = torch.load(tmp_path / "kernel.pt", weights_only=True)
     assert kernel["sigma"].shape == (50,) and int(kernel["counts"].sum()) == len(trainer.data.train)
     state = load_checkpoint(latest_checkpoint(tmp_path))
     for key in ("config", "model_config", "model", "optimizer", "scheduler", "step", "rng",

@@ -30,8 +30,11 @@ def _args(out, *extra):
 def test_train_writes_run_dir_and_never_overwrites(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(_args(out)) == 0
-    for name in ("config.json", "env.json", "metrics.csv", "summary.json", "done", "kernel.pt", "vocab.pt"):
+    for name in ("config.json", "env.json", "metrics.csv", "summary.json", "done", "kernel.pt",
+                 "model.safetensors", "model.json"):
         assert (out / name).exists(), name
+    vocabulary = json.loads((out / "model.json").read_text())["vocabulary"]  # was vocab.pt
+    assert len(vocabulary["kept"]) == 63 and vocabulary["oov_id"] == 63
     assert (out / "checkpoints" / "latest.pt").exists()
     summary = json.loads((out / "summary.json").read_text())
     for key in ("val_loss", "val_perplexity", "val_accuracy", "head_params", "total_params",

@@ -1,11 +1,11 @@
 """Model token ids <-> tokenizer ids, and token ids as printable text.
 
-A training run with ``vocab_size`` (`geomlens.training.data.TokenData.reduce_vocab`) renumbers
+A model trained with ``vocab_size`` (`geomlens.training.data.TokenData.reduce_vocab`) renumbers
 the tokenizer's ids: model id ``i < len(kept)`` is tokenizer id ``kept[i]`` and the last model id
 (``oov_id``) stands for every other token. A `TokenMap` holds that table next to the tokenizer so
 model ids print as text; models with the tokenizer's own ids get the identity map.
 
-    tm = token_map(model)            # attached by `load_run_model`, else built from model.tokenizer
+    tm = token_map(model)            # attached by `load_trained`, else built from model.tokenizer
     tm.labels([0, 1, 8191])          # ['.', ',', '<oov>']
     tm.to_original(ids)              # tokenizer ids (−1 for the OOV id)
 """
@@ -17,11 +17,10 @@ from typing import Any, Sequence
 
 import torch
 from jaxtyping import Int
-from torch import Tensor
-from transformer_lens import HookedTransformer
+from torch import Tensor, nn
 
 OOV_LABEL = "<oov>"
-#: the model attribute `load_run_model` sets
+#: the model attribute `geomlens.models.trained.load_trained` sets
 ATTRIBUTE = "geomlens_token_map"
 
 
@@ -72,9 +71,9 @@ class TokenMap:
         return [self.tokenizer.decode([i]) if i >= 0 else OOV_LABEL for i in originals]
 
 
-def token_map(model: HookedTransformer) -> TokenMap:
-    """The model's `TokenMap`: the one `load_run_model` attached, else the identity map over
-    ``model.tokenizer``."""
+def token_map(model: nn.Module) -> TokenMap:
+    """The model's `TokenMap` (a HookedTransformer's): the one `load_trained` attached, else the
+    identity map over ``model.tokenizer``."""
     attached = getattr(model, ATTRIBUTE, None)
     if isinstance(attached, TokenMap):
         return attached

@@ -1,0 +1,220 @@
+"""A trained model in a run directory, stored as data: ``model.safetensors`` + ``model.json``.
+
+`save_trained` writes them (the trainer calls it at every checkpoint); `load_trained` reads
+only them: no pickle is opened, no training code is imported, no corpus is re-read, so a
+run directory from someone else is safe to load.
+
+    model.safetensors   the state dict, LM head included (tensors shared by a tied head, once)
+    model.json          {"format": FORMAT,
+                         "architecture": the HookedTransformerConfig fields (`config_to_json`),
+                         "head": {"name": ..., "kwargs": {...}}  (`geomlens.heads.install_head`),
+                         "vocabulary": {"kept": [tokenizer id of model id 0, 1, ...] | null,
+                                        "oov_id": int | null},
+                         "tokenizer": {"name": an offline model whose tokenizer made the ids},
+                         "step", "seed", "kv_layers", "train_config": provenance}
+
+The model is rebuilt from ``architecture``, the head is installed and the weights are loaded
+strictly. ``W_U`` exists only for heads that own one (``linear``); the others score against
+``W_E``. A model trained with ``vocab_size`` renumbered the tokenizer's ids (model id ``i`` is
+tokenizer id ``kept[i]``, ``oov_id`` stands for every other token); it gets that table as a
+`TokenMap` and no ``model.tokenizer``, because the tokenizer's ids are not the model's.
+
+A run directory written before this format holds only ``checkpoints/latest.pt`` (a pickle); it is
+refused with the command that converts it (`CONVERT_COMMAND`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from jaxtyping import Int
+from torch import Tensor
+from transformer_lens import HookedTransformer
+
+from geomlens.data.token_map import ATTRIBUTE, TokenMap
+from geomlens.device import resolve_device
+from geomlens.errors import InputError, LegacyRunError
+from geomlens.heads import install_head
+from geomlens.models.cache import config_from_json, config_to_json, set_native_tokenizer
+from geomlens.models.tokenizer import load_tokenizer
+
+logger = logging.getLogger(__name__)
+
+FORMAT = "geomlens-trained-model/1"
+MODEL_FILE = "model.safetensors"
+CONFIG_FILE = "model.json"
+#: where run directories of earlier geomlens versions kept their (pickled) model
+LEGACY_CHECKPOINT = Path("checkpoints") / "latest.pt"
+#: converts such a directory (`geomlens.training.convert_run`: the thread that wrote those pickles)
+CONVERT_COMMAND = "geomlens convert-run"
+#: the tokenizer of every model `geomlens train` trains (`geomlens.models.tokens`)
+TRAINED_TOKENIZER = "smollm2-135m"
+
+
+def trained_dir(path: str | Path) -> Path | None:
+    """The run directory ``path`` names (the directory, or its model.json / model.safetensors)
+    if it holds a trained model; else None."""
+    p = Path(path)
+    if p.is_file() and p.name in (MODEL_FILE, CONFIG_FILE):
+        p = p.parent
+    return p if (p / CONFIG_FILE).is_file() and (p / MODEL_FILE).is_file() else None
+
+
+def is_trained(path: str | Path) -> bool:
+    """True if ``path`` is a run directory holding a trained model (or one of its two files)."""
+    return trained_dir(path) is not None
+
+
+def legacy_run_dir(path: str | Path) -> Path | None:
+    """The run directory of an earlier format that ``path`` names (the directory or a ``.pt``
+    checkpoint in it), or None."""
+    p = Path(path)
+    if p.is_file() and p.suffix == ".pt":
+        p = p.parent.parent if p.parent.name == LEGACY_CHECKPOINT.parent.name else p.parent
+    if p.is_dir() and (p / LEGACY_CHECKPOINT).is_file() and trained_dir(p) is None:
+        return p
+    return None
+
+
+def check_not_legacy(path: str | Path) -> None:
+    """Raise `LegacyRunError`, naming the conversion command, if ``path`` is an old run dir."""
+    old = legacy_run_dir(path)
+    if old is not None:
+        raise LegacyRunError(
+            f"{old} holds a model in the old pickled format (checkpoints/latest.pt, no "
+            f"{MODEL_FILE}); convert it once with: {CONVERT_COMMAND} {old}")
+
+
+def _atomic_write(path: Path, write) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    write(tmp)
+    tmp.replace(path)
+
+
+def save_trained(
+    run_dir: str | Path,
+    model: HookedTransformer,
+    *,
+    head: str,
+    head_kwargs: dict[str, Any] | None = None,
+    kept: Int[Tensor, "n_kept"] | None = None,
+    oov_id: int | None = None,
+    tokenizer: str = TRAINED_TOKENIZER,
+    provenance: dict[str, Any] | None = None,
+) -> Path:
+    """Write ``model.safetensors`` then ``model.json`` into ``run_dir`` (each atomically).
+
+    Args:
+        head, head_kwargs: the head installed on ``model`` and its arguments.
+        kept, oov_id: the reduced vocabulary (tokenizer id of each model id), if any.
+        tokenizer: the offline model whose tokenizer made the token ids.
+        provenance: JSON values recorded as they are (step, seed, kv_layers, train_config).
+    """
+    from safetensors.torch import save_model
+
+    run_dir = Path(run_dir)
+    config = {
+        "format": FORMAT,
+        "architecture": config_to_json(model.cfg),
+        "head": {"name": head, "kwargs": dict(head_kwargs or {})},
+        "vocabulary": {"kept": None if kept is None else [int(i) for i in kept.tolist()],
+                       "oov_id": oov_id},
+        "tokenizer": {"name": tokenizer},
+        **(provenance or {}),
+    }
+    text = json.dumps(config, indent=1, default=str)
+    _atomic_write(run_dir / MODEL_FILE, lambda tmp: save_model(model, str(tmp)))
+    _atomic_write(run_dir / CONFIG_FILE, lambda tmp: tmp.write_text(text))
+    return run_dir / MODEL_FILE
+
+
+def read_trained_config(run_dir: str | Path) -> dict[str, Any]:
+    """``model.json`` of a run directory, checked (a one-line `InputError` if it is not one)."""
+    path = Path(run_dir) / CONFIG_FILE
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"{path} cannot be read as JSON ({exc}).") from None
+    if not isinstance(config, dict) or config.get("format") != FORMAT:
+        raise InputError(f"{path} is not a geomlens trained-model config (format {FORMAT!r}).")
+    missing = [k for k in ("architecture", "head", "vocabulary", "tokenizer") if k not in config]
+    if missing:
+        raise InputError(f"{path} lacks {', '.join(missing)}.")
+    return config
+
+
+def _build(config: dict[str, Any], run_dir: Path) -> HookedTransformer:
+    """The architecture with its head, weights loaded strictly from model.safetensors."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_model
+
+    try:
+        model = HookedTransformer(config_from_json(config["architecture"]), move_to_device=False)
+    except (TypeError, ValueError, AssertionError) as exc:
+        raise InputError(f"{run_dir / CONFIG_FILE}: bad architecture ({exc}).") from None
+    install_head(model, config["head"]["name"], **config["head"].get("kwargs", {}))
+    try:
+        load_model(model, str(run_dir / MODEL_FILE), strict=True)
+    except (SafetensorError, RuntimeError, OSError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"{run_dir / MODEL_FILE} does not hold this model's weights ({first}).") from None
+    return model
+
+
+def _token_map(config: dict[str, Any], model: HookedTransformer, tokenizer: Any | None) -> TokenMap:
+    name = config["tokenizer"]["name"]
+    if tokenizer is None:
+        try:
+            tokenizer = load_tokenizer(name)
+        except Exception as exc:  # noqa: BLE001  (no weights package / cache: ids still work)
+            logger.warning("No %s tokenizer for the model (%s); tokens print as ids.", name, exc)
+    vocab = config["vocabulary"]
+    if vocab.get("kept") is not None:
+        kept = torch.tensor(vocab["kept"], dtype=torch.long)
+        return TokenMap(tokenizer=tokenizer, d_vocab=model.cfg.d_vocab, kept=kept, oov_id=vocab["oov_id"])
+    if tokenizer is not None:
+        set_native_tokenizer(model, tokenizer)
+    return TokenMap(tokenizer=tokenizer, d_vocab=model.cfg.d_vocab)
+
+
+@torch.no_grad()
+def load_trained(
+    path: str | Path, *, device: str | torch.device | None = None, tokenizer: Any | None = None
+) -> HookedTransformer:
+    """The trained model of a run directory, in eval mode (reads model.json + model.safetensors).
+
+    Args:
+        path: the run directory (or its model.json / model.safetensors).
+        device: None = CUDA if available, else CPU.
+        tokenizer: overrides the tokenizer the config names (None = load it; tests pass theirs).
+    """
+    check_not_legacy(path)
+    run_dir = trained_dir(path)
+    if run_dir is None:
+        raise InputError(f"{path} holds no trained model ({CONFIG_FILE} + {MODEL_FILE}).")
+    dev = resolve_device(device)
+    config = read_trained_config(run_dir)
+    model = _build(config, run_dir)
+    setattr(model, ATTRIBUTE, _token_map(config, model, tokenizer))
+    model = model.to(dev)
+    model.cfg.device = str(dev)
+    head = config["head"]["name"]
+    if config.get("kv_layers") is not None:
+        logger.warning("%s was trained with kv_layers=%s; the loaded model has the standard K/V "
+                       "(apply geomlens.kv.share_kv(model, %r) to run it as trained).",
+                       run_dir, config["kv_layers"], config["kv_layers"])
+    model.geomlens_info = {
+        "name": str(path), "source": f"trained model {run_dir / MODEL_FILE}",
+        "step": config.get("step"), "head": head, "seed": config.get("seed"),
+        "vocab_size": model.cfg.d_vocab if config["vocabulary"].get("kept") is not None else None,
+        "tokenizer": config["tokenizer"]["name"], "kv_layers": config.get("kv_layers"),
+        "tied_embeddings": head == "tied",
+        "processing": {"fold_ln": False, "center_writing_weights": False, "center_unembed": False},
+        "d_vocab": model.cfg.d_vocab, "n_layers": model.cfg.n_layers, "d_model": model.cfg.d_model,
+    }
+    return model.eval()
