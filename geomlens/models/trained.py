@@ -110,8 +110,10 @@ def save_trained(
     """Write ``model.safetensors`` then ``model.json`` into ``run_dir`` (each atomically).
 
     Args:
-        head, head_kwargs: the head installed on ``model`` and its arguments.
-        kept, oov_id: the reduced vocabulary (tokenizer id of each model id), if any.
+        head: the head installed on ``model``.
+        head_kwargs: its arguments (`geomlens.heads.install_head`).
+        kept: the tokenizer id of each model id of a reduced vocabulary (None = not reduced).
+        oov_id: the model id that stands for every token outside ``kept``.
         tokenizer: the offline model whose tokenizer made the token ids.
         provenance: JSON values recorded as they are (step, seed, kv_layers, train_config).
     """
