@@ -23,14 +23,15 @@ from geomlens.ablation import command as ablation
 from geomlens.analysis import command as analysis
 from geomlens.config.build import build_config
 from geomlens.config.flags import add_config_arguments, namespace_values
-from geomlens.errors import GeomlensError
 from geomlens.kv import command as kv
 from geomlens.models import command as models
 from geomlens.projection import command as projection
 from geomlens.rundir import is_done
 from geomlens.runner import tools
 from geomlens.runner.command import COMMANDS, Command, get_command, load_plugins, register
+from geomlens.runner.errors import DEBUG_ENV, OneLineParser, explain, usage_error
 from geomlens.runner.lifecycle import execute
+from geomlens.runner.signals import interrupts_as_exceptions
 from geomlens.training import command as training
 
 #: every module that defines commands (its ``COMMANDS`` tuple), in ``--help`` order
@@ -62,9 +63,11 @@ def _populate(p: argparse.ArgumentParser, cmd) -> None:
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The parser; only ``command``'s own flags are built (all commands are listed)."""
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="geomlens", description="Transformers as movement through token-embedding space.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--debug", action="store_true", help=(
+        f"show the full traceback of an error (for bug reports); also ${DEBUG_ENV}=1"))
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, help_text in COMMANDS.descriptions().items():
         p = sub.add_parser(name, help=help_text, description=help_text)
@@ -95,27 +98,52 @@ def _command_of(args: list[str]) -> str | None:
     return next((a for a in args if not a.startswith("-")), None)
 
 
+def _parse(parser: argparse.ArgumentParser, args: list[str]) -> argparse.Namespace:
+    """Parse ``args``; KEY=VALUE words after a tool's flags join its overrides
+    (``geomlens run CFG --dry-run out=x`` = ``geomlens run CFG out=x --dry-run``)."""
+    ns, extra = parser.parse_known_args(args)
+    if extra and isinstance(getattr(ns, "overrides", None), list) \
+            and all("=" in e and not e.startswith("-") for e in extra):
+        ns.overrides.extend(extra)
+    elif extra:
+        prog = f"{parser.prog} {ns.command}" if getattr(ns, "command", None) else parser.prog
+        usage_error(prog, f"unrecognized arguments: {' '.join(extra)}")
+    return ns
+
+
 def main(args: list[str] | None = None) -> int:
-    """Entry point; returns the exit code (0 ok, 2 user error)."""
+    """Entry point; returns the exit code: 0 ok, 2 a user error (one line on stderr), 1 an
+    internal error, 130 / 143 interrupted by Ctrl-C / SIGTERM. ``--debug`` anywhere (or
+    ``GEOMLENS_DEBUG=1``) lets the traceback through instead."""
     args = sys.argv[1:] if args is None else list(args)
-    load_plugins()
+    debug = "--debug" in args or os.environ.get(DEBUG_ENV, "") not in ("", "0")
+    args = [a for a in args if a != "--debug"]
     command = _command_of(args)
+    with interrupts_as_exceptions():
+        try:
+            return _main(args, command)
+        except BaseException as exc:  # noqa: BLE001  (one line per failure, see `explain`)
+            if debug or isinstance(exc, SystemExit):
+                raise
+            message, code = explain(exc)
+            if message:
+                print(f"geomlens{' ' + command if command else ''}: {message}", file=sys.stderr)
+            return code
+
+
+def _main(args: list[str], command: str | None) -> int:
+    load_plugins()
     parser = build_parser(command if command in COMMANDS else None)
-    ns = parser.parse_args(args)
+    ns = _parse(parser, args)
     logging.basicConfig(level=logging.DEBUG if ns.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
     if not ns.command:
         parser.print_help()
         return 2
     cmd = COMMANDS[ns.command]
-    try:
-        if isinstance(cmd, Command):
-            return run_command(cmd, ns)
-        return int(cmd.run(ns) or 0)
-    except GeomlensError as exc:
-        message = " ".join(str(exc).split()) if "\n" not in str(exc).strip() else str(exc).strip()
-        print(f"geomlens {ns.command}: error: {message}", file=sys.stderr)
-        return 2
+    if isinstance(cmd, Command):
+        return run_command(cmd, ns)
+    return int(cmd.run(ns) or 0)
 
 
 if __name__ == "__main__":  # pragma: no cover

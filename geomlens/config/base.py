@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import math
 from collections.abc import Iterable
 from typing import Any
 
@@ -81,10 +82,40 @@ def check_choices(config: Any) -> None:
                 )
 
 
+#: the largest integer a config holds (torch, numpy and every size fit in a signed 64-bit int)
+MAX_INT = 2**63 - 1
+
+
+def _number_error(flag: str, value: Any) -> str | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"{flag} is {value}; give a finite number"
+    if isinstance(value, int) and not -MAX_INT <= value <= MAX_INT:
+        return f"{flag} {value} is too large; give an integer below 2**63"
+    if isinstance(value, (int, float)) and value < 0:
+        return f"{flag} is {value}; it must not be negative"
+    return None
+
+
+def check_numbers(config: Any) -> None:
+    """Raise `InputError` for a number no field accepts: NaN, ±Inf, an integer beyond 64 bits,
+    or a negative number (fields that may be negative declare ``metadata={"signed": True}``);
+    list items are checked too."""
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        flag = "--" + f.name.replace("_", "-")
+        for item in _values(value):
+            message = _number_error(flag, item)
+            if message and not (f.metadata.get("signed") and "negative" in message):
+                raise InputError(message)
+
+
 class Config:
-    """Mixin for dataclass configs: choices are checked, then `validate` runs."""
+    """Mixin for dataclass configs: numbers and choices are checked, then `validate` runs."""
 
     def __post_init__(self) -> None:
+        check_numbers(self)
         check_choices(self)
         self.validate()
 

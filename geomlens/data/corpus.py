@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import zlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Sequence
 
@@ -23,9 +24,29 @@ DOMAINS: tuple[str, ...] = ("news", "encyclopedic", "fiction", "technical", "com
 Split = Literal["eval", "train_cpu", "train_gpu"]
 
 
+def _read_bytes(path: Path) -> bytes:
+    """The file's bytes (gunzipped for ``.gz``); anything but a readable regular file (or a
+    ``.gz`` that is not gzip) raises `InputError` saying what to give instead."""
+    if path.is_dir():
+        raise InputError(f"{path} is a directory; give a .txt, .txt.gz or .jsonl file")
+    if path.exists() and not path.is_file():
+        raise InputError(f"{path} is not a regular file (a FIFO, device or socket would be read "
+                         "forever or not at all); save the text to a file and give that")
+    try:
+        if path.suffix != ".gz":
+            return path.read_bytes()
+        with gzip.open(path, "rb") as f:
+            return f.read()
+    except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
+        raise InputError(f"{path} ends in .gz but is not a complete gzip file ({exc}); "
+                         "compress it with gzip, or drop the .gz suffix") from None
+    except OSError as exc:
+        raise InputError(f"{path} cannot be read: {exc.strerror or exc}") from None
+
+
 def read_text_file(path: Path) -> str:
     """The whole file as text; a file that is not UTF-8 raises `InputError` naming the byte."""
-    raw = gzip.open(path, "rb").read() if path.suffix == ".gz" else path.read_bytes()
+    raw = _read_bytes(path)
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -47,8 +68,23 @@ def _jsonl_row(line: str, where: str, i: int, path: Path, domain: str | None) ->
         raise InputError(f"{where}: no 'text' key; each JSON line needs a 'text' string")
     if not isinstance(row["text"], str):
         raise InputError(f"{where}: 'text' must be a string, got {type(row['text']).__name__}")
+    for key in ("text", "domain", "id"):
+        _check_unicode(row.get(key), f"{where}: {key!r}")
     return {"domain": str(row.get("domain", domain or path.stem)),
             "id": str(row.get("id", f"{path.stem}-{i}")), "text": row["text"]}
+
+
+def _check_unicode(value: object, where: str) -> None:
+    """JSON can escape a lone surrogate (``"\\ud800"``), which is not text: no tokenizer or
+    file can take it."""
+    if not isinstance(value, str):
+        return
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InputError(f"{where} holds a lone surrogate (\\u{ord(value[exc.start]):04x} at "
+                         f"character {exc.start}), which is not valid Unicode; fix the escape "
+                         "(a pair such as \\ud83d\\ude00, or the character itself)") from None
 
 
 def _read_jsonl(path: Path, domain: str | None = None) -> list[dict]:

@@ -98,6 +98,25 @@ def check_text_source(source: TextSource, *, n_ctx: int | None = None) -> None:
         )
 
 
+#: segments longer than this (in characters) hold at least 2 tokens in any tokenizer we load
+_SHORT_CHARS = 256
+
+
+def _too_short(row: dict, source: TextSource) -> str:
+    where = source.texts or "the corpus"
+    return (f"{where}: segment {row['id']!r} ({row['text'][:40]!r}) is a single token; a "
+            "next-token prediction needs at least 2: remove it or join it to its neighbour")
+
+
+def check_segment_tokens(source: TextSource, tokenizer) -> None:
+    """Every segment holds at least 2 tokens (checked before a run directory exists; only the
+    short segments are tokenized)."""
+    for row in read_rows(source):
+        text = row["text"]
+        if len(text) <= _SHORT_CHARS and len(tokenizer(text)["input_ids"]) < 2:
+            raise InputError(_too_short(row, source))
+
+
 def load_segments(source: TextSource, tokenizer) -> tuple[list[Any], list[str], list[str]]:
     """Tokenize the selected text: (token sequences, segment ids, domains), one per sequence.
 
@@ -111,6 +130,8 @@ def load_segments(source: TextSource, tokenizer) -> tuple[list[Any], list[str], 
                                    overflow=source.overflow)
         if source.overflow == "truncate" and source.texts is not None:
             cut += len(tokenizer(row["text"])["input_ids"]) > source.max_tokens
+        if not pieces:
+            raise InputError(_too_short(row, source))
         for j, piece in enumerate(pieces):
             seqs.append(piece)
             ids.append(row["id"] if len(pieces) == 1 else f"{row['id']}#{j}")

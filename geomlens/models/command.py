@@ -49,8 +49,10 @@ import torch
 
 from geomlens.config.build import build_config
 from geomlens.config.flags import add_config_arguments, namespace_values
-from geomlens.data.source import check_text_source, load_segments
+from geomlens.data.source import load_segments
+from geomlens.device import resolve_device
 from geomlens.models import load_model
+from geomlens.models.inputs import check_model_inputs
 
 
 @dataclass(kw_only=True)
@@ -71,7 +73,8 @@ def run_smoke(args) -> int:
 
 
     cfg = build_config(SmokeConfig, namespace_values(args, SmokeConfig), source_of=lambda k: "command line")
-    check_text_source(cfg)
+    resolve_device(cfg.device)
+    check_model_inputs(cfg)
     model = load_model(cfg.model, device=cfg.device)
     seqs, _, domains = load_segments(cfg, model.tokenizer)
     for domain in dict.fromkeys(domains):

@@ -6,8 +6,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from geomlens.data.source import TextSource, check_text_source
+from geomlens.data.source import TextSource, check_segment_tokens, check_text_source
 from geomlens.errors import InputError
+from geomlens.models.load import load_tokenizer
 from geomlens.models.zoo import check_model_name
 
 
@@ -25,5 +26,29 @@ def check_model_inputs(cfg: Any, *, layers: Sequence[int] | None = None) -> None
     entry = check_model_name(cfg.model)
     if isinstance(cfg, TextSource):
         check_text_source(cfg, n_ctx=entry.n_ctx if entry else None)
+        if entry is not None:  # an offline model's tokenizer loads without its weights
+            check_segment_tokens(cfg, load_tokenizer(cfg.model))
     if layers is not None and entry is not None:
         check_layers(layers, entry.n_layers)
+
+
+def available_memory() -> int | None:
+    """Bytes this process can still allocate on the CPU (Linux ``MemAvailable``; None where
+    unknown)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def check_memory(needed: int, what: str, fix: str) -> None:
+    """Refuse a run whose ``needed`` bytes exceed the memory available now (before it starts,
+    rather than being killed by the kernel half-way)."""
+    free = available_memory()
+    if free is not None and needed > free:
+        raise InputError(f"{what} needs at least {needed / 2**30:,.1f} GiB but {free / 2**30:,.1f} "
+                         f"GiB of memory is available; {fix}")

@@ -7,20 +7,23 @@
               hold the same config;
     seed      python, numpy and torch, from the config's ``seed``, the same way every time;
     run       the command's ``run(cfg, run_dir)``;
-    finish    ``summary.json`` and the ``done`` marker; on an error (or Ctrl-C) a ``failed``
-              marker holding the message instead, so `geomlens run` reruns or resumes it.
+    finish    ``summary.json`` and the ``done`` marker; on an error (or Ctrl-C, SIGTERM, a full
+              disk) a ``failed`` marker holding the message instead, so `geomlens run` reruns
+              or resumes it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import random
 from pathlib import Path
 from typing import Any
 
 from geomlens.errors import InputError
 from geomlens.rundir import (
-    RunDirError,
     RunMode,
+    check_out_path,
     clear_failed,
     create_run_dir,
     mark_done,
@@ -28,6 +31,21 @@ from geomlens.rundir import (
     write_json,
 )
 from geomlens.runner.command import Command, get_command
+from geomlens.runner.locks import run_lock
+
+logger = logging.getLogger(__name__)
+
+
+#: seeds torch, numpy (mod 2**32) and python all accept
+MAX_SEED = 2**63 - 1
+
+
+def check_seed(seed: Any) -> None:
+    """A seed every generator accepts: an integer in [0, 2**63)."""
+    if seed is None:
+        return
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise InputError(f"--seed {seed} is out of range; give an integer from 0 to 2**63-1.")
 
 
 def seed_everything(seed: int | None) -> None:
@@ -42,8 +60,11 @@ def seed_everything(seed: int | None) -> None:
     torch.manual_seed(seed)
 
 
-def validate_inputs(kind: Command, cfg: Any) -> str | None:
+def validate_inputs(kind: Command, cfg: Any, out: str | Path | None = None) -> str | None:
     """Every check that needs no run directory; returns the resolved device (or None)."""
+    if out is not None:
+        check_out_path(out)
+    check_seed(getattr(cfg, "seed", None))
     device = None
     if hasattr(cfg, "device"):
         from geomlens.device import resolve_device
@@ -59,6 +80,11 @@ def execute(
 ) -> tuple[Path, dict]:
     """Validate, create the run dir, seed, run, then write summary.json + done (or failed).
 
+    A run that raises (or is stopped by Ctrl-C / SIGTERM, see `geomlens.runner.signals`) is
+    marked ``failed`` with its one-line message, and the error is re-raised with the run
+    directory attached (``exc.run_dir``). Reusing ``out`` (``mode="resume"``/``"error"``)
+    holds its lock (`geomlens.runner.locks`) for the whole run.
+
     Args:
         kind: A run command or its registered name.
         cfg: The kind's dataclass config (from `geomlens.config.build_config`).
@@ -73,23 +99,32 @@ def execute(
     kind = get_command(kind) if isinstance(kind, str) else kind
     if not isinstance(cfg, kind.config_cls):
         raise TypeError(f"command {kind.name!r} takes a {kind.config_cls.__name__}")
-    device = validate_inputs(kind, cfg)
-    seed = getattr(cfg, "seed", None)
-    run_dir = Path(out)
-    if is_main:
-        try:
-            run_dir = create_run_dir(out, config=cfg, seed=seed, device=device, mode=mode)
-        except RunDirError as exc:
-            raise InputError(str(exc)) from None
+    device = validate_inputs(kind, cfg, out if is_main else None)
+    if not is_main:
+        return _run(kind, cfg, Path(out), is_main=False)
+    with contextlib.ExitStack() as stack:
+        if mode != "new":
+            stack.enter_context(run_lock(out))
+        run_dir = create_run_dir(out, config=cfg, seed=getattr(cfg, "seed", None),
+                                 device=device, mode=mode)
         clear_failed(run_dir)
-    seed_everything(seed)
+        return _run(kind, cfg, run_dir, is_main=True)
+
+
+def _run(kind: Command, cfg: Any, run_dir: Path, *, is_main: bool) -> tuple[Path, dict]:
     try:
+        seed_everything(getattr(cfg, "seed", None))
         summary = kind.run(cfg, run_dir) or {}
+        if is_main:
+            write_json(run_dir / "summary.json", summary)
+            mark_done(run_dir)
     except BaseException as exc:
         if is_main:
-            mark_failed(run_dir, exc)
+            try:
+                mark_failed(run_dir, exc)
+            except OSError as marker_error:  # the error itself says why; keep it
+                logger.warning("could not mark %s failed: %s", run_dir, marker_error)
+            with contextlib.suppress(AttributeError, TypeError):
+                exc.run_dir = run_dir
         raise
-    if is_main:
-        write_json(run_dir / "summary.json", summary)
-        mark_done(run_dir)
     return run_dir, summary

@@ -9,7 +9,7 @@ summary.json and the ``done`` marker. A point is
 * ``done``     its ``done`` marker exists: skipped;
 * ``partial``  the directory holds something but no marker: resumed in the same directory
                (a resumable command finds its checkpoints there; another command reruns from scratch);
-* ``new``      nothing there yet;
+* ``new``      nothing there yet (or only geomlens's own claim and ``run.log``);
 * ``conflict`` its stored config.json differs from the requested config: the run refuses to
                start (nothing is overwritten) and names the differing keys.
 
@@ -23,6 +23,7 @@ turn, so at most one GPU run per GPU; CPU points get ``CUDA_VISIBLE_DEVICES=""``
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -35,9 +36,10 @@ from typing import Any, Callable, Literal, Protocol, runtime_checkable
 
 from geomlens.config.build import build_config
 from geomlens.errors import ConfigError, GeomlensError
-from geomlens.rundir import failure, is_done, to_jsonable
+from geomlens.rundir import failure, failure_message, is_done, is_empty, to_jsonable
 from geomlens.runner.command import Command, get_command
-from geomlens.runner.lifecycle import execute
+from geomlens.runner.lifecycle import execute, validate_inputs
+from geomlens.runner.locks import RunBusyError, run_lock
 from geomlens.runner.spec import ExperimentSpec
 from geomlens.runner.sweep import (
     SINGLE_POINT,
@@ -119,14 +121,15 @@ def point_status(run_dir: Path, config_json: dict) -> tuple[PointStatus, list[st
     """The status of a point directory against the config it should hold."""
     stored_path = run_dir / "config.json"
     if stored_path.exists():
-        diffs = config_differences(json.loads(stored_path.read_text()), config_json)
+        try:
+            diffs = config_differences(json.loads(stored_path.read_text()), config_json)
+        except (OSError, ValueError):
+            diffs = ["<unreadable config.json>"]
         if diffs:
             return "conflict", diffs
     if is_done(run_dir):
         return "done", []
-    if run_dir.exists() and any(run_dir.iterdir()):
-        return "partial", []
-    return "new", []
+    return ("new", []) if is_empty(run_dir) else ("partial", [])
 
 
 def get_spec_command(spec: ExperimentSpec) -> Command:
@@ -228,20 +231,62 @@ class Runner:
         return plan(self.spec)
 
     def run(self, *, jobs: int = 1, point: str | None = None, index: int | None = None) -> list[PointResult]:
-        """Run the selected points (all by default); returns one result per point."""
+        """Run the selected points (all by default); returns one result per point. Every
+        point's inputs are checked before any point runs."""
         if jobs < 1:
             raise ConfigError(f"--jobs must be >= 1, got {jobs}.")
         planned = select(self.plan(), name=point, index=index)
         check_conflicts(planned)
+        self.validate(planned)
         if jobs == 1 or len([p for p in planned if p.status != "done"]) <= 1:
-            return [self.run_point(p) for p in planned]
+            return self._run_serial(planned)
         return self._run_parallel(planned, jobs)
 
-    def run_point(self, planned: PlannedRun) -> PointResult:
-        """Run one point in this process (skipped if done)."""
+    def validate(self, planned: list[PlannedRun]) -> None:
+        """The lifecycle's input checks for every point still to run (a bad point stops the
+        sweep before any directory is written)."""
+        for p in planned:
+            if p.status == "done":
+                continue
+            try:
+                validate_inputs(self.kind, p.config, p.run_dir)
+            except GeomlensError as exc:
+                raise ConfigError(f"point {p.point.name}: {exc}") from None
+
+    def _run_serial(self, planned: list[PlannedRun]) -> list[PointResult]:
+        """Points another runner holds are skipped first, then waited for (and usually found
+        done): two runners on one ``out`` split the points between them."""
+        results, deferred = {}, []
+        for p in planned:
+            result = self.run_point(p, wait=False)
+            if result is None:
+                logger.info("%s: another process is running it; coming back to it", p.point.name)
+                deferred.append(p)
+            else:
+                results[p.point.name] = result
+        for p in deferred:
+            results[p.point.name] = self.run_point(p, wait=True)
+        return [results[p.point.name] for p in planned]
+
+    def run_point(self, planned: PlannedRun, *, wait: bool = True) -> PointResult | None:
+        """Run one point in this process under its lock (skipped if done); None if another
+        process holds the lock and ``wait`` is False."""
         name, run_dir = planned.point.name, planned.run_dir
         if planned.status == "done":
             logger.info("%s: done already, skipped (%s)", name, run_dir)
+            return PointResult(name=name, run_dir=run_dir, status="skipped")
+        try:
+            with run_lock(run_dir, wait=wait):
+                return self._run_locked(planned)
+        except RunBusyError:
+            return None
+
+    def _run_locked(self, planned: PlannedRun) -> PointResult:
+        name, run_dir = planned.point.name, planned.run_dir
+        status, diffs = point_status(run_dir, planned.config_json)  # fresh, under the lock
+        planned = dataclasses.replace(planned, status=status, differences=diffs)
+        if status == "done":
+            logger.info("%s: finished by another process, skipped (%s)", name, run_dir)
             return PointResult(name=name, run_dir=run_dir, status="skipped")
         check_conflicts([planned])
         if failure(run_dir):
@@ -254,8 +299,10 @@ class Runner:
         try:  # one failed point must not stop the sweep; the lifecycle marks it `failed`
             execute(self.kind, planned.config, run_dir, mode="resume")
         except Exception as exc:
-            logger.exception("%s failed", name)
-            return PointResult(name=name, run_dir=run_dir, status="failed", error=f"{type(exc).__name__}: {exc}")
+            error = failure_message(exc)
+            logger.error("%s failed: %s", name, error)
+            logger.debug("%s failed", name, exc_info=True)
+            return PointResult(name=name, run_dir=run_dir, status="failed", error=error)
         return PointResult(name=name, run_dir=run_dir, status="ran")
 
     # ----------------------------------------------------------------- parallel (one process per point)

@@ -14,7 +14,8 @@ from typing import Any
 
 from geomlens.errors import InputError
 from geomlens.heads.registry import check_head_kwargs
-from geomlens.models.micro import MICRO_SIZES
+from geomlens.models.inputs import check_memory
+from geomlens.models.micro import MICRO_SIZES, SMOLLM2_VOCAB
 from geomlens.registry import closest
 from geomlens.runner.command import Command, Tool
 from geomlens.training import distributed as ddp
@@ -34,11 +35,33 @@ def run_training(cfg: TrainConfig, run_dir: Path) -> dict[str, Any]:
 
 
 def validate_training(cfg: TrainConfig) -> None:
-    """Micro size and head name, checked before a run directory exists."""
+    """Micro size, head name, sizes against the model, the tokenizer and the memory, checked
+    before a run directory exists."""
     check_head_kwargs(cfg.head, cfg.head_kwargs)
     if cfg.model not in MICRO_SIZES:
         raise InputError(f"unknown micro size {cfg.model!r}.{closest(cfg.model, tuple(MICRO_SIZES))} "
                          f"Available: {', '.join(MICRO_SIZES)}")
+    size = MICRO_SIZES[cfg.model]
+    if cfg.seq_len > size.n_ctx:
+        longest = max(MICRO_SIZES, key=lambda name: MICRO_SIZES[name].n_ctx)
+        raise InputError(f"--seq-len {cfg.seq_len} exceeds {cfg.model}'s context of {size.n_ctx} "
+                         f"tokens; use --seq-len <= {size.n_ctx} ({longest} takes "
+                         f"{MICRO_SIZES[longest].n_ctx})")
+    if cfg.vocab_size is not None and cfg.vocab_size > SMOLLM2_VOCAB:
+        raise InputError(f"--vocab-size {cfg.vocab_size} exceeds the tokenizer's {SMOLLM2_VOCAB} "
+                         f"tokens; give at most {SMOLLM2_VOCAB} (or leave it unset for all)")
+    check_memory(step_bytes(cfg), "one training step", "lower --batch-size or --seq-len")
+
+
+def step_bytes(cfg: TrainConfig) -> int:
+    """A lower bound on the float32 memory one training step keeps for its backward pass:
+    per layer the attention scores and pattern (2 x batch x heads x pos^2) and ~8 residual-wide
+    activations, plus the logits, their softmax and gradient (3 x batch x pos x d_vocab)."""
+    size = MICRO_SIZES[cfg.model]
+    b, t = cfg.batch_size, cfg.seq_len
+    per_layer = 2 * b * size.n_heads * t * t + 8 * b * t * max(size.d_model, size.d_mlp)
+    vocab = cfg.vocab_size or SMOLLM2_VOCAB
+    return 4 * (size.n_layers * per_layer + 3 * b * t * vocab)
 
 
 def add_convert_arguments(parser: argparse.ArgumentParser) -> None:

@@ -161,5 +161,5 @@ def test_cuda_point_without_gpu_is_refused(tmp_path):
     cfg = write_configs(tmp_path / "configs", tmp_path / "runs", sweep="  seed: [0, 1]\n")
     spec = load_experiment(cfg, ["device=cuda"])
     assert [p.status for p in plan(spec)] == ["new", "new"]
-    with pytest.raises(Exception, match="no GPU is visible"):
+    with pytest.raises(Exception, match="no CUDA GPU|no GPU is visible"):
         Runner(spec, gpus=[], launcher=lambda p, e: FakeProcess(p, e)).run(jobs=2)
