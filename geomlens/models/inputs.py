@@ -8,7 +8,7 @@ from typing import Any
 
 from geomlens.data.source import TextSource, check_segment_tokens, check_text_source
 from geomlens.errors import InputError
-from geomlens.models.load import load_tokenizer
+from geomlens.models.tokenizer import load_tokenizer
 from geomlens.models.zoo import check_model_name
 
 
