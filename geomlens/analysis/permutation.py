@@ -3,8 +3,8 @@
 Permutation i shuffles the rows of the target matrix: token v gets the score of token
 perm_i[v]. NDCG(score[:, perm], p) = NDCG(score, p[:, perm⁻¹]) and the ideal DCG does not
 depend on the permutation, so the score's top-K and its tail buckets, computed once for the
-observed metrics, serve every permutation: each one only gathers gains (`native/permnull.c`
-has the arithmetic; `_null_torch` is the same in torch).
+observed metrics, serve every permutation: each one only gathers gains (`_null_torch_block`
+has the arithmetic; ``native/permnull.cpp`` is the same, bit for bit, where it is available).
 
     NDCG@k (k <= K), top-1, top-10   exact
     NDCG@full                        the midpoint of a bracket: ranks 1..Kx exact (Kx = the
@@ -42,6 +42,8 @@ TOP = 255
 """Bucket-map code of the score's tokens in the exact slots (ranks 1..Kx)."""
 NEAR = 254
 """Bucket-map code of the score's top-K tokens below the exact slots (ranks Kx+1..K)."""
+DRAW = 64
+"""Permutations drawn per step of `perm_tables` (a [DRAW, V] int64 block)."""
 
 
 def exact_slots(ks: list[int | None], k: int, d_vocab: int) -> int:
@@ -54,11 +56,9 @@ def exact_slots(ks: list[int | None], k: int, d_vocab: int) -> int:
 
 
 def table_dtype(d_vocab: int) -> torch.dtype:
-    """The entries of the permutation tables: uint16 where the native kernel reads them and
-    token ids fit (V ≤ 65,536; half the bytes of int32 to write and to read), else int32."""
-    if d_vocab <= 1 << 16 and native.library("permnull") is not None:
-        return torch.uint16
-    return torch.int32
+    """The entries of the permutation tables: uint16 where token ids fit (V ≤ 65,536; half the
+    bytes of int32 to write and to read), else int32."""
+    return torch.uint16 if d_vocab <= 1 << 16 else torch.int32
 
 
 def block_size(n_permutations: int, d_vocab: int) -> int:
@@ -68,32 +68,26 @@ def block_size(n_permutations: int, d_vocab: int) -> int:
     return min(most, -(-n_permutations // 16) * 16)
 
 
-def perm_tables(seed: int, first: int, count: int, d_vocab: int,
+def perm_tables(gen: torch.Generator, count: int, d_vocab: int,
                 workspace: Tensor | None = None) -> tuple[Tensor, Tensor]:
-    """Permutations ``first .. first + count - 1`` of ``seed`` (count a multiple of 16) as
-    transposed tables ``(permT, pinvT)`` [V, count] of `table_dtype`: ``permT[v, i] =
-    perm_i[v]``. ``workspace``: memory of that dtype for both tables (≥ 2·V·count entries),
-    reused across calls; fresh memory costs about as much as drawing the permutations.
+    """The next ``count`` permutations of ``gen`` (``torch.randperm`` on it, one after the other)
+    as transposed tables ``(permT, pinvT)`` [V, count] of `table_dtype`: ``permT[v, i] =
+    perm_i[v]``, ``pinvT[perm_i[v], i] = v``. ``workspace``: memory of that dtype for both tables
+    (≥ 2·V·count entries), reused across calls; fresh memory costs about as much as drawing.
 
-    Native: Fisher-Yates on xoshiro256** seeded by (seed, index). Torch fallback: `torch.randperm`
-    seeded by ``seed * 1000003 + index`` (other permutations, the same distribution). Either
-    way permutation ``index`` is the same in every call."""
+    The one place permutations are drawn: permutation i of a run is the i-th draw from a
+    generator seeded with the run's seed, whatever reads the tables."""
+    dtype = table_dtype(d_vocab) if workspace is None else workspace.dtype
     if workspace is None:
-        workspace = torch.empty(2 * d_vocab * count, dtype=table_dtype(d_vocab))
+        workspace = torch.empty(2 * d_vocab * count, dtype=dtype)
     permT, pinvT = workspace[: 2 * d_vocab * count].view(2, d_vocab, count).unbind(0)
-    lib = native.library("permnull")
-    if lib is not None:
-        i64 = ctypes.c_int64
-        native.run_rows(lambda g0, g1: lib.perm_tables(
-            ctypes.c_uint64(seed), i64(first), i64(16 * g0), i64(16 * g1), i64(count),
-            i64(d_vocab), i64(permT.element_size()), native.ptr(permT), native.ptr(pinvT)),
-            count // 16, lib)
-        return permT, pinvT
-    for i in range(count):
-        gen = torch.Generator().manual_seed(seed * 1_000_003 + first + i)
-        perm = torch.randperm(d_vocab, generator=gen)
-        permT[:, i] = perm.int()
-        pinvT[perm, i] = torch.arange(d_vocab, dtype=torch.int32)
+    tokens = torch.arange(d_vocab)
+    for i in range(0, count, DRAW):
+        n = min(DRAW, count - i)
+        perms = torch.stack([torch.randperm(d_vocab, generator=gen) for _ in range(n)])
+        inverse = torch.empty_like(perms).scatter_(1, perms, tokens.expand(n, -1))
+        permT[:, i:i + n] = perms.to(dtype).T.contiguous()
+        pinvT[:, i:i + n] = inverse.to(dtype).T.contiguous()
     return permT, pinvT
 
 
@@ -113,7 +107,7 @@ class _Rows:
 
 
 def _cat_padded(parts: list[Tensor]) -> Tensor:
-    """``torch.cat(parts)`` in a buffer with 64 bytes of slack after it (the native kernel
+    """``torch.cat(parts)`` in a buffer with 64 bytes of slack after it (the native code
     reads the byte map 4 bytes at a time)."""
     n_rows, width = sum(len(p) for p in parts), parts[0].shape[1]
     flat = torch.zeros(n_rows * width + 64, dtype=parts[0].dtype, device=parts[0].device)
@@ -130,6 +124,7 @@ class PermutationNull:
         self.ref = _Rows()
         self.groups: dict[tuple[str, str, str], _Rows] = {}
         self.members: dict[tuple[str, str, str], list[str]] = {}
+        self._kept: tuple[Tensor, Tensor] | None = None
 
     def add_reference(self, ref: Reference) -> None:
         """p's side of the control rows of a chunk (``ref`` restricted to them)."""
@@ -166,19 +161,32 @@ class PermutationNull:
         groups = {key: rows.cat() for key, rows in self.groups.items()}
         n_rows, d_vocab = ref["gains"].shape
         sums = {key: defaultdict(lambda: np.zeros(self.n_permutations)) for key in groups}
-        size = block_size(self.n_permutations, d_vocab)
-        workspace = torch.empty(2 * d_vocab * size, dtype=table_dtype(d_vocab))  # for every block
-        for first in range(0, self.n_permutations, size):
-            count = min(size, self.n_permutations - first)
-            permT, pinvT = perm_tables(self.seed, first, -(-count // 16) * 16, d_vocab, workspace)
+        for first, count, (permT, pinvT) in self._tables(d_vocab):
             for key, rows in groups.items():
                 for metric, values in self._block(ref, rows, permT, pinvT).items():
-                    sums[key][metric][first:first + count] = values[:, :count].sum(0).double().numpy()
-        del permT, pinvT, workspace
+                    sums[key][metric][first:first + count] = values[:, :count].double().sum(0).numpy()
+        del permT, pinvT
         self.ref, self.groups = _Rows(), {}
         for (hidden, target, group), s in sums.items():
             for name in self.members[(hidden, target, group)]:
                 yield hidden, target, name, dict(s), n_rows
+
+    def _tables(self, d_vocab: int) -> Iterator[tuple[int, int, tuple[Tensor, Tensor]]]:
+        """``(first, count, (permT, pinvT))`` for the blocks of permutations, drawn by
+        `perm_tables` from one generator seeded with ``seed`` (the same permutations in every
+        batch). When one block holds them all it is drawn once and kept for the next batches."""
+        if self._kept is not None and self._kept[0].shape[0] == d_vocab:
+            yield 0, self.n_permutations, self._kept
+            return
+        gen = torch.Generator().manual_seed(self.seed)
+        size = block_size(self.n_permutations, d_vocab)
+        workspace = torch.empty(2 * d_vocab * size, dtype=table_dtype(d_vocab))  # for every block
+        for first in range(0, self.n_permutations, size):
+            count = min(size, self.n_permutations - first)
+            tables = perm_tables(gen, -(-count // 16) * 16, d_vocab, workspace)
+            if count == self.n_permutations:
+                self._kept = tables
+            yield first, count, tables
 
     def _block(self, ref: dict[str, Tensor], rows: dict[str, Tensor], permT: Tensor,
                pinvT: Tensor) -> dict[str, Tensor]:
@@ -201,62 +209,78 @@ class PermutationNull:
         return metrics
 
 
+def null_constants(d_vocab: int, k: int, kx: int) -> tuple[float, float, float, float]:
+    """The discount brackets that do not depend on the row: ``near_lo, near_hi`` for p's heavy
+    tokens in the top K below the exact slots (ranks Kx+1..K), ``light_lo, light_hi`` for the
+    rest of the gain mass (ranks Kx+1..V)."""
+    light_hi = 1 / np.log2(kx + 2)
+    return 1 / np.log2(k + 1), light_hi, 1 / np.log2(d_vocab + 1), light_hi
+
+
 def null_terms(ref: dict[str, Tensor], rows: dict[str, Tensor], permT: Tensor, pinvT: Tensor,
                kcut: list[int], kx: int) -> dict[str, Tensor]:
-    """The raw per (row, permutation) sums (see `native/permnull.c`): dcg_k [n, S, len(kcut)],
-    dcg_top, tail_lo, tail_hi, top1, top10 [n, S]."""
+    """The raw per (row, permutation) sums: dcg_k [n, S, len(kcut)], dcg_top, tail_lo,
+    tail_hi, top1, top10 [n, S]; by the native code (``native/permnull.cpp``) where it is
+    available, else by `_null_torch`: the same numbers, bit for bit (tested)."""
     n_rows, d_vocab = ref["gains"].shape
     count, k = permT.shape[1], rows["top"].shape[-1]
     lib = native.library("permnull")
     args = dict(gains=ref["gains"], total=ref["total"], heavy=ref["heavy"], top=rows["top"],
                 bucket=rows["bucket"], d_lo=rows["d_lo"], d_hi=rows["d_hi"])
-    if lib is None or not native.usable(*args.values()):
+    if lib is None or not native.usable(permT, pinvT, *args.values()):
         return _null_torch(permT, pinvT, kcut=kcut, kx=kx, **args)
     f32 = dict(dtype=torch.float32)
     out = {"dcg_k": torch.zeros(n_rows, max(1, len(kcut)), count, **f32),
            **{name: torch.empty(n_rows, count, **f32)
               for name in ("dcg_top", "tail_lo", "tail_hi", "top1", "top10")}}
     cuts = torch.tensor(kcut or [0], dtype=torch.int64)
+    consts = torch.tensor(null_constants(d_vocab, k, kx), dtype=torch.float64)
     disc = discounts(k)
-    i64 = ctypes.c_int64
+    i64, ptr = ctypes.c_int64, native.ptr
     native.run_rows(lambda r0, r1: lib.perm_null_rows(
         i64(r0), i64(r1), i64(d_vocab), i64(k), i64(kx), i64(count), i64(rows["d_lo"].shape[-1]),
-        i64(permT.element_size()), native.ptr(permT), native.ptr(pinvT), *map(native.ptr, args.values()), native.ptr(disc),
-        native.ptr(cuts), i64(len(kcut)), *map(native.ptr, out.values())), n_rows, lib)
+        i64(permT.element_size()), ptr(permT), ptr(pinvT), *map(ptr, args.values()), ptr(disc),
+        ptr(cuts), i64(len(kcut)), ptr(consts), *map(ptr, out.values())), n_rows)
     out["dcg_k"] = out["dcg_k"].transpose(1, 2)
     return out
 
 
 def _null_torch(permT: Tensor, pinvT: Tensor, *, kcut: list[int], kx: int,
                 **rows: Tensor) -> dict[str, Tensor]:
-    """`null_terms` in torch (no compiler, or tensors on a GPU), 16 permutations at a time."""
+    """`null_terms` in torch (no native code, or tensors on a GPU), 16 permutations at a time."""
     parts = [_null_torch_block(permT[:, i:i + 16], pinvT[:, i:i + 16], kcut=kcut, kx=kx, **rows)
              for i in range(0, permT.shape[1], 16)]
     return {name: torch.cat([p[name] for p in parts], dim=1) for name in parts[0]}
 
 
+def _running(x: Tensor) -> Tensor:
+    """Float64 sums along dim 1, taken one term after the other (``cumsum``: the order of the
+    native code's loops, so that both round alike)."""
+    return x.double().cumsum(1)
+
+
 def _null_torch_block(permT: Tensor, pinvT: Tensor, *, gains: Tensor, total: Tensor,
                       heavy: Tensor, top: Tensor, bucket: Tensor, d_lo: Tensor, d_hi: Tensor,
                       kcut: list[int], kx: int) -> dict[str, Tensor]:
-    d_vocab = gains.shape[1]
-    k = top.shape[-1]
+    """Products in float32, sums in float64 in slot order, rounded to float32 at the end."""
+    d_vocab, k = gains.shape[1], top.shape[-1]
+    near_lo, near_hi, light_lo, light_hi = null_constants(d_vocab, k, kx)
     src = pinvT.to(top.device).long()[top[:, :kx]]  # [n, Kx, P]: the token in exact slot j
     g_slot = gains.gather(1, src.flatten(1)).view_as(src)
-    disc = discounts(kx, device=gains.device)[None, :, None]
-    dcg = (g_slot * disc).cumsum(1)
+    dcg = _running(g_slot * discounts(kx, device=gains.device)[None, :, None])
     dst = permT.to(top.device).long()[heavy]  # [n, K, P]: where p's heavy token lands
     b = bucket.gather(1, dst.flatten(1)).view_as(dst).long()
     bb = b.clamp_max(d_lo.shape[-1] - 1)
-    near_lo, near_hi = 1 / np.log2(k + 1), 1 / np.log2(kx + 2)
     gh = gains.gather(1, heavy)[:, :, None] * (b != TOP)
     lo_b = torch.where(b == NEAR, near_lo, d_lo.gather(1, bb.flatten(1)).view_as(bb))
     hi_b = torch.where(b == NEAR, near_hi, d_hi.gather(1, bb.flatten(1)).view_as(bb))
-    light = (total[:, None] - g_slot.sum(1) - gh.sum(1)).clamp_min(0)
+    light = (total[:, None].double() - _running(g_slot)[:, -1] - _running(gh)[:, -1]).clamp_min(0)
     k10 = min(10, kx)
     hits = (src[:, :k10, None, :] == heavy[:, None, :k10, None]).any(2).float().sum(1)
     return {
-        "dcg_k": dcg[:, [c - 1 for c in kcut] or [0], :].transpose(1, 2),
-        "dcg_top": dcg[:, -1], "top1": (src[:, 0] == heavy[:, :1]).float(), "top10": hits / k10,
-        "tail_lo": (gh * lo_b).sum(1) + light / np.log2(d_vocab + 1),
-        "tail_hi": (gh * hi_b).sum(1) + light / np.log2(kx + 2),
+        "dcg_k": dcg[:, [c - 1 for c in kcut] or [0], :].transpose(1, 2).float(),
+        "dcg_top": dcg[:, -1].float(), "top1": (src[:, 0] == heavy[:, :1]).float(),
+        "top10": hits / k10,
+        "tail_lo": (_running(gh * lo_b)[:, -1] + light * light_lo).float(),
+        "tail_hi": (_running(gh * hi_b)[:, -1] + light * light_hi).float(),
     }

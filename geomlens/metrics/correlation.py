@@ -50,14 +50,14 @@ def pearson(
 def centered_ranks(x: Float[Tensor, "n_positions d_vocab"]) -> Float[Tensor, "n_positions d_vocab"]:
     """`average_ranks` minus their mean (V+1)/2, which is exact with or without ties.
 
-    On CPU with a C compiler a radix sort computes them (`geomlens.native`, ``ranks.c``; the
+    On CPU with a C++ compiler a radix sort computes them (`geomlens.native`, ``ranks.cpp``; the
     same values, ~30x faster than `torch.sort`)."""
     lib = native.library("ranks")
     if lib is not None and x.dtype == torch.float32 and native.usable(x) and x.numel():
         out = torch.empty_like(x)
         native.run_rows(lambda r0, r1: lib.centered_ranks_rows(
             native.ptr(x), ctypes.c_int64(r0), ctypes.c_int64(r1), ctypes.c_int64(x.shape[-1]),
-            native.ptr(out)), x.shape[0], lib)
+            native.ptr(out)), x.shape[0])
         return out
     return average_ranks(x).sub_((x.shape[-1] + 1) / 2)
 

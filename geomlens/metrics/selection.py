@@ -7,9 +7,9 @@ the sum of the gains of the entries outside the top K in each. `bucket_bounds` t
 buckets into a rigorous bracket on Σ_{rank > K} gain / log2(rank + 1) (see
 `geomlens.metrics.ranking`).
 
-On a CPU with a C compiler, the native kernel (`geomlens.native`, ``rank.c``) reads each row
-once, with ties broken by the smaller index; otherwise `torch.topk` and `scatter_add_` compute
-the same buckets (ties in any order).
+Ties are broken by the smaller index (`top_k`), and the gains are summed in float64. On a CPU
+with a C++ compiler, the native code (`geomlens.native`, ``rank.cpp``) reads each row once;
+otherwise `top_k` and `scatter_add_` compute the same summary.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def bucket_codes(
     scale: Float[Tensor, "n_positions 1"], n_buckets: int = N_BUCKETS,
 ) -> UInt8[Tensor, "n_positions n"]:
     """`bucket_index` as one byte per entry (``n_buckets`` ≤ 256): one native pass over
-    ``values`` where the kernel is available, else torch."""
+    ``values`` where the native code is available, else torch (the same bytes)."""
     lib = native.library("rank")
     if lib is None or values.dtype != torch.float32 or n_buckets > 256 \
             or not native.usable(values, low, scale):
@@ -68,7 +68,7 @@ def bucket_codes(
     i64 = ctypes.c_int64
     native.run_rows(lambda r0, r1: lib.bucket_codes(
         native.ptr(values), i64(r0), i64(r1), i64(width), native.ptr(low), native.ptr(scale),
-        i64(n_buckets), native.ptr(out)), n, lib)
+        i64(n_buckets), native.ptr(out)), n)
     return out
 
 
@@ -88,16 +88,50 @@ def rank_summary(
     return _torch(values, gains, k, n_buckets)
 
 
-def _torch(values: Tensor, gains: Tensor, k: int, n_buckets: int) -> RankSummary:
+def top_k(
+    values: Float[Tensor, "n_positions d_vocab"], k: int
+) -> tuple[Float[Tensor, "n_positions k"], Int[Tensor, "n_positions k"]]:
+    """The ``k`` best entries of every row, best first, "better" being the larger value, then
+    the smaller index: a strict total order, so the result does not depend on how `torch.topk`
+    breaks ties (which it leaves unspecified). No NaN in ``values``."""
     top_values, top_indices = values.topk(k, dim=-1)
+    kth = top_values[:, -1:]
+    # rows with more entries equal to the k-th value than the top k holds: take the smallest
+    # indices among them (a pass over the rows; the fix-up touches only those rows)
+    ties = ((values == kth).sum(-1) > (top_values == kth).sum(-1)).nonzero()[:, 0]
+    if len(ties):
+        v, kv = values[ties], kth[ties]
+        above, equal = v > kv, v == kv
+        need = k - above.sum(-1, keepdim=True)
+        take = above | (equal & (equal.cumsum(-1) <= need))
+        top_indices[ties] = take.nonzero()[:, 1].view(len(ties), k)
+        top_values[ties] = v.gather(1, top_indices[ties])
+    order = top_indices.argsort(dim=-1, stable=True)  # index ascending, then value descending
+    top_values, top_indices = top_values.gather(1, order), top_indices.gather(1, order)
+    order = top_values.argsort(dim=-1, descending=True, stable=True)
+    return top_values.gather(1, order), top_indices.gather(1, order)
+
+
+def _torch(values: Tensor, gains: Tensor, k: int, n_buckets: int) -> RankSummary:
+    top_values, top_indices = top_k(values, k)
     low = values.amin(-1, keepdim=True)
     scale = (n_buckets / (top_values[:, -1:] - low)).nan_to_num(0.0, posinf=0.0, neginf=0.0)
     bucket = bucket_index(values, low, scale, n_buckets)
-    g_sum = torch.zeros(values.shape[0], n_buckets, dtype=gains.dtype, device=gains.device)
-    g_sum.scatter_add_(1, bucket, gains)
-    count = torch.zeros_like(g_sum).scatter_add_(1, bucket, torch.ones_like(gains))
-    g_sum.scatter_add_(1, bucket.gather(1, top_indices), -gains.gather(1, top_indices))
-    return RankSummary(top_values, top_indices, low, scale, count, g_sum.clamp_min_(0.0))
+    count = torch.zeros(values.shape[0], n_buckets, dtype=gains.dtype, device=gains.device)
+    count.scatter_add_(1, bucket, torch.ones_like(gains))
+    g_sum = torch.zeros(values.shape[0], n_buckets, dtype=torch.float64, device=gains.device)
+    g_sum.scatter_add_(1, bucket, gains.double())  # float64: the sums of many small gains
+    return RankSummary(top_values, top_indices, low, scale, count,
+                       _minus_top(g_sum, top_values, top_indices, gains, low, scale, n_buckets))
+
+
+def _minus_top(g_sum: Tensor, top_values: Tensor, top_indices: Tensor, gains: Tensor,
+               low: Tensor, scale: Tensor, n_buckets: int) -> Tensor:
+    """The float64 bucket sums without the top K's gains (they are ranked exactly), clamped at
+    0 and rounded to the gains' dtype: the last step of both paths."""
+    top_bucket = bucket_index(top_values, low, scale, n_buckets)
+    g_sum.scatter_add_(1, top_bucket, -gains.gather(1, top_indices).double())
+    return g_sum.clamp_min_(0.0).to(gains.dtype)
 
 
 def _native(lib, values: Tensor, gains: Tensor, k: int, n_buckets: int) -> RankSummary:
@@ -109,11 +143,9 @@ def _native(lib, values: Tensor, gains: Tensor, k: int, n_buckets: int) -> RankS
     outs = [top_values, top_indices, low, high, scale, count, g_sum]
     native.run_rows(lambda r0, r1: lib.rank_rows(
         native.ptr(values), native.ptr(gains), *map(ctypes.c_int64, (r0, r1, d_vocab, k, n_buckets)),
-        *map(native.ptr, outs)), n, lib)
-    top_bucket = bucket_index(top_values, low, scale, n_buckets)
-    g_sum.scatter_add_(1, top_bucket, -gains.gather(1, top_indices).double())
+        *map(native.ptr, outs)), n)
     return RankSummary(top_values, top_indices, low, scale, count.float(),
-                       g_sum.clamp_min_(0.0).float())
+                       _minus_top(g_sum, top_values, top_indices, gains, low, scale, n_buckets))
 
 
 def bucket_bounds(

@@ -1,17 +1,21 @@
-"""Small C kernels for the per-row work that torch can neither vectorize nor fuse: top-K
-selection with bucket sums (`rank.c`) and the permutation null of the rank metrics
-(`permnull.c`).
+"""Native code: small C++ accelerators for the per-row work that torch can neither vectorize nor
+fuse: top-K selection with bucket sums (``rank.cpp``), centered average ranks (``ranks.cpp``)
+and the permutation null of the rank metrics (``permnull.cpp``).
 
-Each source is compiled on first use with the system C compiler (``$CC`` or ``cc``;
-``-O3 -march=native -ffp-contract=off``, so float arithmetic rounds exactly like torch's
-eager ops) into ``$GEOMLENS_CACHE/native`` (default ``~/.cache/geomlens/native``), keyed by a
-hash of the source, the flags, the compiler and the CPU, and loaded with `ctypes`. With
-``-fopenmp`` (when the compiler has it; ``GEOMLENS_OPENMP=0`` turns it off) a kernel splits its
-rows over torch's own OpenMP threads (``rows.h``): the threads torch just used, instead of
-Python threads that would compete with them while they spin-wait (which made a kernel 2x
-slower between compiled ops). Otherwise ctypes releases the GIL and `run_rows` splits the rows
-over ``torch.get_num_threads()`` Python threads. Without a compiler, or with ``GEOMLENS_NATIVE=0``, `library` returns None and every
-caller uses its torch implementation, which gives the same numbers (tested).
+They are accelerators only: each has a torch implementation that gives bitwise the same
+numbers (tests compare them, and a whole ``geomlens analyze`` with and without them), and every
+caller falls back to it when `library` returns None: no C++ compiler, a failed build, or
+``GEOMLENS_NATIVE=0``. Unavailability is said once, in one log line.
+
+Build: `torch.utils.cpp_extension.load` compiles a source on first use (``-O3
+-ffp-contract=off``, so float arithmetic rounds like torch's; ``-march=native`` when the
+compiler accepts it) and links it against torch, whose thread pool the code runs on
+(``at::parallel_for``, `rows.h`). The build goes into a private cache,
+``$GEOMLENS_CACHE/native`` (default ``~/.cache/geomlens/native``): the folder must belong to
+the user and have mode 0700 (it is created so; otherwise nothing there is loaded), one
+sub-folder per hash of the sources, flags, compiler and torch version, and the library's
+SHA-256, written after the build, is checked before every load (a mismatch rebuilds the
+folder from scratch).
 """
 
 from __future__ import annotations
@@ -20,83 +24,112 @@ import ctypes
 import hashlib
 import logging
 import os
-import platform
 import shutil
+import stat
 import subprocess
-import tempfile
-from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 from pathlib import Path
 from typing import Callable
 
 import torch
 
+from geomlens.paths import cache_root
+
 logger = logging.getLogger(__name__)
 
-FLAGS = ("-O3", "-march=native", "-ffp-contract=off", "-fno-math-errno", "-shared", "-fPIC")
-"""Compiler flags (no -ffast-math: results must round like torch's)."""
-OPENMP = "-fopenmp"
-"""Added when the compiler accepts it: the kernels then split their rows over torch's OpenMP
-threads (``rows.h``); otherwise `run_rows` splits them over Python threads."""
+HERE = Path(__file__).parent
+SOURCES = {"rank": "rank.cpp", "ranks": "ranks.cpp", "permnull": "permnull.cpp"}
+"""Library name -> its source (every one includes ``rows.h``)."""
+FLAGS = ("-O3", "-ffp-contract=off", "-fno-math-errno")
+"""Compiler flags (no -ffast-math, no FMA contraction: results must round like torch's)."""
+TUNE = "-march=native"
+"""Added when the compiler accepts it (vector gathers); the build is retried without it."""
+
+
+class Unavailable(RuntimeError):
+    """Why the native code cannot be used here (said once, then the torch path runs)."""
 
 
 def cache_dir() -> Path:
-    root = os.environ.get("GEOMLENS_CACHE") or Path.home() / ".cache" / "geomlens"
-    return Path(root) / "native"
+    return cache_root() / "native"
 
 
-def _cpu_id() -> str:
+def _private(folder: Path) -> Path:
+    """``folder``, created with mode 0700; raises `Unavailable` when it exists but another
+    user owns it or others may write or read it (a library there could be anyone's)."""
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    info = folder.stat()
+    if info.st_uid != os.getuid() or stat.S_IMODE(info.st_mode) & 0o077:
+        raise Unavailable(f"{folder} must be yours with mode 0700 "
+                          f"(it is uid {info.st_uid}, mode {oct(stat.S_IMODE(info.st_mode))})")
+    return folder
+
+
+def _key(name: str) -> str:
+    """Hash of everything that changes the library: sources, flags, compiler, torch."""
+    compiler = os.environ.get("CXX", "c++")
     try:
-        flags = [ln for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("flags")]
-        return flags[0] if flags else platform.processor()
-    except OSError:
-        return platform.processor()
+        version = subprocess.run([compiler, "--version"], capture_output=True, text=True).stdout
+    except OSError as exc:
+        raise Unavailable(f"no C++ compiler ({compiler}: {exc.strerror})") from None
+    parts = [(HERE / SOURCES[name]).read_bytes(), (HERE / "rows.h").read_bytes(),
+             " ".join((*FLAGS, TUNE)).encode(), version.encode(), torch.__version__.encode()]
+    return hashlib.sha256(b"\0".join(parts)).hexdigest()[:16]
 
 
-def _build(source: Path, compiler: str) -> Path:
-    """Compile ``source`` (with OpenMP when the compiler has it and ``GEOMLENS_OPENMP`` is not
-    0) into the cache, keyed by everything that changes the binary."""
-    text = source.read_bytes() + b"\0".join(h.read_bytes() for h in sorted(source.parent.glob("*.h")))
-    openmp = os.environ.get("GEOMLENS_OPENMP", "1") != "0"
-    version = subprocess.run([compiler, "--version"], capture_output=True, text=True).stdout
-    key = hashlib.sha256(b"\0".join([text, " ".join(FLAGS).encode(), version.encode(),
-                                     _cpu_id().encode(), str(openmp).encode()])).hexdigest()[:16]
-    target = cache_dir() / f"{source.stem}-{key}.so"
-    if target.exists():
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _build(name: str) -> Path:
+    """The library ``name`` in the private cache, built when absent; its recorded SHA-256 is
+    checked (a mismatch means the file changed after the build: it is rebuilt)."""
+    from torch.utils import cpp_extension
+
+    folder = _private(cache_dir()) / f"{name}-{_key(name)}"
+    target, digest = folder / f"geomlens_{name}.so", folder / "sha256"
+    if target.exists() and digest.exists() and digest.read_text().strip() == _digest(target):
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-        out = Path(tmp) / target.name
-        flag_sets = [(*FLAGS, OPENMP), FLAGS] if openmp else [FLAGS]
-        for i, flags in enumerate(flag_sets):
-            run = subprocess.run([compiler, *flags, "-o", str(out), str(source), "-lm"],
-                                 capture_output=True, text=True)
-            if run.returncode == 0:
-                break
-            if i == len(flag_sets) - 1:
-                raise subprocess.CalledProcessError(run.returncode, run.args, run.stdout, run.stderr)
-        os.replace(out, target)  # atomic: concurrent builders never see a partial file
-    return target
+    shutil.rmtree(folder, ignore_errors=True)  # anything there is suspect: build from scratch
+    folder.mkdir(mode=0o700)
+    sources = [str(HERE / SOURCES[name])]
+    # cpp_extension skips the build of a name it built before in this process: forget it
+    cpp_extension.JIT_EXTENSION_VERSIONER.entries.pop(f"geomlens_{name}", None)
+    for flags in ([*FLAGS, TUNE], list(FLAGS)):
+        try:
+            path = Path(cpp_extension.load(
+                name=f"geomlens_{name}", sources=sources, build_directory=str(folder),
+                extra_cflags=flags, extra_include_paths=[str(HERE)], is_python_module=False,
+                verbose=False))
+            break
+        except (RuntimeError, OSError, subprocess.CalledProcessError) as exc:
+            error = exc
+    else:
+        raise Unavailable(f"the build failed ({' '.join(str(error).split())[:200]})")
+    digest.write_text(_digest(path))
+    return path
 
 
 @lru_cache(maxsize=None)
 def library(name: str) -> ctypes.CDLL | None:
-    """The compiled kernel ``name`` (``"rank"``, ``"permnull"``), or None when unavailable."""
+    """The native library ``name`` (``"rank"``, ``"ranks"``, ``"permnull"``), or None."""
     if os.environ.get("GEOMLENS_NATIVE", "1") == "0":
         return None
-    compiler = shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc")
-    if compiler is None:
-        logger.info("no C compiler: using the torch implementations")
-        return None
     try:
-        return ctypes.CDLL(str(_build(Path(__file__).with_name(f"{name}.c"), compiler)))
-    except (OSError, subprocess.CalledProcessError) as exc:
-        logger.warning("native kernel %s unavailable (%s): using torch", name, exc)
+        return ctypes.CDLL(str(_build(name)))
+    except (Unavailable, OSError) as exc:
+        _say_unavailable(str(exc))
         return None
+
+
+@lru_cache(maxsize=1)
+def _say_unavailable(reason: str) -> None:
+    logger.warning("geomlens native code unavailable, using the torch path (same results, "
+                   "slower): %s", reason)
 
 
 def usable(*tensors: torch.Tensor) -> bool:
-    """True when every tensor is a contiguous CPU tensor (what the kernels read)."""
+    """True when every tensor is a contiguous CPU tensor (what the native code reads)."""
     return all(t.device.type == "cpu" and t.is_contiguous() for t in tensors)
 
 
@@ -104,34 +137,8 @@ def ptr(t: torch.Tensor | None) -> ctypes.c_void_p:
     return ctypes.c_void_p(None if t is None else t.data_ptr())
 
 
-@lru_cache(maxsize=None)
-def _pool(n_workers: int) -> ThreadPoolExecutor:
-    """A thread pool kept for the process (starting threads for every call costs more than a
-    small call)."""
-    return ThreadPoolExecutor(n_workers, thread_name_prefix="geomlens-native")
-
-
-def parallel(lib: ctypes.CDLL) -> bool:
-    """True when ``lib`` splits its rows over OpenMP threads itself (see ``rows.h``)."""
-    return bool(lib.geomlens_parallel())
-
-
-def run_rows(fn: Callable[[int, int], int], n_rows: int, lib: ctypes.CDLL | None = None) -> None:
-    """Call ``fn(r0, r1)`` on row ranges covering ``range(n_rows)``: once, over all of them,
-    when ``lib`` (the library ``fn`` calls) splits rows over OpenMP threads itself; else on
-    disjoint ranges in parallel over ``torch.get_num_threads()`` Python threads. Raise if a
-    call returns non-zero."""
-    if lib is not None and parallel(lib):
-        if fn(0, n_rows):
-            raise MemoryError("native kernel failed to allocate its workspace")
-        return
-    n_threads = max(1, min(torch.get_num_threads(), n_rows))
-    bounds = [n_rows * i // n_threads for i in range(n_threads + 1)]
-    ranges = [(a, b) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
-    if len(ranges) == 1:
-        codes = [fn(*ranges[0])]
-    else:  # the calling thread takes the first range; pooled threads (kept) the others
-        futures = [_pool(len(ranges) - 1).submit(fn, *r) for r in ranges[1:]]
-        codes = [fn(*ranges[0])] + [f.result() for f in futures]
-    if any(codes):
-        raise MemoryError("native kernel failed to allocate its workspace")
+def run_rows(fn: Callable[[int, int], int], n_rows: int) -> None:
+    """``fn(0, n_rows)`` (the native code splits the rows over torch's threads); raise if it
+    returns non-zero."""
+    if fn(0, n_rows):
+        raise MemoryError("native code failed (workspace allocation or bad arguments)")

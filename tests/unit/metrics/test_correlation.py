@@ -50,7 +50,7 @@ def test_native_centered_ranks_match_torch():
     from geomlens.metrics.correlation import average_ranks, centered_ranks
 
     if native.library("ranks") is None:
-        pytest.skip("no C compiler")
+        pytest.skip("no native code")
     g = torch.Generator().manual_seed(5)
     x = torch.randn(6, 4001, generator=g)
     x[0, :300] = 0.25  # a block of ties

@@ -1,4 +1,5 @@
-"""Top-K selection and tail buckets: the native kernel against torch, and the bracket."""
+"""Top-K selection and tail buckets: ties by index, the native code against torch (bit for bit),
+and the bracket."""
 
 import pytest
 import torch
@@ -8,7 +9,7 @@ from geomlens.metrics import selection
 from geomlens.metrics.ranking import discounts, tail_dcg_bounds
 from geomlens.metrics.selection import bucket_bounds, rank_summary
 
-needs_native = pytest.mark.skipif(native.library("rank") is None, reason="no C compiler")
+needs_native = pytest.mark.skipif(native.library("rank") is None, reason="no native code")
 
 
 def _rows(n=7, d_vocab=3000, seed=0, heavy=False):
@@ -26,19 +27,35 @@ def _rows(n=7, d_vocab=3000, seed=0, heavy=False):
 @pytest.mark.parametrize("heavy", [False, True])
 @pytest.mark.parametrize("k", [1, 10, 256, 3000])
 def test_native_matches_torch(k, heavy):
-    # 3001: a partial last block (not with k = 3000: ties at the K-th value split differently)
+    """Every field equal bit for bit, ties at the K-th value included (3001: a partial last
+    block)."""
     values, gains = _rows(d_vocab=3000 if k == 3000 else 3001, heavy=heavy)
     nat = rank_summary(values, gains, k=k)
     ref = selection._torch(values, gains, k, selection.N_BUCKETS)
-    torch.testing.assert_close(nat.top_values, ref.top_values)
-    torch.testing.assert_close(nat.low, ref.low)
-    torch.testing.assert_close(nat.scale, ref.scale)
-    torch.testing.assert_close(nat.count, ref.count)
-    torch.testing.assert_close(nat.tail_gains, ref.tail_gains, atol=1e-3, rtol=1e-3)  # torch sums in float32
-    # the native order is deterministic: larger value first, then the smaller index
-    v, i = nat.top_values, nat.top_indices
-    assert bool(((v[:, :-1] > v[:, 1:]) | ((v[:, :-1] == v[:, 1:]) & (i[:, :-1] < i[:, 1:]))).all())
-    torch.testing.assert_close(values.gather(1, i), v)
+    for field in ("top_values", "top_indices", "low", "scale", "count", "tail_gains"):
+        assert torch.equal(getattr(nat, field), getattr(ref, field)), field
+
+
+@pytest.mark.parametrize("k", [1, 10, 45, 3000])
+def test_top_k_breaks_ties_by_index(k):
+    """Larger value first, then the smaller index: the order of a stable descending sort."""
+    values, _ = _rows(d_vocab=3000)
+    values[2] = torch.round(values[2])  # many ties at every value
+    v, i = selection.top_k(values, k)
+    want = values.argsort(dim=-1, descending=True, stable=True)[:, :k]
+    assert torch.equal(i, want)
+    assert torch.equal(v, values.gather(1, want))
+
+
+def test_tail_gains_are_float64_sums():
+    """A gain of 1 then 1,000 gains of 1e-8 in one bucket: float32 sums stay at 1 (each 1e-8
+    is below half its spacing there); float64 sums keep them, on both paths."""
+    values, gains = torch.zeros(1, 1002), torch.full((1, 1002), 1e-8)
+    values[0, 0], gains[0, 1] = 1.0, 1.0  # index 0: the top 1; the rest: bucket 0
+    want = (gains[0, 1:].double().sum()).float()
+    assert want > 1.0
+    for s in (selection._torch(values, gains, 1, 2), rank_summary(values, gains, k=1, n_buckets=2)):
+        assert s.tail_gains[0, 0] == want
 
 
 def test_bracket_contains_the_exact_tail_dcg():

@@ -8,6 +8,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <vector>
 #include "rows.h"
 
 #define BITS 11
@@ -36,9 +37,10 @@ static void pass(const uint32_t *k_in, const int32_t *i_in, uint32_t *k_out, int
 
 /* Rows [r0, r1) of values [n, V] -> out [n, V] centered average ranks (float32). */
 static int ranks_range(const float *values, int64_t r0, int64_t r1, int64_t V, float *out) {
-    uint32_t *ka = malloc((size_t)V * 4), *kb = malloc((size_t)V * 4);
-    int32_t *ia = malloc((size_t)V * 4), *ib = malloc((size_t)V * 4);
-    if (!ka || !kb || !ia || !ib) { free(ka); free(kb); free(ia); free(ib); return 1; }
+    std::vector<uint32_t> ka_((size_t)V), kb_((size_t)V);
+    std::vector<int32_t> ia_((size_t)V), ib_((size_t)V);
+    uint32_t *ka = ka_.data(), *kb = kb_.data();
+    int32_t *ia = ia_.data(), *ib = ib_.data();
     double center = (double)(V + 1) / 2.0;
     for (int64_t r = r0; r < r1; r++) {
         const float *row = values + r * V;
@@ -56,13 +58,11 @@ static int ranks_range(const float *values, int64_t r0, int64_t r1, int64_t V, f
             s = e;
         }
     }
-    free(ka); free(kb); free(ia); free(ib);
     return 0;
 }
 
-/* Rows [r0, r1), split over the OpenMP threads (see rows.h). */
-int centered_ranks_rows(const float *values, int64_t r0, int64_t r1, int64_t V, float *out) {
-    int err = 0;
-    SPLIT_ROWS(r0, r1, 1, ranks_range(values, a, b, V, out));
-    return err;
+/* Rows [r0, r1), split over torch's threads (see rows.h). */
+extern "C" int centered_ranks_rows(const float *values, int64_t r0, int64_t r1, int64_t V,
+                                   float *out) {
+    return split_rows(r0, r1, [&](int64_t a, int64_t b) { return ranks_range(values, a, b, V, out); });
 }

@@ -1,5 +1,6 @@
 /* Per-row top-K selection and equal-width bucket sums: what `geomlens.metrics.selection`
- * needs from a [n_positions, d_vocab] matrix, reading each row about twice (it stays in cache).
+ * needs from a [n_positions, d_vocab] matrix, reading each row about twice (it stays in cache);
+ * the native version of `selection._torch`, value for value.
  *
  * For each row v[0..V):
  *   top_values/top_indices  the K best entries, best first; "better" = larger value, then
@@ -7,8 +8,9 @@
  *   low                     the row minimum
  *   high                    the K-th best value
  *   scale                   n_buckets / (high - low) in float32, 0 when that is not finite
- *   counts[b], gsums[b]     number of entries and sum of gains (float64) per bucket
- *                           b = trunc(clamp((v - low) * scale, 0, n_buckets - 1))
+ *   counts[b], gsums[b]     number of entries and sum of gains per bucket
+ *                           b = trunc(clamp((v - low) * scale, 0, n_buckets - 1)); the sums are
+ *                           float64, taken in index order (as torch's scatter_add_ does)
  * Selection: the K-th largest of the maxima of blocks of GROUP entries is a threshold t; the
  * entries >= t (at least K) are the candidates, and a quickselect + sort finds the K best among
  * them. No NaN in the input (NaN breaks any ordering).
@@ -17,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <math.h>
+#include <vector>
 #include "rows.h"
 #if defined(__AVX__)
 #include <immintrin.h>
@@ -165,14 +168,15 @@ static void sort_best(pair_t *x, int64_t n) {
     }
 }
 
-/* WAYS interleaved histograms break the read-modify-write chains of repeated buckets. */
+/* Counts: WAYS interleaved histograms break the read-modify-write chains of repeated buckets
+ * (integers: any order gives the same counts). Gain sums: float64, one after the other in index
+ * order, so that they round exactly like the torch path's. */
 static void buckets(const float *row, const float *gains, int64_t V, float low, float scale,
                     int64_t nb, int64_t *counts, double *gsums) {
     int32_t idx[BLOCK];
     int64_t cw[WAYS][256];
-    double gw[WAYS][256];
     memset(cw, 0, sizeof(cw));
-    memset(gw, 0, sizeof(gw));
+    for (int64_t b = 0; b < nb; b++) gsums[b] = 0.0;
     float top = (float)(nb - 1);
     for (int64_t j0 = 0; j0 < V; j0 += BLOCK) {
         int64_t m = V - j0 < BLOCK ? V - j0 : BLOCK, j = 0;
@@ -182,15 +186,13 @@ static void buckets(const float *row, const float *gains, int64_t V, float low, 
             idx[q] = (int32_t)t;
         }
         for (; j + WAYS <= m; j += WAYS)
-            for (int u = 0; u < WAYS; u++) {
-                cw[u][idx[j + u]] += 1;
-                gw[u][idx[j + u]] += (double)gains[j0 + j + u];
-            }
-        for (; j < m; j++) { cw[0][idx[j]] += 1; gw[0][idx[j]] += (double)gains[j0 + j]; }
+            for (int u = 0; u < WAYS; u++) cw[u][idx[j + u]] += 1;
+        for (; j < m; j++) cw[0][idx[j]] += 1;
+        for (int64_t q = 0; q < m; q++) gsums[idx[q]] += (double)gains[j0 + q];
     }
     for (int64_t b = 0; b < nb; b++) {
-        counts[b] = 0; gsums[b] = 0.0;
-        for (int u = 0; u < WAYS; u++) { counts[b] += cw[u][b]; gsums[b] += gw[u][b]; }
+        counts[b] = 0;
+        for (int u = 0; u < WAYS; u++) counts[b] += cw[u][b];
     }
 }
 
@@ -202,14 +204,12 @@ static int rank_range(const float *values, const float *gains, int64_t r0, int64
                       double *gsums) {
     if (nb < 1 || nb > 256 || K < 1 || K > V) return 2;
     int64_t nblk = (V + GROUP - 1) / GROUP;
-    float *bmax = malloc((size_t)nblk * sizeof(float));
-    int32_t *bins = malloc((size_t)nblk * sizeof(int32_t));
-    float *work = malloc((size_t)nblk * sizeof(float));
-    pair_t *buf = malloc((size_t)V * sizeof(pair_t));
-    if (!bmax || !bins || !work || !buf) {
-        free(bmax); free(bins); free(work); free(buf);
-        return 1;
-    }
+    std::vector<float> bmax_((size_t)nblk), work_((size_t)nblk);
+    std::vector<int32_t> bins_((size_t)nblk);
+    std::vector<pair_t> buf_((size_t)V);
+    float *bmax = bmax_.data(), *work = work_.data();
+    int32_t *bins = bins_.data();
+    pair_t *buf = buf_.data();
     for (int64_t r = r0; r < r1; r++) {
         const float *row = values + r * V;
         float low;
@@ -227,7 +227,6 @@ static int rank_range(const float *values, const float *gains, int64_t r0, int64
         low_out[r] = low; high_out[r] = high; scale_out[r] = scale;
         buckets(row, gains + r * V, V, low, scale, nb, counts + r * nb, gsums + r * nb);
     }
-    free(bmax); free(bins); free(work); free(buf);
     return 0;
 }
 
@@ -249,20 +248,21 @@ static int codes_range(const float *values, int64_t r0, int64_t r1, int64_t V, c
     return 0;
 }
 
-int bucket_codes(const float *values, int64_t r0, int64_t r1, int64_t V, const float *low,
-                 const float *scale, int64_t nb, uint8_t *out) {
-    int err = 0;
+extern "C" int bucket_codes(const float *values, int64_t r0, int64_t r1, int64_t V,
+                            const float *low, const float *scale, int64_t nb, uint8_t *out) {
     if (nb < 1 || nb > 256) return 2;
-    SPLIT_ROWS(r0, r1, 1, codes_range(values, a, b, V, low, scale, nb, out));
-    return err;
+    return split_rows(r0, r1, [&](int64_t a, int64_t b) {
+        return codes_range(values, a, b, V, low, scale, nb, out);
+    });
 }
 
-/* Rows [r0, r1), split over the OpenMP threads (see rows.h). */
-int rank_rows(const float *values, const float *gains, int64_t r0, int64_t r1, int64_t V,
-              int64_t K, int64_t nb, float *top_values, int64_t *top_indices, float *low_out,
-              float *high_out, float *scale_out, int64_t *counts, double *gsums) {
-    int err = 0;
-    SPLIT_ROWS(r0, r1, 1, rank_range(values, gains, a, b, V, K, nb, top_values, top_indices,
-                                     low_out, high_out, scale_out, counts, gsums));
-    return err;
+/* Rows [r0, r1), split over torch's threads (see rows.h). */
+extern "C" int rank_rows(const float *values, const float *gains, int64_t r0, int64_t r1,
+                         int64_t V, int64_t K, int64_t nb, float *top_values,
+                         int64_t *top_indices, float *low_out, float *high_out, float *scale_out,
+                         int64_t *counts, double *gsums) {
+    return split_rows(r0, r1, [&](int64_t a, int64_t b) {
+        return rank_range(values, gains, a, b, V, K, nb, top_values, top_indices, low_out,
+                          high_out, scale_out, counts, gsums);
+    });
 }
