@@ -12,7 +12,7 @@ Build: `torch.utils.cpp_extension.load` compiles a source on first use (``-O3
 compiler accepts it) and links it against torch, whose thread pool the code runs on
 (``at::parallel_for``, `rows.h`). The build goes into a private cache,
 ``$GEOMLENS_CACHE/native`` (default ``~/.cache/geomlens/native``): the folder must belong to
-the user and have mode 0700 (it is created so; otherwise nothing there is loaded), one
+the user and has mode 0700 (created so; one others could write is emptied and closed), one
 sub-folder per hash of the sources, flags, compiler and torch version, and the library's
 SHA-256, written after the build, is checked before every load (a mismatch rebuilds the
 folder from scratch).
@@ -55,13 +55,17 @@ def cache_dir() -> Path:
 
 
 def _private(folder: Path) -> Path:
-    """``folder``, created with mode 0700; raises `Unavailable` when it exists but another
-    user owns it or others may write or read it (a library there could be anyone's)."""
+    """``folder``, created with mode 0700. One of ours that others may read or write (made by
+    an older geomlens) is emptied and closed to them: what it held could be anyone's. One that
+    belongs to another user raises `Unavailable`."""
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     info = folder.stat()
-    if info.st_uid != os.getuid() or stat.S_IMODE(info.st_mode) & 0o077:
-        raise Unavailable(f"{folder} must be yours with mode 0700 "
-                          f"(it is uid {info.st_uid}, mode {oct(stat.S_IMODE(info.st_mode))})")
+    if info.st_uid != os.getuid():
+        raise Unavailable(f"{folder} belongs to uid {info.st_uid}, not to you")
+    if stat.S_IMODE(info.st_mode) & 0o077:
+        os.chmod(folder, 0o700)
+        for entry in folder.iterdir():
+            shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
     return folder
 
 

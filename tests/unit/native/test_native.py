@@ -44,14 +44,26 @@ def test_build_goes_to_a_private_cache_with_a_checked_hash(fresh_cache):
     assert (folder / "sha256").read_text() == native._digest(target)
 
 
-def test_a_cache_others_can_write_is_refused(fresh_cache, caplog):
+def test_a_cache_others_could_write_is_emptied_and_closed(fresh_cache):
+    """A library planted in a folder others could write is never loaded."""
     fresh_cache.mkdir(parents=True)
+    planted = fresh_cache / "rank-0000000000000000"
+    planted.mkdir()
+    (planted / "geomlens_rank.so").write_bytes(b"not a library")
     os.chmod(fresh_cache, 0o777)
+    native._private(fresh_cache)
+    assert stat.S_IMODE(fresh_cache.stat().st_mode) == 0o700
+    assert not any(fresh_cache.iterdir())
+
+
+def test_a_cache_of_another_user_is_refused_in_one_line(fresh_cache, monkeypatch, caplog):
+    fresh_cache.mkdir(parents=True, mode=0o700)
+    monkeypatch.setattr(os, "getuid", lambda: os.stat(fresh_cache).st_uid + 1)
     with caplog.at_level(logging.WARNING, logger="geomlens.native"):
         assert native.library("rank") is None
         assert native.library("ranks") is None
     lines = [r.getMessage() for r in caplog.records]
-    assert len(lines) == 1 and "mode 0700" in lines[0] and "torch path" in lines[0]
+    assert len(lines) == 1 and "not to you" in lines[0] and "torch path" in lines[0]
     assert not any(fresh_cache.iterdir())  # nothing built, nothing loaded
 
 
