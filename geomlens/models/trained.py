@@ -5,6 +5,8 @@ only them: no pickle is opened, no training code is imported, no corpus is re-re
 run directory from someone else is safe to load.
 
     model.safetensors   the state dict, LM head included (tensors shared by a tied head, once)
+    checkpoints/step-XXXXXX.safetensors   the same at each checkpoint (the model along training;
+                        ``--model RUN/checkpoints/step-XXXXXX.pt`` reads this file, never the .pt)
     model.json          {"format": FORMAT,
                          "architecture": the HookedTransformerConfig fields (`config_to_json`),
                          "head": {"name": ..., "kwargs": {...}}  (`geomlens.heads.install_head`),
@@ -48,26 +50,41 @@ logger = logging.getLogger(__name__)
 FORMAT = "geomlens-trained-model/1"
 MODEL_FILE = "model.safetensors"
 CONFIG_FILE = "model.json"
+CHECKPOINT_DIR = "checkpoints"
+LATEST_NAME = "latest.pt"
 #: where run directories of earlier geomlens versions kept their (pickled) model
-LEGACY_CHECKPOINT = Path("checkpoints") / "latest.pt"
+LEGACY_CHECKPOINT = Path(CHECKPOINT_DIR) / LATEST_NAME
 #: converts such a directory (`geomlens.training.convert_run`: the thread that wrote those pickles)
 CONVERT_COMMAND = "geomlens convert-run"
 #: the tokenizer of every model `geomlens train` trains (`geomlens.models.tokens`)
 TRAINED_TOKENIZER = "smollm2-135m"
 
 
-def trained_dir(path: str | Path) -> Path | None:
-    """The run directory ``path`` names (the directory, or its model.json / model.safetensors)
-    if it holds a trained model; else None."""
+def _has_model(run_dir: Path) -> bool:
+    return (run_dir / CONFIG_FILE).is_file() and (run_dir / MODEL_FILE).is_file()
+
+
+def trained_files(path: str | Path) -> tuple[Path, Path] | None:
+    """(run directory, weights file) of the trained model ``path`` names, or None.
+
+    ``path`` is a run directory (its model.safetensors), its model.json / model.safetensors, or
+    a checkpoint ``checkpoints/step-XXXXXX.pt`` / ``.safetensors`` (that step's safetensors;
+    ``latest.pt`` = model.safetensors). A ``.pt`` file itself is never read."""
     p = Path(path)
-    if p.is_file() and p.name in (MODEL_FILE, CONFIG_FILE):
-        p = p.parent
-    return p if (p / CONFIG_FILE).is_file() and (p / MODEL_FILE).is_file() else None
+    if p.is_dir():
+        return (p, p / MODEL_FILE) if _has_model(p) else None
+    if p.name in (MODEL_FILE, CONFIG_FILE) and _has_model(p.parent):
+        return p.parent, p.parent / MODEL_FILE
+    run_dir = p.parent.parent
+    if p.parent.name != CHECKPOINT_DIR or p.suffix not in (".pt", ".safetensors") or not _has_model(run_dir):
+        return None
+    weights = run_dir / MODEL_FILE if p.name == LATEST_NAME else p.with_suffix(".safetensors")
+    return (run_dir, weights) if weights.is_file() else None
 
 
 def is_trained(path: str | Path) -> bool:
-    """True if ``path`` is a run directory holding a trained model (or one of its two files)."""
-    return trained_dir(path) is not None
+    """True if ``path`` names a trained model (see `trained_files`)."""
+    return trained_files(path) is not None
 
 
 def legacy_run_dir(path: str | Path) -> Path | None:
@@ -75,8 +92,8 @@ def legacy_run_dir(path: str | Path) -> Path | None:
     checkpoint in it), or None."""
     p = Path(path)
     if p.is_file() and p.suffix == ".pt":
-        p = p.parent.parent if p.parent.name == LEGACY_CHECKPOINT.parent.name else p.parent
-    if p.is_dir() and (p / LEGACY_CHECKPOINT).is_file() and trained_dir(p) is None:
+        p = p.parent.parent if p.parent.name == CHECKPOINT_DIR else p.parent
+    if p.is_dir() and (p / LEGACY_CHECKPOINT).is_file() and not _has_model(p):
         return p
     return None
 
@@ -94,6 +111,16 @@ def _atomic_write(path: Path, write) -> None:
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     write(tmp)
     tmp.replace(path)
+
+
+def save_weights(path: str | Path, model: HookedTransformer, *, step: int | None = None) -> Path:
+    """The model's state dict as safetensors at ``path`` (atomically; ``step`` in the metadata)."""
+    from safetensors.torch import save_model
+
+    path = Path(path)
+    metadata = {"format": FORMAT, **({"step": str(step)} if step is not None else {})}
+    _atomic_write(path, lambda tmp: save_model(model, str(tmp), metadata=metadata))
+    return path
 
 
 def save_trained(
@@ -117,8 +144,6 @@ def save_trained(
         tokenizer: the offline model whose tokenizer made the token ids.
         provenance: JSON values recorded as they are (step, seed, kv_layers, train_config).
     """
-    from safetensors.torch import save_model
-
     run_dir = Path(run_dir)
     config = {
         "format": FORMAT,
@@ -130,7 +155,7 @@ def save_trained(
         **(provenance or {}),
     }
     text = json.dumps(config, indent=1, default=str)
-    _atomic_write(run_dir / MODEL_FILE, lambda tmp: save_model(model, str(tmp)))
+    save_weights(run_dir / MODEL_FILE, model, step=(provenance or {}).get("step"))
     _atomic_write(run_dir / CONFIG_FILE, lambda tmp: tmp.write_text(text))
     return run_dir / MODEL_FILE
 
@@ -150,9 +175,10 @@ def read_trained_config(run_dir: str | Path) -> dict[str, Any]:
     return config
 
 
-def _build(config: dict[str, Any], run_dir: Path) -> HookedTransformer:
-    """The architecture with its head, weights loaded strictly from model.safetensors."""
-    from safetensors import SafetensorError
+def _build(config: dict[str, Any], run_dir: Path, weights: Path) -> tuple[HookedTransformer, int | None]:
+    """The architecture with its head, weights loaded strictly from ``weights``; and the step
+    its metadata names."""
+    from safetensors import SafetensorError, safe_open
     from safetensors.torch import load_model
 
     try:
@@ -161,11 +187,13 @@ def _build(config: dict[str, Any], run_dir: Path) -> HookedTransformer:
         raise InputError(f"{run_dir / CONFIG_FILE}: bad architecture ({exc}).") from None
     install_head(model, config["head"]["name"], **config["head"].get("kwargs", {}))
     try:
-        load_model(model, str(run_dir / MODEL_FILE), strict=True)
+        load_model(model, str(weights), strict=True)
+        with safe_open(str(weights), framework="pt") as f:
+            step = (f.metadata() or {}).get("step")
     except (SafetensorError, RuntimeError, OSError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InputError(f"{run_dir / MODEL_FILE} does not hold this model's weights ({first}).") from None
-    return model
+        raise InputError(f"{weights} does not hold this model's weights ({first}).") from None
+    return model, int(step) if step is not None else config.get("step")
 
 
 def _token_map(config: dict[str, Any], model: HookedTransformer, tokenizer: Any | None) -> TokenMap:
@@ -191,17 +219,20 @@ def load_trained(
     """The trained model of a run directory, in eval mode (reads model.json + model.safetensors).
 
     Args:
-        path: the run directory (or its model.json / model.safetensors).
+        path: the run directory, its model.json / model.safetensors, or one of its checkpoints
+            (``checkpoints/step-XXXXXX.pt``: that step's ``.safetensors`` is read; see
+            `trained_files`).
         device: None = CUDA if available, else CPU.
         tokenizer: overrides the tokenizer the config names (None = load it; tests pass theirs).
     """
     check_not_legacy(path)
-    run_dir = trained_dir(path)
-    if run_dir is None:
+    found = trained_files(path)
+    if found is None:
         raise InputError(f"{path} holds no trained model ({CONFIG_FILE} + {MODEL_FILE}).")
+    run_dir, weights = found
     dev = resolve_device(device)
     config = read_trained_config(run_dir)
-    model = _build(config, run_dir)
+    model, step = _build(config, run_dir, weights)
     setattr(model, ATTRIBUTE, _token_map(config, model, tokenizer))
     model = model.to(dev)
     model.cfg.device = str(dev)
@@ -211,8 +242,7 @@ def load_trained(
                        "(apply geomlens.kv.share_kv(model, %r) to run it as trained).",
                        run_dir, config["kv_layers"], config["kv_layers"])
     model.geomlens_info = {
-        "name": str(path), "source": f"trained model {run_dir / MODEL_FILE}",
-        "step": config.get("step"), "head": head, "seed": config.get("seed"),
+        "name": str(path), "source": f"trained model {weights}", "step": step, "head": head, "seed": config.get("seed"),
         "vocab_size": model.cfg.d_vocab if config["vocabulary"].get("kept") is not None else None,
         "tokenizer": config["tokenizer"]["name"], "kv_layers": config.get("kv_layers"),
         "tied_embeddings": head == "tied",

@@ -3,7 +3,8 @@
     geomlens convert-run RUN_DIR [--trust-pickle]        (`geomlens.training.command`)
 
 Writes ``model.safetensors`` + ``model.json`` (`geomlens.models.trained`) from
-``checkpoints/latest.pt`` and rewrites every ``checkpoints/*.pt`` in the format that
+``checkpoints/latest.pt``, each other checkpoint's model as ``step-XXXXXX.safetensors``, and
+rewrites every ``checkpoints/*.pt`` in the format that
 ``torch.load(weights_only=True)`` reads (`geomlens.training.checkpoint`), so the run loads as a
 model and resumes. The kept token ids of a reduced vocabulary come from the run's ``vocab.pt``, or,
 for runs interrupted before writing it, from the trainer's own reduction of the run's corpus split.
@@ -28,7 +29,7 @@ from geomlens.errors import InputError, UnsafeFileError
 from geomlens.heads import install_head
 from geomlens.models.cache import config_from_json, config_to_json
 from geomlens.models.tokens import load_token_stream
-from geomlens.models.trained import TRAINED_TOKENIZER, save_trained
+from geomlens.models.trained import TRAINED_TOKENIZER, save_trained, save_weights
 from geomlens.training import checkpoint as ckpt
 from geomlens.training.data import TokenData
 
@@ -117,11 +118,14 @@ def convert_run(run_dir: str | Path, *, trust_pickle: bool = False) -> Path:
     train_cfg = state["config"]
     model = HookedTransformer(config_from_json(state["model_config"]), move_to_device=False)
     install_head(model, train_cfg["head"], **train_cfg.get("head_kwargs", {}))
-    model.load_state_dict(state["model"], strict=True)
     kept = _kept(run_dir, train_cfg, trust_pickle=trust_pickle)
     for path, new in upgraded.items():
         if new is not states[path]:
             _save_checkpoint(path, new)
+        if path != latest:  # each step's model as data, for --model RUN/checkpoints/step-N.pt
+            model.load_state_dict(new["model"], strict=True)
+            save_weights(path.with_suffix(".safetensors"), model, step=new["step"])
+    model.load_state_dict(state["model"], strict=True)
     return save_trained(
         run_dir, model, head=train_cfg["head"], head_kwargs=train_cfg.get("head_kwargs", {}),
         kept=kept, oov_id=None if kept is None else model.cfg.d_vocab - 1,

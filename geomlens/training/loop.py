@@ -9,7 +9,7 @@ and the head's kernel parameters (σ_v, f, context MLP, b_v) with ``kernel_lr`` 
 Outputs in ``run_dir``: ``metrics.csv`` (one row per ``log_every`` steps and per evaluation),
 ``checkpoints/`` (resume state, see `geomlens.training.checkpoint`), the trained model as data
 (``model.safetensors`` + ``model.json``, `geomlens.models.trained`, rewritten with every
-checkpoint), and for heads with per-token scales ``kernel.pt`` (σ_v and the training-token
+checkpoint; each ``checkpoints/step-XXXXXX.pt`` gets its model as ``step-XXXXXX.safetensors``), and for heads with per-token scales ``kernel.pt`` (σ_v and the training-token
 counts, tensors only). A Trainer built on a run dir that holds a
 checkpoint resumes from it, and on CPU the continued run is bit-identical to an uninterrupted one.
 """
@@ -36,7 +36,7 @@ from geomlens.errors import InputError
 from geomlens.heads import install_head
 from geomlens.models.cache import config_to_json
 from geomlens.models.tokens import load_token_stream
-from geomlens.models.trained import save_trained
+from geomlens.models.trained import save_trained, save_weights
 from geomlens.training import checkpoint as ckpt
 from geomlens.training import distributed as ddp
 from geomlens.training.config import TrainConfig
@@ -184,7 +184,8 @@ class Trainer:
         """Rank 0 writes the checkpoint; under DDP it holds every rank's data-generator state."""
         generators = ddp.gather_objects(self.generator.get_state(), self.dist)
         if self.dist.is_main:
-            ckpt.save_checkpoint(self.run_dir, {**self.state_dict(), "data_generators": generators})
+            path = ckpt.save_checkpoint(self.run_dir, {**self.state_dict(), "data_generators": generators})
+            save_weights(path.with_suffix(".safetensors"), self.model, step=self.step)
             self.save_model()
         ddp.barrier(self.dist)
 

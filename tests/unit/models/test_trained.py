@@ -33,6 +33,7 @@ from geomlens.models.trained import (
     save_trained,
 )
 from geomlens.models.zoo import check_model_name
+from geomlens.training.checkpoint import load_checkpoint
 
 PICKLE_SUFFIXES = {".pt", ".pth", ".pkl", ".pickle", ".bin", ".ckpt"}
 
@@ -163,6 +164,7 @@ def plant(run_dir: Path, marker: Path) -> list[Path]:
 def test_planted_pickles_run_nothing_and_load_model_still_works(tmp_path, one_thread):
     run_dir, _, trained = train_tiny_run(tmp_path / "run", head="sigma", vocab_size=12, steps=4,
                                          checkpoint_every=2)
+    step2 = load_checkpoint(run_dir / "checkpoints" / "step-000002.pt")["model"]  # before planting
     marker = tmp_path / "payload-ran"
     planted = plant(run_dir, marker)
     assert run_dir / "kernel.pt" in planted
@@ -171,6 +173,14 @@ def test_planted_pickles_run_nothing_and_load_model_still_works(tmp_path, one_th
     _same_outputs(model, trained)
     assert model.cfg.d_vocab == 12 and token_map(model).oov_id == 11 and not marker.exists()
     assert model.geomlens_info["step"] == 4 and model.geomlens_info["head"] == "sigma"
+    # a checkpoint named as the model: its step's safetensors is read, never the .pt
+    early = geomlens.load_model(str(run_dir / "checkpoints" / "step-000002.pt"), device="cpu")
+    assert early.geomlens_info["step"] == 2 and not marker.exists()
+    for name, tensor in early.state_dict().items():
+        assert torch.equal(tensor, step2[name]), name
+    latest = geomlens.load_model(str(run_dir / "checkpoints" / "latest.pt"), device="cpu")
+    _same_outputs(latest, trained)
+    assert not marker.exists()
 
     torch.load(planted[0], weights_only=False)  # control: the payload is live
     assert marker.exists()
@@ -188,6 +198,11 @@ def test_planted_pickles_run_nothing_and_analyze_still_works(tmp_path, monkeypat
     assert main(args) == 0 and (out / "done").exists() and not marker.exists()
     per_segment = pd.read_csv(out / "per_segment.csv")
     assert len(per_segment) > 0 and per_segment.notna().any().all()
+    project = tmp_path / "projection"
+    assert main(["project", "--model", str(run_dir / "checkpoints" / "step-000002.pt"),
+                 "--layers", "1", "--neurons", "0-1", "--k", "3", "--device", "cpu",
+                 "--out", str(project)]) == 0
+    assert len(pd.read_csv(project / "projection.csv")) > 0 and not marker.exists()
 
     torch.load(planted[-1], weights_only=False)  # control: the payload is live
     assert marker.exists()

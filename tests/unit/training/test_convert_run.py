@@ -80,6 +80,8 @@ def test_converted_old_run_loads_and_resumes_exactly(tmp_path, capsys):
         assert load_checkpoint(path)["format"] == CHECKPOINT_FORMAT
     model = geomlens.load_model(str(tmp_path / "old"), device="cpu")
     assert model.geomlens_info["step"] == 4 and torch.equal(token_map(model).kept, kept)
+    early = geomlens.load_model(str(tmp_path / "old" / "checkpoints" / "step-000002.pt"))
+    assert early.geomlens_info["step"] == 2
     tokens = torch.randint(0, 12, (2, 8), generator=torch.Generator().manual_seed(1))
     first.model.eval()
     with torch.no_grad():  # first's model is at step 5; the converted model is the step-4 one
