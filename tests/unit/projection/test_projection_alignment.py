@@ -147,3 +147,13 @@ def test_raw_baseline_gets_its_own_permutation_count(make_run):
     assert table.loc[("mean", "embedding"), "n_permutations"] == 12
     assert table.loc[("mean", "raw"), "n_permutations"] == 3
     assert len(al.spaces["raw"].null_grams["mlp_in"]) == 3
+
+
+def test_kinds_with_the_same_token_matrices_share_one_permuted_gram(gqa_model):
+    from geomlens.projection.alignment import KindData, _shared_tokens
+
+    E, U = gqa_model.W_E.detach(), gqa_model.W_U.T.detach()
+    v = [torch.randn(3, 32)]
+    data = {kd: KindData(kind=kd, vecs_a=v, vecs_b=v, tokens_a=T, tokens_b=T)
+            for kd, T in (("mlp_in", E), ("mlp_gate", E), ("mlp_out", U), ("o", U))}
+    assert _shared_tokens(data) == {"mlp_in": "mlp_in", "mlp_gate": "mlp_in", "mlp_out": "mlp_out", "o": "mlp_out"}
