@@ -3,7 +3,19 @@ loss on a few segments, a quick check that a model loads and predicts)."""
 
 from __future__ import annotations
 
-from geomlens.data.source import TextSource, text_field
+from dataclasses import dataclass
+
+import pandas as pd
+import torch
+
+from geomlens.config.build import build_config
+from geomlens.config.flags import add_config_arguments, namespace_values
+from geomlens.data.source import TextSource, load_segments, text_field
+from geomlens.device import resolve_device
+from geomlens.models.inputs import check_model_inputs
+from geomlens.models.load import load_model
+from geomlens.models.micro import MICRO_SIZES, SMOLLM2_VOCAB, non_embedding_params
+from geomlens.models.zoo import OFFLINE_MODELS
 from geomlens.runner.command import Tool
 
 
@@ -12,8 +24,6 @@ def add_models_arguments(parser) -> None:
 
 
 def model_table():
-
-
     rows = [
         {"name": m.name, "kind": "pretrained (offline)", "params": m.n_params,
          "embeddings": "tied" if m.tied_embeddings else "untied", "source": m.source,
@@ -41,18 +51,6 @@ def run_models(args) -> int:
         print("\nAny TransformerLens official name (e.g. meta-llama/Llama-3.2-1B) also loads "
               "with Hugging Face hub access.")
     return 0
-
-from dataclasses import dataclass
-
-import pandas as pd
-import torch
-
-from geomlens.config.build import build_config
-from geomlens.config.flags import add_config_arguments, namespace_values
-from geomlens.data.source import load_segments
-from geomlens.device import resolve_device
-from geomlens.models import load_model
-from geomlens.models.inputs import check_model_inputs
 
 
 @dataclass(kw_only=True)
