@@ -101,10 +101,6 @@ class _BufferPool:
             self._free.insert(0, buf)
             del self._free[self.MAX_FREE:]
 
-    def clear(self) -> None:
-        with self._lock:
-            self._free.clear()
-
 
 # -- the elementwise steps, written once --------------------------------------------------------
 def _epilogue(

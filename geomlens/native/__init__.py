@@ -27,6 +27,7 @@ import os
 import shutil
 import stat
 import subprocess
+import tempfile
 from functools import lru_cache
 from pathlib import Path
 from typing import Callable
@@ -85,33 +86,54 @@ def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _build(name: str) -> Path:
-    """The library ``name`` in the private cache, built when absent; its recorded SHA-256 is
-    checked (a mismatch means the file changed after the build: it is rebuilt)."""
-    from torch.utils import cpp_extension
-
-    folder = _private(cache_dir()) / f"{name}-{_key(name)}"
+def _verified(folder: Path, name: str) -> Path | None:
+    """The library in ``folder`` if its SHA-256 is the one recorded at its build."""
     target, digest = folder / f"geomlens_{name}.so", folder / "sha256"
     if target.exists() and digest.exists() and digest.read_text().strip() == _digest(target):
         return target
-    shutil.rmtree(folder, ignore_errors=True)  # anything there is suspect: build from scratch
-    folder.mkdir(mode=0o700)
-    sources = [str(HERE / SOURCES[name])]
+    return None
+
+
+def _build(name: str) -> Path:
+    """The library ``name`` in the private cache, built when absent. A library whose SHA-256
+    is not the recorded one (it changed after its build) is deleted and built again. Builds go
+    to a fresh folder renamed into place, so concurrent processes never see half of one."""
+    cache = _private(cache_dir())
+    folder = cache / f"{name}-{_key(name)}"
+    found = _verified(folder, name)
+    if found is not None:
+        return found
+    shutil.rmtree(folder, ignore_errors=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=cache))  # mode 0700
+    try:
+        (tmp / "sha256").write_text(_digest(_compile(name, tmp)))
+        try:
+            os.rename(tmp, folder)
+        except OSError:  # another process installed it first: use theirs (verified below)
+            pass
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    found = _verified(folder, name)
+    if found is None:
+        raise Unavailable(f"{folder} changed during the build")
+    return found
+
+
+def _compile(name: str, folder: Path) -> Path:
+    """`torch.utils.cpp_extension.load` of ``name``'s source into ``folder``."""
+    from torch.utils import cpp_extension
+
     # cpp_extension skips the build of a name it built before in this process: forget it
     cpp_extension.JIT_EXTENSION_VERSIONER.entries.pop(f"geomlens_{name}", None)
     for flags in ([*FLAGS, TUNE], list(FLAGS)):
         try:
-            path = Path(cpp_extension.load(
-                name=f"geomlens_{name}", sources=sources, build_directory=str(folder),
-                extra_cflags=flags, extra_include_paths=[str(HERE)], is_python_module=False,
-                verbose=False))
-            break
+            return Path(cpp_extension.load(
+                name=f"geomlens_{name}", sources=[str(HERE / SOURCES[name])],
+                build_directory=str(folder), extra_cflags=flags,
+                extra_include_paths=[str(HERE)], is_python_module=False, verbose=False))
         except (RuntimeError, OSError, subprocess.CalledProcessError) as exc:
             error = exc
-    else:
-        raise Unavailable(f"the build failed ({' '.join(str(error).split())[:200]})")
-    digest.write_text(_digest(path))
-    return path
+    raise Unavailable(f"the build failed ({' '.join(str(error).split())[:200]})")
 
 
 @lru_cache(maxsize=None)
