@@ -38,6 +38,8 @@ _EXPORTS: dict[str, str] = {
     "AnalyzeConfig": "geomlens.analysis.config", "summarize": "geomlens.analysis.summary",
     "table_frame": "geomlens.analysis.summary", "AblateConfig": "geomlens.ablation.config",
     "ablation_hooks": "geomlens.ablation.ablate",
+    # the interactive view (needs the `explorer` extra: anywidget)
+    "explore": "geomlens.explorer",
     # thread 2: LM heads and training
     "install_head": "geomlens.heads.registry", "list_heads": "geomlens.heads.registry",
     "TrainConfig": "geomlens.training.config", "Trainer": "geomlens.training.loop",
