@@ -8,8 +8,8 @@ import torch
 from helpers import build_model
 
 from geomlens.data.source import TextSource, load_model_segments, load_segments
-from geomlens.errors import InputError
 from geomlens.data.token_map import ATTRIBUTE, TokenMap
+from geomlens.errors import InputError
 
 
 class CharTokenizer:
