@@ -61,7 +61,7 @@ class Fused:
             optional inputs.
     """
 
-    def __init__(self, mode: Mode | bool = "auto", *, min_elements: int = 0,
+    def __init__(self, mode: str | bool = "auto", *, min_elements: int = 0,
                  fullgraph: bool = False, dynamic_rows: bool = False,
                  recompile_limit: int | None = None) -> None:
         mode = {True: "auto", False: "eager"}.get(mode, mode) if isinstance(mode, bool) else mode

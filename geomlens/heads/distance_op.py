@@ -244,7 +244,7 @@ class DistanceOp:
     """The fused op of one head: its backend (``mode`` of the elementwise steps) and its buffer
     pool. ``op(h, W_E, a, c, b, squared=..., negate=..., eps=...)`` gives b ± a·c·φ."""
 
-    def __init__(self, mode: Mode = "auto") -> None:
+    def __init__(self, mode: str = "auto") -> None:
         self.fused = Fused(mode, min_elements=COMPILE_MIN_ELEMENTS, fullgraph=True,
                            recompile_limit=RECOMPILE_LIMIT)
         self.pool = _BufferPool()
