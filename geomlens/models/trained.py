@@ -183,9 +183,11 @@ def _build(config: dict[str, Any], run_dir: Path, weights: Path) -> tuple[Hooked
 
     try:
         model = HookedTransformer(config_from_json(config["architecture"]), move_to_device=False)
-    except (TypeError, ValueError, AssertionError) as exc:
-        raise InputError(f"{run_dir / CONFIG_FILE}: bad architecture ({exc}).") from None
-    install_head(model, config["head"]["name"], **config["head"].get("kwargs", {}))
+        install_head(model, config["head"]["name"], **config["head"].get("kwargs", {}))
+    except InputError:
+        raise
+    except (TypeError, ValueError, AssertionError, AttributeError, RuntimeError) as exc:
+        raise InputError(f"{run_dir / CONFIG_FILE}: bad architecture or head ({exc}).") from None
     try:
         load_model(model, str(weights), strict=True)
         with safe_open(str(weights), framework="pt") as f:
@@ -206,6 +208,11 @@ def _token_map(config: dict[str, Any], model: HookedTransformer, tokenizer: Any 
     vocab = config["vocabulary"]
     if vocab.get("kept") is not None:
         kept = torch.tensor(vocab["kept"], dtype=torch.long)
+        oov = vocab.get("oov_id")
+        if kept.dim() != 1 or len(kept) >= model.cfg.d_vocab or (len(kept) and int(kept.min()) < 0) \
+                or not (oov is None or isinstance(oov, int) and len(kept) <= oov < model.cfg.d_vocab):
+            raise InputError(f"model.json: vocabulary.kept must list at most d_vocab − 1 = "
+                             f"{model.cfg.d_vocab - 1} token ids (>= 0), and oov_id lie after them.")
         return TokenMap(tokenizer=tokenizer, d_vocab=model.cfg.d_vocab, kept=kept, oov_id=vocab["oov_id"])
     if tokenizer is not None:
         set_native_tokenizer(model, tokenizer)

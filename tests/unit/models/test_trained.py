@@ -119,6 +119,12 @@ def test_bad_trained_files_are_one_line_errors(tmp_path, one_thread):
     (tmp_path / CONFIG_FILE).write_text(json.dumps({**json.loads(config), "format": "other/9"}))
     with pytest.raises(InputError, match="not a geomlens trained-model config"):
         load_trained(tmp_path, tokenizer=CharTokenizer())
+    for bad, match in ((dict(head={"name": "linear", "kwargs": {"nope": 1}}), "Bad keyword arguments"),
+                       (dict(architecture={"d_model": "x"}), "bad architecture"),
+                       (dict(vocabulary={"kept": list(range(60)), "oov_id": 60}), "vocabulary")):
+        (tmp_path / CONFIG_FILE).write_text(json.dumps({**json.loads(config), **bad}))
+        with pytest.raises(InputError, match=match):
+            load_trained(tmp_path, tokenizer=CharTokenizer())
     (tmp_path / CONFIG_FILE).write_text(config)
     (tmp_path / MODEL_FILE).write_bytes(b"\x00" * 64)
     with pytest.raises(InputError, match="does not hold this model's weights"):
