@@ -163,3 +163,29 @@ def write_configs(folder: Path, out: Path, *, sweep: str = "", extra: str = "") 
 
 def read_summary(run_dir: Path) -> dict:
     return json.loads((run_dir / "summary.json").read_text())
+
+
+# ------------------------------------------------------------------ text in
+
+
+class CharTokenizer:
+    """One id per character (3 + ord % 47 < 50), no BOS; decodes id i as chr(i)."""
+
+    bos_token_id = None
+    eos_token_id = 2
+    padding_side = "right"
+
+    def __call__(self, text, add_special_tokens=True):
+        return {"input_ids": [3 + ord(c) % 47 for c in text]}
+
+    def decode(self, ids, **kw):
+        return "".join(chr(i) for i in ids)
+
+
+def text_model(**overrides) -> HookedTransformer:
+    """`build_model` that reads text: a `CharTokenizer` attached as its token map."""
+    from geomlens.data.token_map import ATTRIBUTE, TokenMap
+
+    model = build_model(**overrides)
+    setattr(model, ATTRIBUTE, TokenMap(tokenizer=CharTokenizer(), d_vocab=model.cfg.d_vocab))
+    return model

@@ -48,6 +48,8 @@ from transformer_lens import HookedTransformer
 from geomlens.analysis.agreement import rank_metrics, reference
 from geomlens.analysis.sampling import SEED_OFFSETS, rows_in_batch, sample_sorted
 from geomlens.data.batching import ValidPositions
+from geomlens.data.inputs import TextInput, as_batch
+from geomlens.errors import InputError
 from geomlens.geometry.distances import row_sq_norms, sq_distance_chunks
 from geomlens.geometry.lens import apply_ln_final, ln_final_normalized, logit_chunks
 from geomlens.models.weights import weights_tied
@@ -329,7 +331,7 @@ class LayerLensCapture:
 @torch.no_grad()
 def layer_ndcg(
     model: HookedTransformer,
-    tokens: Int[Tensor, "batch pos"],
+    tokens: TextInput,
     lengths: Int[Tensor, "batch"] | None = None,
     *,
     ks: Sequence[int | None] = (10, None),
@@ -346,8 +348,10 @@ def layer_ndcg(
 
     Args:
         model: a HookedTransformer.
-        tokens: right-padded token ids.
-        lengths: valid length of each row (None = every position is valid).
+        tokens: a text, a list of texts or token ids (`geomlens.data.inputs.as_sequences`), or
+            right-padded [batch, pos] ids with ``lengths``.
+        lengths: valid length of each row of a [batch, pos] tensor (None = every position is
+            valid, or the texts' own lengths).
         ks: NDCG cut-offs; None = the full vocabulary (bracketed: ``ndcg_full_err``).
         positions: how many valid positions to score, drawn uniformly without replacement
             (`sample_positions`, seeded by ``seed``); None = all.
@@ -363,6 +367,10 @@ def layer_ndcg(
         embedding), ``hook`` (full hook name), ``lens``, ``ndcg@k``..., ``top1``, ``top10``,
         ``ndcg_full_err`` (NDCG@full's per-position error bound; 0 where K >= d_vocab).
     """
+    if not (isinstance(tokens, Tensor) and tokens.ndim == 2):
+        if lengths is not None:
+            raise InputError("layer_ndcg: lengths goes with [batch, pos] token ids only")
+        tokens, lengths = as_batch(model, tokens, where="layer_ndcg")
     tokens = tokens.to(model.cfg.device)
     if lengths is None:
         lengths = torch.full((tokens.shape[0],), tokens.shape[1], dtype=torch.long)

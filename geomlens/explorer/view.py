@@ -17,6 +17,7 @@ import torch
 from transformer_lens import HookedTransformer
 
 from geomlens.analysis.layers import LENSES
+from geomlens.data.inputs import as_sequences as text_sequences
 from geomlens.data.token_map import token_map
 from geomlens.errors import InputError
 from geomlens.explorer import movement, paths, payload
@@ -27,29 +28,9 @@ DEFAULT_LENSES = ("logit", "distance_raw", "distance_ln_final", "distance_ln_fin
 
 
 def as_sequences(model: HookedTransformer, inputs: Any) -> list[torch.Tensor]:
-    """text | list of texts | token ids ([pos], [batch, pos] or a list of ints) -> 1-D token
-    tensors. Empty or over-long input is a one-line `InputError` (nothing is cut)."""
-    if isinstance(inputs, str):
-        inputs = [inputs]
-    if isinstance(inputs, torch.Tensor):
-        seqs = [inputs] if inputs.ndim == 1 else list(inputs)
-    elif isinstance(inputs, (list, tuple)) and inputs and all(isinstance(t, int) for t in inputs):
-        seqs = [torch.tensor(inputs)]
-    elif isinstance(inputs, (list, tuple)) and inputs and all(isinstance(t, str) for t in inputs):
-        if any(not t.strip() for t in inputs):
-            raise InputError("explore: a text is empty.")
-        if getattr(model, "tokenizer", None) is None:
-            raise InputError("explore: this model has no tokenizer; pass token ids.")
-        seqs = [model.to_tokens(t)[0] for t in inputs]
-    else:
-        raise InputError("explore: give a text, a list of texts or token ids.")
-    for s in seqs:
-        if s.numel() == 0:
-            raise InputError("explore: a sequence has no tokens.")
-        if s.numel() > model.cfg.n_ctx:
-            raise InputError(f"explore: a sequence has {s.numel()} tokens, more than the model's "
-                             f"context of {model.cfg.n_ctx}; shorten it (nothing is cut).")
-    return [s.reshape(-1).long() for s in seqs]
+    """text | list of texts | token ids -> 1-D token tensors (`geomlens.data.inputs.as_sequences`);
+    empty or over-long input is a one-line `InputError` (nothing is cut)."""
+    return text_sequences(model, inputs, where="explore")
 
 
 class Explorer:

@@ -7,7 +7,8 @@ l = 1..n_layers. Block ``l`` (0-based, the ``layer`` column below) moves it by t
     dh^l = blocks.{l}.hook_resid_post - blocks.{l}.hook_resid_pre
          = blocks.{l}.hook_attn_out + blocks.{l}.hook_mlp_out      (sequential blocks)
 
-Per (sequence, position, layer) `trajectory_stats` records
+Per (sequence, position, layer) `trajectory_stats` records, beside ``token`` (the input token as
+text) and ``token_id``,
 
     step_norm            ||dh^l||
     attn_norm, mlp_norm  ||attn_out||, ||mlp_out||
@@ -17,8 +18,9 @@ Per (sequence, position, layer) `trajectory_stats` records
     attn_cos, mlp_cos    cosine of each component with dh (0 when a vector is exactly 0)
     inertia_cos          cosine(dh^l, dh^(l-1)): does the stream keep its direction?
                          NaN for layer 0, which has no previous step.
-    nearest_dist/_token  distance from h^(l+1) (= resid_post of block l) to its nearest W_E row
-                         and that row's token; same h as the distance lens (see ``normalize_lens``)
+    nearest_dist         distance from h^(l+1) (= resid_post of block l) to its nearest W_E row;
+                         same h as the distance lens (see ``normalize_lens``)
+    nearest_token(_id)   that row's token as text, and its id
     dlens_rank_top1/next distance-lens rank (0 = closest embedding, see `geomlens.geometry.lens`)
                          of the model's final top-1 prediction / of the actual next token
     logit_rank_top1/next logit-lens rank (0 = highest logit of unembed(ln_final(resid_post)))
@@ -42,11 +44,14 @@ from torch import Tensor
 from transformer_lens import HookedTransformer
 
 from geomlens.data.batching import ValidPositions
+from geomlens.data.inputs import TextInput, as_batch, as_sequences
+from geomlens.data.token_map import token_map
 from geomlens.errors import InputError
 from geomlens.geometry.lens import lens_ranks, logit_ranks
 
 #: columns of `trajectory_stats` that identify a row rather than measure something
-TRAJECTORY_KEYS: tuple[str, ...] = ("batch_idx", "pos", "layer", "token", "nearest_token")
+TRAJECTORY_KEYS: tuple[str, ...] = ("batch_idx", "pos", "layer", "token", "token_id", "nearest_token",
+                                    "nearest_token_id")
 STAT_COLUMNS: tuple[str, ...] = (
     "step_norm", "attn_norm", "mlp_norm", "attn_share", "mlp_share", "attn_cos", "mlp_cos",
     "inertia_cos", "nearest_dist", "dlens_rank_top1", "dlens_rank_next", "logit_rank_top1",
@@ -54,7 +59,8 @@ STAT_COLUMNS: tuple[str, ...] = (
 )
 #: column order of `trajectory_stats`
 COLUMNS: tuple[str, ...] = (
-    "batch_idx", "pos", "layer", "token", *STAT_COLUMNS[:9], "nearest_token", *STAT_COLUMNS[9:]
+    "batch_idx", "pos", "layer", "token", "token_id", *STAT_COLUMNS[:9], "nearest_token",
+    "nearest_token_id", *STAT_COLUMNS[9:]
 )
 
 
@@ -128,7 +134,7 @@ def lens_stats(
 @torch.no_grad()
 def trajectory_stats(
     model: HookedTransformer,
-    tokens: Int[Tensor, "batch pos"],
+    tokens: TextInput,
     lengths: Int[Tensor, "batch"] | None = None,
     *,
     normalize_lens: bool = False,
@@ -138,8 +144,10 @@ def trajectory_stats(
 
     Args:
         model: any HookedTransformer with sequential attention/MLP blocks.
-        tokens: right-padded token ids.
-        lengths: valid length of each row (None = all positions valid). Rows are emitted
+        tokens: a text, a list of texts (``batch_idx`` = the text's index) or token ids
+            (`geomlens.data.inputs.as_sequences`); right-padded [batch, pos] ids with ``lengths``.
+        lengths: valid length of each row of a [batch, pos] tensor (None = all positions valid,
+            or the texts' own lengths). Rows are emitted
             only for ``pos < length``; padding never affects them in a causal model.
         normalize_lens: False = the distance lens and nearest-embedding columns use the raw
             residual stream ``resid_post``; True = they use it normalised as by ``ln_final``
@@ -151,8 +159,10 @@ def trajectory_stats(
         A DataFrame with the columns described in this module's docstring, one row per
         (batch_idx, pos, layer), sorted in that order.
     """
-    if tokens.ndim != 2:
-        raise InputError(f"tokens must be [batch, pos], got shape {tuple(tokens.shape)}")
+    if not (isinstance(tokens, Tensor) and tokens.ndim == 2):
+        if lengths is not None:
+            raise InputError("trajectory_stats: lengths goes with [batch, pos] token ids only")
+        tokens, lengths = as_batch(model, tokens, where="trajectory_stats")
     tokens = tokens.to(model.cfg.device)
     if lengths is None:
         lengths = torch.full((tokens.shape[0],), tokens.shape[1], dtype=torch.long)
@@ -177,21 +187,30 @@ def trajectory_stats(
         stats.update(lens_stats(model, block["hook_resid_post"], targets, positions.has_next,
                                 normalize_lens=normalize_lens, chunk_size=chunk_size))
         per_layer.append(stats)
-    return _frame(per_layer, positions)
+    return _frame(per_layer, positions, token_map(model).labels)
 
 
-def _frame(per_layer: list[dict[str, Tensor]], positions: ValidPositions) -> pd.DataFrame:
-    """One row per (position, layer), in the order of `COLUMNS`."""
+def _frame(per_layer: list[dict[str, Tensor]], positions: ValidPositions, labels) -> pd.DataFrame:
+    """One row per (position, layer), in the order of `COLUMNS`; ``labels`` prints token ids."""
     n_layers = len(per_layer)
     data: dict[str, np.ndarray] = {
         "batch_idx": np.repeat(positions.batch_idx.cpu().numpy(), n_layers),
         "pos": np.repeat(positions.pos.cpu().numpy(), n_layers),
         "layer": np.tile(np.arange(n_layers), len(positions.pos)),
-        "token": np.repeat(positions.token.cpu().numpy(), n_layers),
+        "token_id": np.repeat(positions.token.cpu().numpy(), n_layers),
     }
     for name in STAT_COLUMNS + ("nearest_token",):  # [n_positions, layer] -> rows
         data[name] = torch.stack([stats[name].cpu() for stats in per_layer], dim=1).reshape(-1).numpy()
+    data["nearest_token_id"] = data.pop("nearest_token")
+    for text, ids in (("token", "token_id"), ("nearest_token", "nearest_token_id")):
+        data[text] = token_texts(data[ids], labels)
     return pd.DataFrame(data)[list(COLUMNS)]
+
+
+def token_texts(ids: np.ndarray, labels) -> np.ndarray:
+    """``labels`` (a `TokenMap.labels`) of every id, decoding each distinct id once."""
+    unique, inverse = np.unique(ids, return_inverse=True)
+    return np.asarray(labels(unique.tolist()), dtype=object)[inverse.reshape(-1)]
 
 
 def summarize_layers(df: pd.DataFrame, by: Sequence[str] = ("layer",)) -> pd.DataFrame:
@@ -224,12 +243,10 @@ def trajectory(
     models that add one) and ``h^l`` is ``blocks.{l-1}.hook_resid_post``. A string is
     tokenized with ``model.to_tokens`` (the model's default BOS handling).
     """
-    if isinstance(text_or_tokens, str):
-        if not text_or_tokens.strip():
-            raise InputError("trajectory: the text is empty.")
-        tokens = model.to_tokens(text_or_tokens)
-    else:
-        tokens = text_or_tokens.reshape(1, -1)
+    seqs = as_sequences(model, text_or_tokens, where="trajectory")
+    if len(seqs) != 1:
+        raise InputError(f"trajectory: give one sequence, not {len(seqs)}")
+    tokens = seqs[0].reshape(1, -1)
     names = ["blocks.0.hook_resid_pre"] + [f"blocks.{i}.hook_resid_post" for i in range(model.cfg.n_layers)]
     _, cache = model.run_with_cache(
         tokens.to(model.cfg.device), names_filter=lambda name: name in names, return_type=None

@@ -208,3 +208,14 @@ def test_last_layer_gain_lens_is_the_main_tables_ln_final_distance(tied):
     assert len(merged) == len(lay) == sum(len(s) for s in _seqs())
     for m in ("ndcg@10", "ndcg@full", "top1"):
         np.testing.assert_allclose(merged[m], merged[f"{m}_main"], atol=1e-5)
+
+
+def test_layer_ndcg_takes_text():
+    """Texts give the same rows as their token ids, padded with their lengths."""
+    from helpers import CharTokenizer, text_model
+
+    model = text_model()
+    ids = [CharTokenizer()(t)["input_ids"] for t in ("hello", "abc")]
+    tokens = torch.tensor([ids[0], ids[1] + [0, 0]])
+    by_ids = layer_ndcg(model, tokens, torch.tensor([5, 3]), positions=None)
+    pd.testing.assert_frame_equal(layer_ndcg(model, ["hello", "abc"], positions=None), by_ids)

@@ -8,8 +8,8 @@ from helpers import build_model
 from sklearn.metrics.pairwise import cosine_similarity, euclidean_distances
 
 from geomlens.geometry import summarize_layers, trajectory, trajectory_stats
-from geomlens.geometry.trajectory import COLUMNS
 from geomlens.geometry.figures import plot_layer_curves, plot_pca_trajectories
+from geomlens.geometry.trajectory import COLUMNS
 
 
 @pytest.fixture()
@@ -35,7 +35,7 @@ def test_rows_columns_and_padding(tiny_model, batch):
     assert list(df.columns) == list(COLUMNS)
     assert len(df) == int(lengths.sum()) * n_layers
     assert (df.pos < lengths.numpy()[df.batch_idx]).all()
-    assert df.token.to_numpy().tolist() == tokens[df.batch_idx, df.pos].tolist()
+    assert df.token_id.to_numpy().tolist() == tokens[df.batch_idx, df.pos].tolist()
     # next-token ranks are NaN exactly at each sequence's last valid position
     last = df.pos == lengths.numpy()[df.batch_idx] - 1
     assert df.loc[last, "dlens_rank_next"].isna().all() and df.loc[last, "logit_rank_next"].isna().all()
@@ -64,7 +64,7 @@ def test_stats_match_direct_formulas(tiny_model, batch):
         np.testing.assert_allclose(rows.mlp_cos, np.diag(cosine_similarity(mlp, step)), rtol=1e-4, atol=1e-6)
         d = euclidean_distances(post, tiny_model.W_E.detach().numpy().astype(np.float64))
         np.testing.assert_allclose(rows.nearest_dist, d.min(1), rtol=1e-4)
-        np.testing.assert_array_equal(rows.nearest_token, d.argmin(1))
+        np.testing.assert_array_equal(rows.nearest_token_id, d.argmin(1))
         if layer == 0:
             assert rows.inertia_cos.isna().all()
         else:
@@ -131,3 +131,23 @@ def test_plots_write_pngs(tiny_model, batch, tmp_path):
     out = plot_pca_trajectories(build_model(), tokens[0], tmp_path / "pca.png", n_tokens=3, n_neighbors=4)
     for p in paths + [out]:
         assert p.exists() and p.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_text_in_and_token_columns():
+    """A text, a list of texts and the same token ids give the same table; tokens are named as
+    text (the tokenizer's decoding) with their ids beside them."""
+    from helpers import CharTokenizer, text_model
+
+    model = text_model()
+    texts = ["hello", "abc"]
+    by_text = trajectory_stats(model, texts)
+    ids = [CharTokenizer()(t)["input_ids"] for t in texts]
+    tokens = torch.tensor([ids[0], ids[1] + [0, 0]])
+    by_ids = trajectory_stats(model, tokens, torch.tensor([5, 3]))
+    pd.testing.assert_frame_equal(by_text, by_ids)
+    one = trajectory_stats(model, "hello")
+    pd.testing.assert_frame_equal(one, by_text[by_text.batch_idx == 0].reset_index(drop=True))
+    decode = CharTokenizer().decode
+    assert by_text.token.tolist() == [decode([i]) for i in by_text.token_id]
+    assert by_text.nearest_token.tolist() == [decode([i]) for i in by_text.nearest_token_id]
+    assert (by_text.token_id.to_numpy() == tokens[by_text.batch_idx, by_text.pos].numpy()).all()
