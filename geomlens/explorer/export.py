@@ -101,3 +101,40 @@ def save_png(ex: Explorer, path: str | Path, **kw) -> Path:
     fig.savefig(path, dpi=150)
     plt.close(fig)
     return Path(path)
+
+
+CHROMIUM_FLAGS = ("--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync")
+
+
+def screenshot(ex: Explorer, path: str | Path, *, cell: tuple[int, int] | None = None,
+               lens: str | None = None, width: int = 1400, chromium: str | None = None) -> Path:
+    """A PNG of the standalone page as headless Chromium draws it (Debian's ``chromium``
+    driven by playwright's Python API, which downloads nothing); ``cell`` = (layer, pos) to
+    click first so that its detail shows."""
+    import shutil
+    import tempfile
+
+    from geomlens.errors import require
+
+    sync_api = require("playwright.sync_api", "pip install playwright  (and apt-get install chromium)")
+    exe = chromium or shutil.which("chromium") or shutil.which("chromium-browser")
+    if exe is None:
+        raise InputError("screenshot needs a Chromium binary: apt-get install -y chromium")
+    with tempfile.TemporaryDirectory(prefix="geomlens-explorer-") as tmp:
+        page_path = save_html(ex, Path(tmp) / "explorer.html")
+        with sync_api.sync_playwright() as pw:
+            ctx = pw.chromium.launch_persistent_context(
+                str(Path(tmp) / "profile"), executable_path=exe, headless=True,
+                args=list(CHROMIUM_FLAGS), viewport={"width": width, "height": 900})
+            page = ctx.new_page()
+            page.goto(page_path.resolve().as_uri())
+            page.wait_for_selector("body[data-ready='1']", timeout=60_000)
+            if lens:
+                page.select_option("select[data-control=lens]", lens)
+            if cell:
+                page.click(f"table[data-grid=original] td.gl-cell[data-layer='{cell[0]}']"
+                           f"[data-hook='resid_post'][data-pos='{cell[1]}']")
+            page.screenshot(path=str(path), full_page=True)
+            ctx.close()
+    return Path(path)

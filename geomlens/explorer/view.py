@@ -137,6 +137,16 @@ class Explorer:
         data = movement.movers(self.model, t, pos=pos, layers=[layer], top=self.movers_top)[layer]
         return {"type": "movers", "seq": seq, "layer": layer, "pos": pos, "data": data}
 
+    def compare(self, *, seq: int = 0, pos: int = -1, lens: str = "logit") -> pd.DataFrame:
+        """Per block, the top-1 token, rank_final and NDCG@10 of one position in the original and
+        the changed run side by side (``pos`` -1 = the last position)."""
+        if self.changed is None:
+            raise InputError("no intervention has been applied; call intervene() first")
+        pos = pos % len(self.sequences[seq])
+        a = _top1_by_layer(self.frame(), seq, pos, lens)
+        b = _top1_by_layer(self.frame(changed=True), seq, pos, lens)
+        return a.join(b, lsuffix="_original", rsuffix="_changed")
+
     # -------------------------------------------------------------- exports
 
     def frame(self, *, changed: bool = False) -> pd.DataFrame:
@@ -147,6 +157,12 @@ class Explorer:
             raise InputError("no intervention has been applied; call intervene() first")
         return pd.concat([_grid_frame(g, i, self.labels) for i, g in enumerate(grids)],
                          ignore_index=True)
+
+
+def _top1_by_layer(frame: pd.DataFrame, seq: int, pos: int, lens: str) -> pd.DataFrame:
+    cell = frame[(frame.seq == seq) & (frame.pos == pos) & (frame.lens == lens) & (frame["rank"] == 0)
+                 & frame.hook.str.endswith("hook_resid_post")]
+    return cell.set_index("layer")[["token", "rank_final", "ndcg@10"]]
 
 
 def _known_near(g: Grid, n_near: int) -> torch.Tensor | None:

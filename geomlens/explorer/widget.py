@@ -53,11 +53,19 @@ class ExplorerWidget(anywidget.AnyWidget):
     def frame(self, *, changed: bool = False):
         return self.explorer.frame(changed=changed)
 
+    def compare(self, **kw):
+        """`Explorer.compare`: the original and the changed run's top-1 per block."""
+        return self.explorer.compare(**kw)
+
     def save_html(self, path: str | Path) -> Path:
         return export.save_html(self.explorer, path)
 
     def save_png(self, path: str | Path, **kw) -> Path:
         return export.save_png(self.explorer, path, **kw)
+
+    def screenshot(self, path: str | Path, **kw) -> Path:
+        """The page as headless Chromium draws it (`geomlens.explorer.export.screenshot`)."""
+        return export.screenshot(self.explorer, path, **kw)
 
     def figure(self, **kw):
         return export.figure(self.explorer, **kw)

@@ -120,3 +120,13 @@ def test_movers_message(ex):
 def test_unknown_lens(model):
     with pytest.raises(InputError, match="unknown lens"):
         Explorer(model, TOKENS, lenses=("logit", "tuned"))
+
+
+def test_compare(ex):
+    with pytest.raises(InputError, match="intervene"):
+        ex.compare()
+    ex.intervene("mlp", 1, "zero")
+    table = ex.compare(pos=-1, lens="logit")
+    assert list(table.index) == [0, 1]
+    assert table.loc[1, "token_changed"] == str(ex.changed[0].top_ids[1, -1, 0, 0])
+    assert table.loc[1, "token_original"] == str(ex.grids[0].top_ids[1, -1, 0, 0])
