@@ -7,9 +7,9 @@ numbers (tests compare them, and a whole ``geomlens analyze`` with and without t
 caller falls back to it when `library` returns None: no C++ compiler, a failed build, or
 ``GEOMLENS_NATIVE=0``. Unavailability is said once, in one log line.
 
-Build: `torch.utils.cpp_extension.load` compiles a source on first use (``-O3
--ffp-contract=off``, so float arithmetic rounds like torch's; ``-march=native`` when the
-compiler accepts it) and links it against torch, whose thread pool the code runs on
+Build: `torch.utils.cpp_extension.load` (with ninja, a dependency) compiles a source on first
+use (``-O3 -ffp-contract=off``, so float arithmetic rounds like torch's; ``-march=native`` when
+the compiler accepts it) and links it against torch, whose thread pool the code runs on
 (``at::parallel_for``, `rows.h`). The build goes into a private cache,
 ``$GEOMLENS_CACHE/native`` (default ``~/.cache/geomlens/native``): the folder must belong to
 the user and has mode 0700 (created so; one others could write is emptied and closed), one
@@ -120,9 +120,16 @@ def _build(name: str) -> Path:
 
 
 def _compile(name: str, folder: Path) -> Path:
-    """`torch.utils.cpp_extension.load` of ``name``'s source into ``folder``."""
+    """`torch.utils.cpp_extension.load` of ``name``'s source into ``folder`` (with the ninja of
+    the ``ninja`` package when none is on PATH)."""
     from torch.utils import cpp_extension
 
+    if shutil.which("ninja") is None:
+        try:
+            import ninja
+        except ImportError:
+            raise Unavailable("no ninja (pip install ninja)") from None
+        os.environ["PATH"] = os.pathsep.join([ninja.BIN_DIR, os.environ.get("PATH", "")])
     # cpp_extension skips the build of a name it built before in this process: forget it
     cpp_extension.JIT_EXTENSION_VERSIONER.entries.pop(f"geomlens_{name}", None)
     for flags in ([*FLAGS, TUNE], list(FLAGS)):
