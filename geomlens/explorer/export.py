@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import base64
 import json
+import warnings
 from importlib import resources
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.figure import Figure
 
 from geomlens.errors import InputError
 from geomlens.explorer.compute import MEASURES
@@ -80,7 +81,9 @@ def figure(ex: Explorer, *, seq: int = 0, lens: str | None = None, color: str = 
     values, top1 = _cell_values(ex, seq, lens, color)
     g = ex.grids[seq]
     n_row, n_pos = top1.shape
-    fig, ax = plt.subplots(figsize=(1.0 + 0.62 * n_pos, 0.8 + 0.26 * n_row))
+    # a Figure outside pyplot: returned, shown once by the notebook, never kept by pyplot
+    fig = Figure(figsize=(1.0 + 0.62 * n_pos, 0.8 + 0.26 * n_row))
+    ax = fig.subplots()
     ax.imshow(values[::-1], aspect="auto", cmap="Blues", interpolation="nearest")
     text = ex.labels(np.unique(top1).tolist())
     label = dict(zip(np.unique(top1).tolist(), text))
@@ -92,14 +95,17 @@ def figure(ex: Explorer, *, seq: int = 0, lens: str | None = None, color: str = 
                   rotation=90, fontsize=6)
     ax.set_yticks(range(n_row), [f"{layer} {h.split('.')[-1][5:]}" for layer, h in g.rows[::-1]], fontsize=6)
     ax.set_title(f"{ex.model.cfg.model_name}: top-1 of the {lens} lens, colour: {color}", fontsize=8)
-    fig.tight_layout()
+    with warnings.catch_warnings():  # tokens in scripts the default font lacks draw as boxes
+        warnings.filterwarnings("ignore", message="Glyph .* missing from font")
+        fig.tight_layout()
     return fig
 
 
 def save_png(ex: Explorer, path: str | Path, **kw) -> Path:
     fig = figure(ex, **kw)
-    fig.savefig(path, dpi=150)
-    plt.close(fig)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Glyph .* missing from font")
+        fig.savefig(path, dpi=150)
     return Path(path)
 
 
