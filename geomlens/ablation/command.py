@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-
-from transformer_lens import HookedTransformer
+from typing import TYPE_CHECKING
 
 from geomlens.ablation.config import AblateConfig
 from geomlens.ablation.figures import plot_ablation_heatmap
@@ -22,6 +21,9 @@ from geomlens.errors import InputError
 from geomlens.models import load_model
 from geomlens.models.inputs import check_layers, check_model_inputs
 from geomlens.runner.command import Command
+
+if TYPE_CHECKING:  # annotations only: TransformerLens 4 has no HookedTransformer
+    from transformer_lens import HookedTransformer
 
 logger = logging.getLogger(__name__)
 

@@ -19,17 +19,19 @@ at once. `ablation_table` evaluates the clean model and every condition on the s
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, Sequence
 
 import pandas as pd
 import torch
 from jaxtyping import Int
 from torch import Tensor
 from tqdm.auto import tqdm
-from transformer_lens import HookedTransformer
 
 from geomlens.ablation.ablate import ablation_hooks, derangement
 from geomlens.ablation.evaluate import agreement, next_token_ce
+
+if TYPE_CHECKING:  # annotations only: TransformerLens 4 has no HookedTransformer
+    from transformer_lens import HookedTransformer
 
 Batch = tuple[Int[Tensor, "batch pos"], Int[Tensor, "batch"]]
 

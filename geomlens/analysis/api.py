@@ -10,12 +10,13 @@ The same config runs to a run directory with ``geomlens.run("analyze", cfg, "run
 
 from __future__ import annotations
 
-from typing import Any
-
-from transformer_lens import HookedTransformer
+from typing import TYPE_CHECKING, Any
 
 from geomlens.analysis.config import AnalyzeConfig
 from geomlens.analysis.pipeline import AnalysisResult, analyze_tokens
+
+if TYPE_CHECKING:  # annotations only: TransformerLens 4 has no HookedTransformer
+    from transformer_lens import HookedTransformer
 
 
 def analyze(

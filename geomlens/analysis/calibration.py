@@ -39,14 +39,13 @@ the two sample sizes, not by the run size.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterator, Sequence
+from typing import TYPE_CHECKING, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
-from transformer_lens import HookedTransformer
 
 from geomlens.analysis.config import AnalyzeConfig
 from geomlens.analysis.fused import parts_from_dot, reference_terms
@@ -56,6 +55,9 @@ from geomlens.fused import Fused
 from geomlens.geometry.scores import get_score
 from geomlens.metrics.divergence import js_divergence_fast
 from geomlens.metrics.temperature import TemperatureFit, fit_temperature, tempered_jsd_blocks
+
+if TYPE_CHECKING:  # annotations only: TransformerLens 4 has no HookedTransformer
+    from transformer_lens import HookedTransformer
 
 UNIFORM = "uniform"
 """The ``score`` of the uniform reference record."""

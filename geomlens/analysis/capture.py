@@ -4,13 +4,15 @@ every valid position (flattened in (sequence, position) order)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from jaxtyping import Float, Int
 from torch import Tensor
-from transformer_lens import HookedTransformer
 
 from geomlens.data.batching import ValidPositions
+
+if TYPE_CHECKING:  # annotations only: TransformerLens 4 has no HookedTransformer
+    from transformer_lens import HookedTransformer
 
 
 def hidden_hook_names(n_layers: int) -> dict[str, str]:

@@ -36,14 +36,13 @@ CI over segments per (layer, lens, metric) by `geomlens.analysis.layer_summary`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
-from transformer_lens import HookedTransformer
 
 from geomlens.analysis.agreement import rank_metrics, reference
 from geomlens.analysis.sampling import SEED_OFFSETS, rows_in_batch, sample_sorted
@@ -54,6 +53,9 @@ from geomlens.geometry.distances import row_sq_norms, sq_distance_chunks
 from geomlens.geometry.lens import apply_ln_final, ln_final_normalized, logit_chunks
 from geomlens.models.weights import weights_tied
 from geomlens.registry import Registry
+
+if TYPE_CHECKING:  # annotations only: TransformerLens 4 has no HookedTransformer
+    from transformer_lens import HookedTransformer
 
 EMBEDDING_LAYER = -1
 """The ``layer`` value of the embedding (``blocks.0.hook_resid_pre``)."""

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import pandas as pd
@@ -23,7 +23,6 @@ import torch
 from jaxtyping import Int
 from torch import Tensor
 from tqdm.auto import tqdm
-from transformer_lens import HookedTransformer
 
 from geomlens.analysis.accumulate import Accumulator, ControlSums, TokenTable
 from geomlens.analysis.agreement import metric_names
@@ -36,6 +35,9 @@ from geomlens.analysis.scoring import ControlPlan, Targets, score_batch
 from geomlens.data.batching import batch_sequences
 from geomlens.errors import InputError
 from geomlens.fused import Fused
+
+if TYPE_CHECKING:  # annotations only: TransformerLens 4 has no HookedTransformer
+    from transformer_lens import HookedTransformer
 
 logger = logging.getLogger(__name__)
 

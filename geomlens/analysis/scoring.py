@@ -14,12 +14,11 @@ Controls (on the first ``control_positions`` positions of the stream):
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Iterator, Sequence
+from typing import TYPE_CHECKING, Iterator, Sequence
 
 import torch
 from jaxtyping import Float
 from torch import Tensor
-from transformer_lens import HookedTransformer
 
 from geomlens.analysis.agreement import Metrics, Reference, ScoredPair, pair_metrics, reference
 from geomlens.analysis.capture import CapturedBatch
@@ -29,6 +28,9 @@ from geomlens.fused import Fused
 from geomlens.geometry.distances import row_sq_norms
 from geomlens.metrics.stats import random_matrix_like
 from geomlens.models.weights import weights_tied
+
+if TYPE_CHECKING:  # annotations only: TransformerLens 4 has no HookedTransformer
+    from transformer_lens import HookedTransformer
 
 
 def target_matrices(

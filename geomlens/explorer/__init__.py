@@ -16,11 +16,12 @@ cell), `interventions` (ablation / first-layer K/V), `payload` (bytes for the vi
 
 from __future__ import annotations
 
-from typing import Any, Sequence
-
-from transformer_lens import HookedTransformer
+from typing import TYPE_CHECKING, Any, Sequence
 
 from geomlens.explorer.view import DEFAULT_LENSES, Explorer
+
+if TYPE_CHECKING:  # annotations only: TransformerLens 4 has no HookedTransformer
+    from transformer_lens import HookedTransformer
 
 
 def explore(

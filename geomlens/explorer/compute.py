@@ -26,13 +26,12 @@ time; no rows x positions x vocabulary tensor is ever held.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
-from transformer_lens import HookedTransformer
 
 from geomlens.analysis.agreement import reference, summary_metrics
 from geomlens.analysis.layers import LENSES, LayerInputs, LensContext
@@ -40,6 +39,9 @@ from geomlens.geometry.lens import apply_ln_final, ln_final_normalized
 from geomlens.geometry.trajectory import movement_stats
 from geomlens.metrics.divergence import js_divergence_fast
 from geomlens.metrics.selection import rank_summary
+
+if TYPE_CHECKING:  # annotations only: TransformerLens 4 has no HookedTransformer
+    from transformer_lens import HookedTransformer
 
 TOP_K = 10
 VOCAB_BUDGET = 1 << 23

@@ -12,15 +12,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-from transformer_lens import HookedTransformer
 
 from geomlens.ablation.ablate import METHODS, ablation_hooks
 from geomlens.errors import InputError
 from geomlens.kv.layer_map import LayerMap
 from geomlens.kv.patch import kv_hooks
+
+if TYPE_CHECKING:  # annotations only: TransformerLens 4 has no HookedTransformer
+    from transformer_lens import HookedTransformer
 
 TARGETS = {"attn": "attn_out", "mlp": "mlp_out", "kv_first": None}
 """Intervention target -> ablation component (None: the first-layer K/V patch)."""

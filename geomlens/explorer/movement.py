@@ -8,13 +8,15 @@ Architectures it cannot split (post-norm, parallel blocks) give an ``error`` str
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-from transformer_lens import HookedTransformer
 
 from geomlens.errors import InputError
 from geomlens.projection.attribution import step_attribution
+
+if TYPE_CHECKING:  # annotations only: TransformerLens 4 has no HookedTransformer
+    from transformer_lens import HookedTransformer
 
 FIELDS = ("component", "head", "neuron", "push", "step_share", "top_tokens")
 

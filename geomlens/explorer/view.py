@@ -9,12 +9,11 @@ anywidget front end over it.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
-from transformer_lens import HookedTransformer
 
 from geomlens.analysis.layers import LENSES
 from geomlens.data.inputs import as_sequences as text_sequences
@@ -23,6 +22,9 @@ from geomlens.errors import InputError
 from geomlens.explorer import movement, paths, payload
 from geomlens.explorer.compute import MEASURES, Grid, compute_grid
 from geomlens.explorer.interventions import Intervention
+
+if TYPE_CHECKING:  # annotations only: TransformerLens 4 has no HookedTransformer
+    from transformer_lens import HookedTransformer
 
 DEFAULT_LENSES = ("logit", "distance_raw", "distance_ln_final", "distance_ln_final_gain")
 

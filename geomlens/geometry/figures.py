@@ -5,6 +5,7 @@ a few token paths among their nearest embedding rows (saved with `geomlens.figur
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import matplotlib.pyplot as plt
 import pandas as pd
@@ -12,12 +13,14 @@ import seaborn as sns
 import torch
 from jaxtyping import Int
 from torch import Tensor
-from transformer_lens import HookedTransformer
 
 from geomlens.errors import InputError
 from geomlens.figures import save_figure
 from geomlens.geometry.distances import sq_distances
 from geomlens.geometry.trajectory import trajectory
+
+if TYPE_CHECKING:  # annotations only: TransformerLens 4 has no HookedTransformer
+    from transformer_lens import HookedTransformer
 
 
 def _long(per_layer: pd.DataFrame, columns: dict[str, str], hue: str | None) -> pd.DataFrame:

@@ -33,7 +33,7 @@ to these scalars before the next batch; no corpus of activations is ever kept.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import pandas as pd
@@ -41,13 +41,15 @@ import torch
 import torch.nn.functional as F
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
-from transformer_lens import HookedTransformer
 
 from geomlens.data.batching import ValidPositions
 from geomlens.data.inputs import TextInput, as_batch, as_sequences
 from geomlens.data.token_map import token_map
 from geomlens.errors import InputError
 from geomlens.geometry.lens import lens_ranks, logit_ranks
+
+if TYPE_CHECKING:  # annotations only: TransformerLens 4 has no HookedTransformer
+    from transformer_lens import HookedTransformer
 
 #: columns of `trajectory_stats` that identify a row rather than measure something
 TRAJECTORY_KEYS: tuple[str, ...] = ("batch_idx", "pos", "layer", "token", "token_id", "nearest_token",

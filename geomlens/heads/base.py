@@ -22,12 +22,15 @@ the same std as W_E.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 from jaxtyping import Float
 from torch import Tensor, nn
-from transformer_lens import HookedTransformerConfig
 from transformer_lens.hook_points import HookPoint
+
+if TYPE_CHECKING:  # annotations only: TransformerLens 4 has no HookedTransformer
+    from transformer_lens import HookedTransformerConfig
 
 
 class Head(nn.Module):

@@ -8,14 +8,18 @@ W₂ starts at zero and b₂ at softplus⁻¹(sqrt(d_model)), so f starts as the
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor, nn
-from transformer_lens import HookedTransformerConfig
 
 from geomlens.heads.distance import DistanceHead
 from geomlens.heads.registry import register_head
 from geomlens.heads.scales import softplus_inverse
+
+if TYPE_CHECKING:  # annotations only: TransformerLens 4 has no HookedTransformer
+    from transformer_lens import HookedTransformerConfig
 
 
 class ContextMLPHead(DistanceHead):

@@ -26,15 +26,17 @@ environment variable ``GEOMLENS_HEADS_BACKEND`` sets the default of new heads.
 from __future__ import annotations
 
 import os
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from jaxtyping import Float
 from torch import Tensor, nn
-from transformer_lens import HookedTransformerConfig
 
 from geomlens.fused import MODES
 from geomlens.heads.base import Head
 from geomlens.heads.distance_op import DistanceOp
+
+if TYPE_CHECKING:  # annotations only: TransformerLens 4 has no HookedTransformer
+    from transformer_lens import HookedTransformerConfig
 
 SQRT_EPS = 1e-6
 """Added under the square root in `distances`; see the module docstring."""

@@ -11,14 +11,18 @@ logits with `DistanceHead.distance_logits` (``squared=True``; `geomlens.heads.di
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from jaxtyping import Float
 from torch import Tensor, nn
-from transformer_lens import HookedTransformerConfig
 
 from geomlens.heads.distance import DistanceHead
 from geomlens.heads.registry import register_head
 from geomlens.heads.scales import TokenScale
+
+if TYPE_CHECKING:  # annotations only: TransformerLens 4 has no HookedTransformer
+    from transformer_lens import HookedTransformerConfig
 
 
 class GaussianHead(DistanceHead):

@@ -19,13 +19,17 @@ norm weights.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from jaxtyping import Float
 from torch import Tensor, nn
-from transformer_lens import HookedTransformerConfig
 
 from geomlens.heads.distance import DistanceHead
 from geomlens.heads.registry import register_head
 from geomlens.heads.scales import ContextScale, TokenScale
+
+if TYPE_CHECKING:  # annotations only: TransformerLens 4 has no HookedTransformer
+    from transformer_lens import HookedTransformerConfig
 
 
 class NegDistHead(DistanceHead):

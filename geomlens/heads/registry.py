@@ -7,14 +7,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torch import nn
-from transformer_lens import HookedTransformer, HookedTransformerConfig
 
 from geomlens.errors import InputError
 from geomlens.heads.base import Head
 from geomlens.registry import Registry, closest
+
+if TYPE_CHECKING:  # annotations only: TransformerLens 4 has no HookedTransformer
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
 
 HEADS: Registry[type[Head]] = Registry("head", providers=("geomlens.heads",))
 """Every LM head by name: the choices of ``geomlens train --head`` and the rows of Table 6.2."""

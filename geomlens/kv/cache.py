@@ -18,16 +18,20 @@ SmolLM2-135M: 2·30·3·64 = 11,520 floats per token vs 2·3·64 = 384 (ratio 30
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from jaxtyping import Float
 from torch import Tensor
-from transformer_lens import HookedTransformer
 from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
 from transformer_lens.cache.key_value_cache_entry import TransformerLensKeyValueCacheEntry
 
 from geomlens.errors import InputError
 from geomlens.kv.layer_map import LayerMap
 from geomlens.kv.patch import check_patchable
+
+if TYPE_CHECKING:  # annotations only: TransformerLens 4 has no HookedTransformer
+    from transformer_lens import HookedTransformer
 
 
 class SharedKVEntry:

@@ -11,17 +11,20 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
-from transformer_lens import HookedTransformer
 from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
 
 from geomlens.errors import InputError
 from geomlens.kv.cache import shared_kv_cache
 from geomlens.kv.layer_map import LayerMap
 from geomlens.kv.patch import check_patchable, patch_kv
+
+if TYPE_CHECKING:  # annotations only: TransformerLens 4 has no HookedTransformer
+    from transformer_lens import HookedTransformer
 
 
 @dataclass

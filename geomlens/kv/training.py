@@ -10,11 +10,15 @@ keep the standard layout; the training summary reports them as ``kv_unused_param
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from torch import nn
-from transformer_lens import HookedTransformer
 
 from geomlens.kv.layer_map import LayerMap
 from geomlens.kv.patch import install_kv_hooks
+
+if TYPE_CHECKING:  # annotations only: TransformerLens 4 has no HookedTransformer
+    from transformer_lens import HookedTransformer
 
 
 def unused_kv_parameters(model: HookedTransformer, layer_map: LayerMap) -> list[nn.Parameter]:

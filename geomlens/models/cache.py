@@ -7,11 +7,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
-from transformer_lens import HookedTransformer, HookedTransformerConfig
 
+from geomlens.models.backend import require_tl3
 from geomlens.paths import cache_root
+
+if TYPE_CHECKING:  # annotations only: TransformerLens 4 has no HookedTransformer
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
 
 CACHE_VERSION = 1
 
@@ -46,7 +50,7 @@ def config_from_json(values: dict, *, device: str = "cpu") -> HookedTransformerC
     values.update(dtype=dtype, device=device, init_weights=False)
     for derived in ("n_params", "d_vocab_out"):  # recomputed by __post_init__
         values.pop(derived, None)
-    return HookedTransformerConfig(**values)
+    return require_tl3("The converted-weights cache").HookedTransformerConfig(**values)
 
 
 def save_to_cache(model: HookedTransformer, name: str, tokenizer) -> Path:
@@ -78,7 +82,7 @@ def load_from_cache(name: str, *, device: str = "cpu") -> HookedTransformer | No
 
     cfg = config_from_json(json.loads((path / "config.json").read_text()), device=device)
     tokenizer = AutoTokenizer.from_pretrained(str(path / "tokenizer"))
-    model = HookedTransformer(cfg, tokenizer=tokenizer, move_to_device=False)
+    model = require_tl3("The converted-weights cache").HookedTransformer(cfg, tokenizer=tokenizer, move_to_device=False)
     model.load_state_dict(load_file(str(path / "model.safetensors")), strict=True)
     set_native_tokenizer(model, tokenizer)
     return model

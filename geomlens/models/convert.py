@@ -7,12 +7,16 @@ processing the user asks for afterwards and records it.
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
-from transformer_lens import HookedTransformer, HookedTransformerConfig
 
-Converter = Callable[..., HookedTransformer]
+from geomlens.models.backend import require_tl3
+
+if TYPE_CHECKING:  # annotations only: TransformerLens 4 has no HookedTransformer
+    from transformer_lens import HookedTransformer
+
+Converter = Callable[..., "HookedTransformer"]
 CONVERTERS: dict[str, Converter] = {}
 
 
@@ -42,7 +46,7 @@ def llama_to_hooked(hf_model, tokenizer, *, name: str, device: str = "cpu") -> H
     hc = hf_model.config
     rope = getattr(hc, "rope_parameters", None) or {}
     d_head = getattr(hc, "head_dim", None) or hc.hidden_size // hc.num_attention_heads
-    cfg = HookedTransformerConfig(
+    cfg = require_tl3("A GGUF -> HookedTransformer conversion").HookedTransformerConfig(
         model_name=name,
         d_model=hc.hidden_size,
         d_head=d_head,
@@ -68,7 +72,7 @@ def llama_to_hooked(hf_model, tokenizer, *, name: str, device: str = "cpu") -> H
         device=device,
         dtype=torch.float32,
     )
-    model = HookedTransformer(cfg, tokenizer=tokenizer, move_to_device=False)
+    model = require_tl3("A GGUF -> HookedTransformer conversion").HookedTransformer(cfg, tokenizer=tokenizer, move_to_device=False)
     _no_processing(model, convert_llama_weights(hf_model, cfg))
     return model
 
@@ -84,7 +88,7 @@ def gemma3_to_hooked(hf_model, tokenizer, *, name: str, device: str = "cpu") -> 
     if hasattr(hf_model.config, "quantization_config"):
         del hf_model.config.quantization_config
     hf_model.is_quantized = False
-    model = HookedTransformer.from_pretrained_no_processing(
+    model = require_tl3("A GGUF -> HookedTransformer conversion").HookedTransformer.from_pretrained_no_processing(
         "google/gemma-3-270m", hf_model=hf_model, tokenizer=tokenizer, device=device,
         dtype=torch.float32,
     )

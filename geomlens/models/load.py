@@ -6,18 +6,22 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
-from transformer_lens import HookedTransformer
 
 from geomlens.device import resolve_device
 from geomlens.errors import InputError, UnknownModelError
+from geomlens.models.backend import require_tl3, resolve_backend, view_of
 from geomlens.models.cache import load_from_cache, save_to_cache, set_native_tokenizer
 from geomlens.models.convert import CONVERTERS
 from geomlens.models.gguf import load_hf_from_gguf
 from geomlens.models.trained import check_not_legacy, is_trained, load_trained
 from geomlens.models.weights import weights_tied
 from geomlens.models.zoo import OFFLINE_MODELS, get_offline_model
+
+if TYPE_CHECKING:  # annotations only: TransformerLens 4 has no HookedTransformer
+    from transformer_lens import HookedTransformer
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +39,7 @@ def _hub_model(name: str, device: torch.device, dtype, processing: dict) -> Hook
             "TransformerLens official model name (needs Hugging Face hub access)."
         ) from None
     try:
-        return HookedTransformer.from_pretrained(
+        return require_tl3("HookedTransformer loading").HookedTransformer.from_pretrained(
             name, device=str(device), dtype=dtype or torch.float32, **processing
         )
     except (OSError, ConnectionError) as exc:  # hub unreachable, gated or not cached
@@ -73,8 +77,10 @@ def load_model(
     center_writing_weights: bool = False,
     center_unembed: bool = False,
     use_cache: bool = True,
-) -> HookedTransformer:
-    """Load a pretrained model as a `HookedTransformer` in eval mode.
+    backend: str = "auto",
+) -> Any:
+    """Load a pretrained model in eval mode: a `HookedTransformer` (TransformerLens 3) or a
+    ``TransformerBridge`` (TransformerLens 4); `geomlens.models.backend.view_of` reads either.
 
     Args:
         name: an offline model (``"smollm2-135m"``, ``"gemma3-270m"``), a run directory
@@ -88,11 +94,19 @@ def load_model(
             W_E / W_U, and the geometry measures the raw W_E).
         center_writing_weights: TransformerLens weight processing (off by default).
         center_unembed: TransformerLens weight processing (off by default).
-        use_cache: read/write the converted-weights cache (first load converts the GGUF).
+        use_cache: read/write the converted-weights cache (first load converts the GGUF;
+            TransformerLens 3 only).
+        backend: ``"auto"`` (the installed TransformerLens), ``"tl3"`` or ``"tl4"``; asking for
+            one that is not installed is a one-line error naming the pip command.
 
-    The processing actually applied is recorded in ``model_info(model)["processing"]``.
+    The backend and the processing actually applied are recorded in
+    ``model_info(model)["backend"]`` and ``["processing"]``. ``W_E`` of the view is the same
+    matrix on both backends (`geomlens.models.backend.view`).
     """
     check_not_legacy(name)
+    if resolve_backend(backend) == "tl4":
+        return _bridge_model(name, device=device, dtype=dtype,
+                             processing=fold_ln or center_writing_weights or center_unembed)
     if is_trained(name):
         if fold_ln or center_writing_weights or center_unembed:
             raise InputError("Weight processing is not supported for trained models of run "
@@ -125,9 +139,35 @@ def load_model(
     return model.eval()
 
 
+def _bridge_model(name, *, device, dtype, processing: bool) -> Any:
+    """TransformerLens 4: GGUF -> transformers model -> ``TransformerBridge`` (no hub) for the
+    offline models, ``boot_transformers(name)`` for hub names; raw weights only."""
+    from geomlens.models.backend.tl4 import boot_bridge, boot_hub
+
+    if processing:
+        raise InputError("Weight processing (fold_ln, centring) is TransformerLens 3 only; "
+                         "the TransformerLens 4 backend loads raw weights.")
+    if is_trained(name):
+        require_tl3("Loading a trained model")
+    dev = str(resolve_device(device))
+    if name in OFFLINE_MODELS:
+        spec = get_offline_model(name)
+        hf_model, tokenizer = load_hf_from_gguf(spec.locate())
+        model = boot_bridge(hf_model, tokenizer, name=spec.hub_name, device=dev)
+        tied, source = spec.tied_embeddings, spec.source
+    else:
+        model, tied, source = boot_hub(name, device=dev), None, "huggingface hub"
+    if dtype is not None:
+        model = model.to(dtype)
+    _annotate(model, name=name, tied=tied, processing=view_of(model).processing(), source=source)
+    return model.eval()
+
+
 def _annotate(model, *, name, tied, processing, source) -> None:
     model.geomlens_info = {
         "name": name, "tied_embeddings": tied, "processing": dict(processing), "source": source,
+        "backend": view_of(model).backend,
+        "W_E": "token embedding as added to the residual stream (hook_embed)",
         "d_vocab": model.cfg.d_vocab, "n_layers": model.cfg.n_layers, "d_model": model.cfg.d_model,
     }
 
@@ -143,4 +183,5 @@ def model_info(model: HookedTransformer) -> dict:
         info["tied_embeddings"] = weights_tied(model)
     info.setdefault("name", model.cfg.model_name)
     info.setdefault("processing", dict(PROCESSING_DEFAULTS))
+    info.setdefault("backend", view_of(model).backend)
     return info

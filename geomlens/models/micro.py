@@ -8,10 +8,13 @@ the SmolLM2 tokenizer (vocab 49152). The size name counts *non-embedding* parame
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-from transformer_lens import HookedTransformerConfig
+from typing import TYPE_CHECKING
 
 from geomlens.errors import UnknownModelError
+from geomlens.models.backend import require_tl3
+
+if TYPE_CHECKING:  # annotations only: TransformerLens 4 has no HookedTransformer
+    from transformer_lens import HookedTransformerConfig
 
 SMOLLM2_VOCAB = 49152
 
@@ -59,7 +62,7 @@ def micro_config(
         )
     s = MICRO_SIZES[name]
     d_head = s.d_model // s.n_heads
-    return HookedTransformerConfig(
+    return require_tl3("A micro config").HookedTransformerConfig(
         model_name=name,
         d_model=s.d_model,
         d_head=d_head,

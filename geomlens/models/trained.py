@@ -31,19 +31,22 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from jaxtyping import Int
 from torch import Tensor
-from transformer_lens import HookedTransformer
 
 from geomlens.data.token_map import ATTRIBUTE, TokenMap
 from geomlens.device import resolve_device
 from geomlens.errors import InputError, LegacyRunError
 from geomlens.heads import install_head
+from geomlens.models.backend import require_tl3
 from geomlens.models.cache import config_from_json, config_to_json, set_native_tokenizer
 from geomlens.models.tokenizer import load_tokenizer
+
+if TYPE_CHECKING:  # annotations only: TransformerLens 4 has no HookedTransformer
+    from transformer_lens import HookedTransformer
 
 logger = logging.getLogger(__name__)
 
@@ -182,7 +185,7 @@ def _build(config: dict[str, Any], run_dir: Path, weights: Path) -> tuple[Hooked
     from safetensors.torch import load_model
 
     try:
-        model = HookedTransformer(config_from_json(config["architecture"]), move_to_device=False)
+        model = require_tl3("Loading a trained model").HookedTransformer(config_from_json(config["architecture"]), move_to_device=False)
         install_head(model, config["head"]["name"], **config["head"].get("kwargs", {}))
     except InputError:
         raise

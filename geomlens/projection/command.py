@@ -20,14 +20,13 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 import torch
 from jaxtyping import Int
 from torch import Tensor
-from transformer_lens import HookedTransformer
 
 from geomlens.data.token_map import token_map
 from geomlens.errors import InputError
@@ -51,6 +50,9 @@ from geomlens.projection.project import project_parameters
 from geomlens.projection.stitch_command import StitchConfig, run_stitch, validate_stitch
 from geomlens.projection.stitch_command import headline as stitch_headline
 from geomlens.runner.command import Command
+
+if TYPE_CHECKING:  # annotations only: TransformerLens 4 has no HookedTransformer
+    from transformer_lens import HookedTransformer
 
 logger = logging.getLogger(__name__)
 

@@ -25,6 +25,7 @@ coordinate's W_V column and W_O row (``vo``); a head coordinate's W_Q column and
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -32,11 +33,13 @@ import torch
 from jaxtyping import Int
 from torch import Tensor
 from tqdm.auto import tqdm
-from transformer_lens import HookedTransformer
 
 from geomlens.errors import InputError
 from geomlens.projection.kinds import KINDS, available_kinds, parameter_vectors, token_matrix
 from geomlens.projection.overlap import overlap_scores, paired_test
+
+if TYPE_CHECKING:  # annotations only: TransformerLens 4 has no HookedTransformer
+    from transformer_lens import HookedTransformer
 
 #: recall kinds -> the hook whose largest entries pick the vectors
 RECALL_HOOKS: dict[str, str] = {"mlp_in": "mlp.hook_post", "mlp_gate": "mlp.hook_post",

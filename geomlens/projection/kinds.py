@@ -31,14 +31,17 @@ biases are left out.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from jaxtyping import Float
 from torch import Tensor
-from transformer_lens import HookedTransformer
 
 from geomlens.errors import InputError
 from geomlens.registry import Registry
+
+if TYPE_CHECKING:  # annotations only: TransformerLens 4 has no HookedTransformer
+    from transformer_lens import HookedTransformer
 
 #: the token matrices a vector can be read through (rows = tokens)
 THROUGH: tuple[str, ...] = ("W_E", "W_U")

@@ -27,14 +27,13 @@ factored product exactly. ``pair_token_ids`` restricts both sides to a token sub
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 from jaxtyping import Int
 from torch import Tensor
-from transformer_lens import HookedTransformer
 
 from geomlens.data.token_map import token_map
 from geomlens.errors import InputError
@@ -47,6 +46,9 @@ from geomlens.projection.kinds import (
     token_matrix,
 )
 from geomlens.projection.topk import factored_topk, vector_topk
+
+if TYPE_CHECKING:  # annotations only: TransformerLens 4 has no HookedTransformer
+    from transformer_lens import HookedTransformer
 
 COLUMNS: tuple[str, ...] = (
     "layer", "head", "neuron", "kind", "direction", "rank", "token_id", "token", "score",

@@ -14,6 +14,7 @@ from typing import Any
 
 from geomlens.errors import InputError
 from geomlens.heads.registry import check_head_kwargs
+from geomlens.models.backend import require_tl3
 from geomlens.models.inputs import check_memory
 from geomlens.models.micro import MICRO_SIZES, SMOLLM2_VOCAB
 from geomlens.registry import closest
@@ -36,7 +37,9 @@ def run_training(cfg: TrainConfig, run_dir: Path) -> dict[str, Any]:
 
 def validate_training(cfg: TrainConfig) -> None:
     """Micro size, head name, sizes against the model, the tokenizer and the memory, checked
-    before a run directory exists."""
+    before a run directory exists. Training builds TransformerLens 3 ``HookedTransformerConfig``
+    models: under TransformerLens 4 this is a one-line error naming the pip command."""
+    require_tl3("geomlens train")
     check_head_kwargs(cfg.head, cfg.head_kwargs)
     if cfg.model not in MICRO_SIZES:
         raise InputError(f"unknown micro size {cfg.model!r}.{closest(cfg.model, tuple(MICRO_SIZES))} "

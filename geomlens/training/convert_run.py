@@ -19,19 +19,22 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from transformer_lens import HookedTransformer, HookedTransformerConfig
 
 from geomlens.errors import InputError, UnsafeFileError
 from geomlens.heads import install_head
+from geomlens.models.backend import require_tl3
 from geomlens.models.cache import config_from_json, config_to_json
 from geomlens.models.tokens import load_token_stream
 from geomlens.models.trained import TRAINED_TOKENIZER, save_trained, save_weights
 from geomlens.training import checkpoint as ckpt
 from geomlens.training.data import TokenData
+
+if TYPE_CHECKING:  # annotations only: TransformerLens 4 has no HookedTransformer
+    from transformer_lens import HookedTransformerConfig
 
 try:  # numpy >= 2
     from numpy._core.multiarray import _reconstruct, scalar
@@ -79,7 +82,7 @@ def upgrade_state(state: dict[str, Any]) -> dict[str, Any]:
 
 def _model_config(values: dict[str, Any]) -> HookedTransformerConfig:
     values = {k: v for k, v in values.items() if k not in ("n_params", "d_vocab_out")}
-    return HookedTransformerConfig(**{**values, "device": "cpu", "init_weights": False})
+    return require_tl3("Converting a run").HookedTransformerConfig(**{**values, "device": "cpu", "init_weights": False})
 
 
 def _kept(run_dir: Path, train_cfg: dict[str, Any], *, trust_pickle: bool) -> torch.Tensor | None:
@@ -116,7 +119,7 @@ def convert_run(run_dir: str | Path, *, trust_pickle: bool = False) -> Path:
                 for p, s in states.items()}
     state = upgraded[latest]
     train_cfg = state["config"]
-    model = HookedTransformer(config_from_json(state["model_config"]), move_to_device=False)
+    model = require_tl3("Converting a run").HookedTransformer(config_from_json(state["model_config"]), move_to_device=False)
     install_head(model, train_cfg["head"], **train_cfg.get("head_kwargs", {}))
     kept = _kept(run_dir, train_cfg, trust_pickle=trust_pickle)
     for path, new in upgraded.items():

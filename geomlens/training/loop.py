@@ -23,17 +23,17 @@ import logging
 import math
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 from jaxtyping import Int
 from torch import Tensor
-from transformer_lens import HookedTransformer, HookedTransformerConfig
 
 from geomlens.device import resolve_device
 from geomlens.errors import InputError
 from geomlens.heads import install_head
+from geomlens.models.backend import require_tl3
 from geomlens.models.cache import config_to_json
 from geomlens.models.tokens import load_token_stream
 from geomlens.models.trained import save_trained, save_weights
@@ -42,6 +42,9 @@ from geomlens.training import distributed as ddp
 from geomlens.training.config import TrainConfig
 from geomlens.training.data import TokenData, eval_windows, get_batch
 from geomlens.training.schedule import get_lr
+
+if TYPE_CHECKING:  # annotations only: TransformerLens 4 has no HookedTransformer
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +65,7 @@ def build_model(
     cfg: TrainConfig, model_cfg: HookedTransformerConfig, data: TokenData
 ) -> HookedTransformer:
     """A freshly initialised model (seeded by ``model_cfg.seed``) with head ``cfg.head``."""
-    model = HookedTransformer(model_cfg)
+    model = require_tl3("Training").HookedTransformer(model_cfg)
     head = install_head(model, cfg.head, **cfg.head_kwargs)
     if cfg.kv_layers is not None:
         from geomlens.kv.training import share_kv

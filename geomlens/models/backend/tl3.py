@@ -1,0 +1,54 @@
+"""TransformerLens 3: `HookedView` over a ``HookedTransformer`` (the only module of the backend
+layer that imports it)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from jaxtyping import Float
+from torch import Tensor
+from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+from geomlens.models.backend.view import ModelView
+
+__all__ = ["HookedTransformer", "HookedTransformerConfig", "HookedView"]
+
+PROCESSING_KEYS = ("fold_ln", "center_writing_weights", "center_unembed")
+
+
+class HookedView(ModelView):
+    """``W_E`` is ``model.W_E``: TransformerLens 3 already folds Gemma's √d_model into it."""
+
+    backend = "tl3"
+    model: HookedTransformer
+
+    @property
+    def W_E(self) -> Float[Tensor, "d_vocab d_model"]:
+        return self.model.W_E
+
+    @property
+    def W_U(self) -> Float[Tensor, "d_model d_vocab"]:
+        return self.model.W_U
+
+    @property
+    def b_U(self) -> Float[Tensor, "d_vocab"]:
+        return self.model.b_U
+
+    def ln_final(self, resid: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_model"]:
+        return self.model.ln_final(resid)
+
+    @property
+    def qk_norm(self) -> bool:
+        return bool(getattr(self.cfg, "use_qk_norm", False))
+
+    def rotary_bases(self) -> list[float | None]:
+        if self.cfg.positional_embedding_type != "rotary":
+            return [None] * self.n_layers
+        types = getattr(self.cfg, "attn_types", None) or ["global"] * self.n_layers
+        local = getattr(self.cfg, "rotary_base_local", None)
+        return [float(local) if t == "local" and local else float(self.cfg.rotary_base)
+                for t in types]
+
+    def processing(self) -> dict[str, Any]:
+        info = getattr(self.model, "geomlens_info", {}).get("processing")
+        return dict(info) if info else {key: False for key in PROCESSING_KEYS}

@@ -1,0 +1,101 @@
+"""TransformerLens 4: `BridgeView` over a ``TransformerBridge``, and `boot_bridge`, which wraps an
+already-built Hugging Face model (the offline GGUF path: no hub).
+
+The bridge is booted with ``enable_compatibility_mode(no_processing=True)``: raw weights (as
+geomlens loads them on TransformerLens 3) plus the legacy hook names (``hook_resid_post``,
+``attn.hook_k`` ...) that `geomlens.models.backend.view.BlockHooks` gives.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from geomlens.models.backend.view import ModelView
+
+
+def boot_bridge(hf_model: Any, tokenizer: Any, *, name: str, device: str = "cpu") -> Any:
+    """A ``TransformerBridge`` around ``hf_model`` (weights untouched, legacy hook names on)."""
+    from transformer_lens.model_bridge import TransformerBridge
+
+    if hasattr(hf_model.config, "quantization_config"):  # GGUF, already dequantized
+        del hf_model.config.quantization_config
+    hf_model.is_quantized = False
+    bridge = TransformerBridge.boot_transformers(
+        name, hf_model=hf_model, tokenizer=tokenizer, device=device, dtype=torch.float32)
+    bridge.enable_compatibility_mode(no_processing=True, disable_warnings=True)
+    return bridge.eval()
+
+
+def boot_hub(name: str, *, device: str = "cpu") -> Any:
+    """A ``TransformerBridge`` of a Hugging Face hub model (needs hub access)."""
+    from transformer_lens.model_bridge import TransformerBridge
+
+    from geomlens.errors import UnknownModelError
+
+    try:
+        bridge = TransformerBridge.boot_transformers(name, device=device, dtype=torch.float32)
+    except (OSError, ConnectionError) as exc:
+        raise UnknownModelError(f"{name!r}: weights could not be fetched from the Hugging Face "
+                                f"hub ({type(exc).__name__}).") from None
+    bridge.enable_compatibility_mode(no_processing=True, disable_warnings=True)
+    return bridge.eval()
+
+
+def _hf_config(model: Any) -> Any:
+    return model.original_model.config
+
+
+class BridgeView(ModelView):
+    """``W_E`` is the embedding as added to the residual stream: the raw HF weight times the
+    embedding module's ``embed_scale`` where it has one (Gemma: √d_model)."""
+
+    backend = "tl4"
+
+    def _embed_scale(self) -> float:
+        module = self.model.original_model.get_input_embeddings()
+        scale = getattr(module, "embed_scale", None)
+        return float(scale) if scale is not None else 1.0
+
+    @property
+    def W_E(self) -> Float[Tensor, "d_vocab d_model"]:
+        scale = self._embed_scale()
+        return self.model.W_E * scale if scale != 1.0 else self.model.W_E
+
+    @property
+    def W_U(self) -> Float[Tensor, "d_model d_vocab"]:
+        return self.model.W_U
+
+    @property
+    def b_U(self) -> Float[Tensor, "d_vocab"]:
+        return self.model.b_U
+
+    def ln_final(self, resid: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_model"]:
+        return self.model.ln_final(resid)
+
+    @property
+    def qk_norm(self) -> bool:
+        attn = self.model.original_model.model.layers[0].self_attn
+        return bool(getattr(self.cfg, "use_qk_norm", False) or hasattr(attn, "k_norm"))
+
+    def rotary_bases(self) -> list[float | None]:
+        hc = _hf_config(self.model)
+        rope = getattr(hc, "rope_parameters", None) or {}
+        types = getattr(hc, "layer_types", None) or ["full_attention"] * self.n_layers
+        if rope and all(isinstance(v, dict) for v in rope.values()):  # per attention type
+            return [float(rope[t]["rope_theta"]) for t in types]
+        theta = rope.get("rope_theta", getattr(hc, "rope_theta", None))
+        return [None if theta is None else float(theta)] * self.n_layers
+
+    def processing(self) -> dict[str, Any]:
+        return {"fold_ln": False, "center_writing_weights": False, "center_unembed": False,
+                "compatibility_mode": "no_processing"}
+
+
+def embed_scale_ok(view: BridgeView) -> bool:
+    """Gemma's scale is √d_model (a check for the tests)."""
+    return math.isclose(view._embed_scale(), math.sqrt(view.d_model), rel_tol=1e-3)
