@@ -333,8 +333,9 @@ def is_done(run_dir: str | Path) -> bool:
 
 def failure_message(error: BaseException) -> str:
     """The one-line message a ``failed`` marker holds for ``error``."""
-    if isinstance(error, KeyboardInterrupt):
-        return "interrupted (Ctrl-C / SIGINT)"
+    if isinstance(error, KeyboardInterrupt):  # Ctrl-C, or a stop signal raised as one
+        text = str(error)
+        return text if text.startswith("interrupted") else "interrupted (Ctrl-C / SIGINT)"
     if isinstance(error, OSError) and error.errno is not None:
         return f"{type(error).__name__}: {os_message(error)}"
     text = " ".join(str(error).split()) or type(error).__name__

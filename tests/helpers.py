@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -75,6 +76,7 @@ def train_tiny_run(run_dir, *, seed: int = 0, vocab_size: int | None = None, ste
 # ------------------------------------------------------------------ the toy command
 
 FAIL_ENV = "GEOMLENS_TOY_FAIL_AT"
+SLEEP_ENV = "GEOMLENS_TOY_SLEEP"  # seconds per toy step (tests of signals and locks)
 CALLS = {"count": 0}
 """How many times run_toy ran in this process."""
 
@@ -124,7 +126,9 @@ def run_toy(cfg: ToyConfig, run_dir: Path) -> dict:
     with open(run_dir / "starts.txt", "a") as f:
         f.write(f"{start}\n")
     fail_at = os.environ.get(FAIL_ENV)
+    pause = float(os.environ.get(SLEEP_ENV, "0"))
     for step in range(start, cfg.n):
+        time.sleep(pause)
         if fail_at is not None and step == int(fail_at):
             raise RuntimeError(f"simulated interruption at step {step}")
         batch_gen = torch.Generator().manual_seed(cfg.seed * 10_000 + step)

@@ -15,7 +15,9 @@ interval of the mean.
 from __future__ import annotations
 
 import json
+import logging
 import math
+import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -23,6 +25,9 @@ import numpy as np
 import pandas as pd
 
 from geomlens.errors import InputError
+from geomlens.rundir import DONE, FAILED, atomic_write, check_out_path, failure
+
+logger = logging.getLogger(__name__)
 
 CONFIG_PREFIX = "config."
 RUN_DIR = "run_dir"
@@ -49,14 +54,40 @@ def find_runs(dirs: list[str | Path]) -> list[Path]:
     for d in map(Path, dirs):
         if not d.exists():
             raise InputError(f"{d} does not exist.")
+        if not d.is_dir():
+            raise InputError(f"{d} is not a directory; give run directories or sweep roots.")
         if (d / "summary.json").exists():
             found.add(d)
         found.update(p.parent for p in d.rglob("summary.json"))
     return sorted(found)
 
 
+def _read_json(path: Path) -> Any:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _read_run(run_dir: Path) -> tuple[Any, dict] | str:
+    """(summary, config) of a finished run, or why it is skipped."""
+    if (run_dir / FAILED).exists():
+        return f"marked failed ({failure(run_dir)})"
+    if not (run_dir / DONE).exists() and (run_dir / "env.json").exists():
+        return "unfinished (no 'done' marker)"
+    try:
+        summary = _read_json(run_dir / "summary.json")
+        config_path = run_dir / "config.json"
+        config = _read_json(config_path) if config_path.exists() else {}
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        return f"unreadable ({type(exc).__name__}: {' '.join(str(exc).split())[:80]})"
+    if not isinstance(config, dict):
+        return "config.json is not a JSON object"
+    return summary, config
+
+
 def collect_runs(dirs: list[str | Path], *, explode: str | None = None) -> pd.DataFrame:
     """One row per run: ``run_dir``, ``config.*`` columns (from config.json) and summary columns.
+
+    Runs marked ``failed``, unfinished ones (env.json but no ``done``) and ones whose JSON
+    cannot be read are left out, each named in one warning line.
 
     With ``explode="results"``, a summary whose ``results`` is a list of records (e.g. one per
     (hidden, target, score) in `geomlens analyze`) gives one row per record instead; the
@@ -64,9 +95,11 @@ def collect_runs(dirs: list[str | Path], *, explode: str | None = None) -> pd.Da
     """
     rows = []
     for run_dir in find_runs(dirs):
-        summary = json.loads((run_dir / "summary.json").read_text())
-        config_path = run_dir / "config.json"
-        config = json.loads(config_path.read_text()) if config_path.exists() else {}
+        read = _read_run(run_dir)
+        if isinstance(read, str):
+            logger.warning("skipping %s: %s", run_dir, read)
+            continue
+        summary, config = read
         base: dict[str, Any] = {RUN_DIR: str(run_dir)}
         base.update({CONFIG_PREFIX + k: _hashable(v) for k, v in flatten(config).items()})
         if explode is not None:
@@ -78,7 +111,7 @@ def collect_runs(dirs: list[str | Path], *, explode: str | None = None) -> pd.Da
         base.update(flatten(summary if isinstance(summary, dict) else {"value": summary}))
         rows.append(base)
     if not rows:
-        raise InputError(f"No summary.json found under {', '.join(map(str, dirs))}.")
+        raise InputError(f"No summary.json of a finished run found under {', '.join(map(str, dirs))}.")
     return pd.DataFrame(rows)
 
 
@@ -244,13 +277,28 @@ def markdown_table(df: pd.DataFrame) -> str:
     return "\n".join([line(header), "| " + " | ".join(rule) + " |", *(line(r) for r in body)]) + "\n"
 
 
-def save_table(table: pd.DataFrame, path: str | Path) -> None:
-    """Write ``.csv`` or ``.parquet`` (by suffix)."""
+TABLE_SUFFIXES = (".csv", ".parquet")
+
+
+def check_output_file(path: str | Path, flag: str, suffixes: tuple[str, ...] | None = None) -> Path:
+    """An output file path that can be written: not a directory, under a writable directory,
+    with one of ``suffixes``; checked before any work."""
     path = Path(path)
+    if suffixes is not None and path.suffix not in suffixes:
+        raise InputError(f"{flag} must end in {' or '.join(suffixes)}, got {path.name!r}.")
+    if path.is_dir():
+        raise InputError(f"{flag} {path} is a directory; give a file name.")
+    check_out_path(path.parent if str(path.parent) else ".", flag=flag)
+    return path
+
+
+def save_table(table: pd.DataFrame, path: str | Path) -> None:
+    """Write ``.csv`` or ``.parquet`` (by suffix), atomically."""
+    path = check_output_file(path, "--out", TABLE_SUFFIXES)
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix == ".csv":
-        table.to_csv(path, index=False)
-    elif path.suffix == ".parquet":
-        table.to_parquet(path, index=False)
+        atomic_write(path, table.to_csv(index=False))
     else:
-        raise InputError(f"--out must end in .csv or .parquet, got {path.name!r}.")
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        table.to_parquet(tmp, index=False)
+        os.replace(tmp, path)

@@ -116,9 +116,11 @@ def load_yaml_tree(path: str | Path, *, _stack: tuple[Path, ...] = ()) -> tuple[
         chain = " -> ".join(str(p) for p in (*_stack, path.resolve()))
         raise ConfigError(f"{path}: circular defaults: {chain}")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+        raise ConfigError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path} cannot be read as UTF-8 text ({exc}).") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the top level must be a mapping, got {type(raw).__name__}.")
     for key in raw:
@@ -193,9 +195,31 @@ def apply_overrides(tree: dict, sources: dict[str, str], overrides: list[str]) -
     return tree
 
 
-def load_experiment(path: str | Path, overrides: list[str] | None = None) -> ExperimentSpec:
-    """Load a config file, merge its defaults, apply overrides; check the top-level fields."""
+#: the experiment configs shipped with the package (a link to experiments/configs in a checkout)
+PACKAGED_CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+
+
+def resolve_config(path: str | Path) -> Path:
+    """A config file path, or the name of a shipped config (``table61_smollm2``, with or
+    without ``.yaml``) when no such file exists here."""
     path = Path(path)
+    if path.exists():
+        if not path.is_file():
+            raise ConfigError(f"Config {path} is not a file; give an experiment YAML file.")
+        return path
+    name = path.name if path.suffix in (".yaml", ".yml") else f"{path.name}.yaml"
+    shipped = PACKAGED_CONFIGS / name
+    if shipped.is_file():
+        return shipped
+    names = ", ".join(sorted(p.stem for p in PACKAGED_CONFIGS.glob("*.yaml")))
+    raise ConfigError(f"Config file {path} does not exist, and no shipped config is named "
+                      f"{path.stem!r}. Shipped configs: {names or 'none'}.")
+
+
+def load_experiment(path: str | Path, overrides: list[str] | None = None) -> ExperimentSpec:
+    """Load a config file (or a shipped config by name), merge its defaults, apply overrides;
+    check the top-level fields."""
+    path = resolve_config(path)
     overrides = list(overrides or [])
     tree, sources = load_yaml_tree(path)
     tree = apply_overrides(tree, sources, overrides)

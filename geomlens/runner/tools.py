@@ -8,10 +8,13 @@ import argparse
 import json
 from pathlib import Path
 
-from geomlens.rundir import to_jsonable
+from geomlens.errors import InputError
+from geomlens.rundir import atomic_write, to_jsonable
 from geomlens.runner.command import Tool
 from geomlens.runner.report import (
+    TABLE_SUFFIXES,
     aggregate,
+    check_output_file,
     collect_runs,
     format_table,
     markdown_table,
@@ -22,7 +25,8 @@ from geomlens.runner.spec import load_experiment
 
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("config", help="experiment YAML, e.g. experiments/configs/table61_smollm2.yaml")
+    parser.add_argument("config", help="experiment YAML, e.g. experiments/configs/table61_smollm2.yaml, "
+                        "or the name of a shipped config (table61_smollm2)")
     parser.add_argument(
         "overrides", nargs="*", metavar="KEY=VALUE",
         help="overrides such as seed=1 model.name=gemma3-270m out=runs/x sweep.seed=[0,1] "
@@ -77,6 +81,13 @@ def add_report_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_report(args: argparse.Namespace) -> int:
+    if args.n_boot < 1 or not 0 < args.confidence < 1 or not 0 <= args.digits <= 15:
+        raise InputError(f"--n-boot must be >= 1 (got {args.n_boot}), --confidence in (0, 1) "
+                         f"(got {args.confidence}), --digits in 0..15 (got {args.digits})")
+    for flag, path, suffixes in (("--out", args.out, TABLE_SUFFIXES), ("--runs", args.runs, TABLE_SUFFIXES),
+                                 ("--markdown", args.markdown, None)):
+        if path is not None:
+            check_output_file(path, flag, suffixes)
     runs = collect_runs(args.dirs, explode=args.explode)
     table = aggregate(
         runs, group_by=args.group_by, metrics=args.metrics, interval=args.interval,
@@ -90,7 +101,7 @@ def run_report(args: argparse.Namespace) -> int:
         save_table(runs, args.runs)
     if args.markdown:
         Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.markdown).write_text(text)
+        atomic_write(args.markdown, text)
     return 0
 
 
