@@ -1,5 +1,7 @@
 """Budgets of the explorer (`geomlens.explore`), on this machine's CPU:
 
+    forward_s      a plain forward pass of the same tokens (compute_over_forward: the ratio, which
+                   a loaded machine distorts less than either time)
     compute_s      Explorer(model, 128 tokens): forward pass, 4 lenses x every block x every
                    position (top-10, ranks, NDCG@10, JSD), trajectories, the last position's
                    movers                                                   budget <= 5 s
@@ -43,13 +45,14 @@ def tokens_of(model, n: int) -> torch.Tensor:
     return toks[:n]
 
 
-def timed(fn, repeats: int) -> tuple[list[float], object]:
+def timed(fn, repeats: int, name: str = "") -> tuple[list[float], object]:
     fn()  # warm-up
     times, out = [], None
     for _ in range(repeats):
         t = time.perf_counter()
         out = fn()
         times.append(time.perf_counter() - t)
+        print(f"# {name} run {len(times)}: {times[-1]:.2f} s (load {os.getloadavg()[0]:.1f})", flush=True)
     return times, out
 
 
@@ -73,10 +76,14 @@ def main() -> None:
                               "tokens": args.tokens, "load_before": os.getloadavg()}
     model = load_model("smollm2-135m", device="cpu")
     toks = tokens_of(model, args.tokens)
-    times, ex = timed(lambda: Explorer(model, toks), args.repeats)
+    with torch.no_grad():
+        times, _ = timed(lambda: model(toks[None]), args.repeats, "forward")
+    out.update(stats("forward_s", times))
+    times, ex = timed(lambda: Explorer(model, toks), args.repeats, "compute")
     out.update(stats("compute_s", times))
+    out["compute_over_forward"] = out["compute_s"] / out["forward_s"]
     msg = {"type": "intervene", "target": "mlp", "layer": 10, "method": "zero", "lens": "logit"}
-    times, _ = timed(lambda: (ex.handle(msg), ex.changed_payload()), args.repeats)
+    times, _ = timed(lambda: (ex.handle(msg), ex.changed_payload()), args.repeats, "toggle")
     out.update(stats("toggle_s", times))
     out["payload_bytes"] = len(ex.payload())
     out["changed_payload_bytes"] = len(ex.changed_payload())
@@ -87,7 +94,7 @@ def main() -> None:
         gemma = load_model("gemma3-270m", device="cpu")
         rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         gt = tokens_of(gemma, args.tokens)
-        times, gex = timed(lambda: Explorer(gemma, gt), args.repeats)
+        times, gex = timed(lambda: Explorer(gemma, gt), args.repeats, "gemma compute")
         out.update(stats("gemma_compute_s", times))
         out["gemma_peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         out["gemma_rss_before_mb"] = rss0
