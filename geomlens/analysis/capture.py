@@ -34,7 +34,7 @@ class CapturedBatch:
     positions: ValidPositions
     """Row, position and token of each valid position."""
     logits: Float[Tensor, "n_positions d_vocab"]
-    """LM logits at each valid position."""
+    """LM logits at each valid position, float32 (whatever dtype the forward ran in)."""
     hidden: dict[str, Float[Tensor, "n_positions d_model"]]
     """Hidden states by ``hidden`` choice (see `hidden_hook_names`), float32."""
 
@@ -64,7 +64,8 @@ def capture_batch(
     positions = ValidPositions.of(tokens, lengths.to(tokens.device))
     rows = positions.batch_idx * tokens.shape[1] + positions.pos
     return CapturedBatch(
-        tokens=tokens, lengths=lengths, positions=positions, logits=_valid_rows(logits, rows),
+        tokens=tokens, lengths=lengths, positions=positions,
+        logits=_valid_rows(logits, rows).float(),  # bf16 forward: p and its ranks in float32
         hidden={name: _valid_rows(store[hooks[name]], rows).float() for name in hidden},
     )
 

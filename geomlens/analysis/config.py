@@ -16,6 +16,7 @@ from geomlens.errors import InputError
 
 HIDDEN_CHOICES: tuple[str, ...] = ("ln_final", "resid_post")
 TARGET_CHOICES: tuple[str, ...] = ("W_E", "W_U")
+DTYPE_CHOICES: tuple[str, ...] = ("float32", "bfloat16")
 SCORES = "geomlens.geometry.scores:SCORES"
 GAINS = "geomlens.metrics.ranking:GAINS"
 
@@ -109,6 +110,12 @@ class AnalyzeConfig(TextSource):
     """Keep the per-token table in memory (for notebooks/tests); files stream it anyway."""
     device: str | None = None
     """Torch device (None = cuda if available, else cpu)."""
+    dtype: str = field(default="float32", metadata=choices(DTYPE_CHOICES))
+    """The forward pass: "float32", or "bfloat16" = its matmuls under bf16 autocast (tensor
+    cores on a GPU; residual stream, norms and softmax stay float32, as do the weights).
+    Hidden states, target matrices, logits, distances, scores and ranks are float32 either way;
+    on smollm2 the NDCG means agree with float32 within 1e-3 (tests). A model already loaded
+    in bfloat16 (half the weight memory) is analyzed the same way, from its rounded weights."""
     seed: int = 0
     """Seeds the permutations, the random matrix and the bootstrap."""
 

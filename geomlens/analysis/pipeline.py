@@ -30,6 +30,7 @@ from geomlens.analysis.calibration import CalibrationResult, CalibrationStore
 from geomlens.analysis.capture import CapturedBatch, capture_batch, hidden_hook_names
 from geomlens.analysis.config import AnalyzeConfig
 from geomlens.analysis.layers import LayerLensCapture
+from geomlens.analysis.memory_plan import plan_analysis
 from geomlens.analysis.sampling import rows_in_batch, sample_sorted, seeded
 from geomlens.analysis.scoring import ControlPlan, Targets, score_batch
 from geomlens.data.batching import batch_sequences
@@ -74,10 +75,23 @@ class AnalysisResult:
     """Temperatures, calibrated JSD and the uniform reference when ``cfg.calibrate``."""
 
 
-def _position_chunk(cfg: AnalyzeConfig, d_vocab: int) -> int:
+def _position_chunk(cfg: AnalyzeConfig, model: HookedTransformer, device: torch.device,
+                    batch_positions: int) -> int:
+    """``cfg.position_chunk``, else what the memory planner fits in the device's free memory
+    (`geomlens.analysis.memory_plan`); on the CPU at most 2^22 vocabulary entries."""
+    d_vocab = model.cfg.d_vocab_out
     if cfg.position_chunk is not None:
         return max(1, cfg.position_chunk)
-    return max(1, _VOCAB_BUDGET // d_vocab)
+    forward = torch.bfloat16 if cfg.dtype == "bfloat16" else next(model.parameters()).dtype
+    budget = max(1, _VOCAB_BUDGET // d_vocab)
+    try:
+        plan = plan_analysis(cfg, d_vocab=d_vocab, d_model=model.cfg.d_model,
+                             batch_positions=batch_positions, device=device, forward_dtype=forward)
+    except InputError:
+        if device.type == "cuda":
+            raise
+        return budget  # the CPU swaps rather than fails: keep the tuned chunk
+    return plan.position_chunk if device.type == "cuda" else min(budget, plan.position_chunk)
 
 
 def _compile(cfg: AnalyzeConfig, n_positions: int) -> bool:
@@ -86,6 +100,11 @@ def _compile(cfg: AnalyzeConfig, n_positions: int) -> bool:
     if cfg.compile is not None:
         return cfg.compile
     return n_positions >= COMPILE_MIN_POSITIONS
+
+
+def forward_precision(cfg: AnalyzeConfig, device: torch.device):
+    """The context of the forward pass: bf16 autocast for ``dtype="bfloat16"``, else none."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.dtype == "bfloat16")
 
 
 def spearman_sample(cfg: AnalyzeConfig, n_positions: int) -> Tensor | None:
@@ -173,7 +192,9 @@ class _AnalysisState:
         return cls(
             model, cfg, segment_ids, domains, targets,
             plan=ControlPlan.create(cfg, targets, d_vocab, device),
-            fused=Fused(_compile(cfg, n_total), dynamic_rows=True), position_chunk=_position_chunk(cfg, d_vocab),
+            fused=Fused(_compile(cfg, n_total), dynamic_rows=True),
+            position_chunk=_position_chunk(cfg, model, device,
+                                           cfg.batch_size * max(len(s) for s in seqs)),
             acc=Accumulator(metric_names(cfg.ks, spearman=cfg.spearman),
                             per_token_path=per_token_path, keep_per_token=cfg.keep_per_token),
             sampled=spearman_sample(cfg, n_total),
@@ -188,7 +209,8 @@ class _AnalysisState:
         rows = list(range(b * cfg.batch_size, b * cfg.batch_size + len(lengths)))
         tokens = tokens.to(device)
         lens_hooks = self.layer_lens.hooks(tokens, lengths, self.offset) if self.layer_lens else []
-        batch = capture_batch(self.model, tokens, lengths, cfg.hidden, extra_hooks=lens_hooks)
+        with forward_precision(cfg, device):
+            batch = capture_batch(self.model, tokens, lengths, cfg.hidden, extra_hooks=lens_hooks)
         seq_of = [rows[i] for i in batch.positions.batch_idx.tolist()]
         table = TokenTable([self.segment_ids[i] for i in seq_of], [self.domains[i] for i in seq_of],
                            batch.positions.pos.cpu().numpy(), self.targets)

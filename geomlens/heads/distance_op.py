@@ -42,7 +42,8 @@ they would outside.
 
 Precision: under CUDA autocast the op runs in float32 (``custom_fwd(cast_inputs=float32)``):
 ‖h‖² (≈ d_model after RMSNorm) is much larger than the differences between tokens, and a bf16
-sum would round them away.
+sum would round them away. The matmuls' own precision (float32, TF32, bf16 operands with float32
+accumulation) is `geomlens.heads.matmul_precision`.
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ from torch import Tensor
 
 from geomlens.fused import Fused, Mode
 from geomlens.geometry import distances as vocab_distances
+from geomlens.heads import matmul_precision as mp
 
 COMPILE_MIN_ELEMENTS = 1 << 18
 """``auto`` compiles the elementwise steps from this many [n_positions, d_vocab] entries up
@@ -198,7 +200,7 @@ def _backward_squared(fused: Fused, g, h, W_E, h_sq, e_sq, a, c, sign: float, ne
     d_model = h.shape[1]
     grad_h = grad_E = grad_a = grad_c = grad_b = None
     if need_h or need_a:
-        P = g @ (W_E * c.unsqueeze(-1) if c is not None else W_E)  # Σ_v g c e_v
+        P = mp.matmul(g, W_E * c.unsqueeze(-1) if c is not None else W_E)  # Σ_v g c e_v
         r1 = (g @ c if c is not None else g.sum(-1)).unsqueeze(-1)  # Σ_v g c
         if need_h:
             grad_h = (h * r1 - P) * (2.0 * sign if a is None else 2.0 * sign * a)
@@ -206,7 +208,8 @@ def _backward_squared(fused: Fused, g, h, W_E, h_sq, e_sq, a, c, sign: float, ne
             r2 = (g @ (c * e_sq if c is not None else e_sq)).unsqueeze(-1)  # Σ_v g c ‖e‖²
             grad_a = (h_sq * r1 + r2 - 2.0 * _rowdot(h, P).unsqueeze(-1)) * sign
     if need_E or need_c or need_b:
-        out = _left_rows(h, a, h_sq, sq_row=need_c, ones_row=need_b and a is not None) @ g
+        out = mp.left_product(_left_rows(h, a, h_sq, sq_row=need_c,
+                                         ones_row=need_b and a is not None), g, d_model)
         Q, k1 = out[:d_model].T, out[d_model]  # Σ_t g a h_t, Σ_t g a
         grad_E, grad_c = fused(_grad_E_and_c, W_E, Q, k1, out[d_model + 1] if need_c else None,
                                e_sq, c, 2.0 * sign, sign, need_E, need_c, n_elements=g.numel())
@@ -227,10 +230,9 @@ def _backward_root(fused: Fused, g, s, h, W_E, h_sq, e_sq, a, c, eps: float, neg
     p = s
     grad_h = grad_E = grad_c = grad_b = None
     if need_h:
-        grad_h = torch.addmm(h * q_rows, p, W_E * c.unsqueeze(-1) if c is not None else W_E,
-                             alpha=-1.0)
+        grad_h = mp.addmm_neg(h * q_rows, p, W_E * c.unsqueeze(-1) if c is not None else W_E)
     if need_E or need_c:
-        out = _left_rows(h, None, h_sq, sq_row=need_c, ones_row=False) @ p
+        out = mp.left_product(_left_rows(h, None, h_sq, sq_row=need_c, ones_row=False), p, d_model)
         M, k1 = out[:d_model].T, out[d_model]  # Σ_t p h_t, Σ_t p
         grad_E, grad_c = fused(_grad_E_and_c, W_E, M, k1, out[d_model + 1] if need_c else None,
                                e_sq, c, 1.0, 1.0, need_E, need_c, n_elements=p.numel())
@@ -284,11 +286,11 @@ class _DistanceOpFn(torch.autograd.Function):
         ctx.save_for_backward(h2d, W_E, h_sq, e_sq, a, c)
         ctx.op, ctx.squared, ctx.eps, ctx.negate = op, squared, eps, negate
         if squared:  # the backward needs no [n_positions, d_vocab] tensor: s becomes the output
-            s = vocab_distances.sq_distance_block(h2d, h_sq, W_E, e_sq, floor=None)
+            s = mp.sq_distance(h2d, h_sq, W_E, e_sq)
             op.fused(_epilogue_inplace, s, a, c, b, squared, eps, negate, n_elements=s.numel())
             return s
         s = op.pool.take((h2d.shape[0], W_E.shape[0]), h2d)
-        vocab_distances.sq_distance_block(h2d, h_sq, W_E, e_sq, floor=None, out=s)  # clamp: below
+        mp.sq_distance(h2d, h_sq, W_E, e_sq, out=s)  # clamp: below
         out = op.fused(_epilogue, s, a, c, b, squared, eps, negate, n_elements=s.numel())
         if backward:
             ctx.s = s  # an attribute, not a saved tensor: the backward overwrites it (see there)
@@ -308,8 +310,7 @@ class _DistanceOpFn(torch.autograd.Function):
         else:
             # The first backward writes its [n_positions, d_vocab] temporary over s instead of a
             # new tensor; a second one (retain_graph=True, gradcheck) recomputes s.
-            s = ctx.s if ctx.s is not None else vocab_distances.sq_distance_block(
-                h2d, h_sq, W_E, e_sq, floor=None)
+            s = ctx.s if ctx.s is not None else mp.sq_distance(h2d, h_sq, W_E, e_sq)
             ctx.s = None
             grads = _backward_root(op.fused, g, s, h2d, W_E, h_sq, e_sq, a, c, ctx.eps,
                                    ctx.negate, need)

@@ -16,6 +16,7 @@ from geomlens.models.backend import require_tl3, resolve_backend, view_of
 from geomlens.models.cache import load_from_cache, save_to_cache, set_native_tokenizer
 from geomlens.models.convert import CONVERTERS
 from geomlens.models.gguf import load_hf_from_gguf
+from geomlens.models.random_shapes import RANDOM_SHAPES, random_model
 from geomlens.models.trained import check_not_legacy, is_trained, load_trained
 from geomlens.models.weights import weights_tied
 from geomlens.models.zoo import OFFLINE_MODELS, get_offline_model
@@ -87,7 +88,8 @@ def load_model(
             holding a trained model (see `geomlens.models.trained.load_trained`, which reads
             only safetensors + JSON and takes no weight processing) or a TransformerLens
             official name
-            (``"meta-llama/Llama-3.2-1B"``; needs hub access).
+            (``"meta-llama/Llama-3.2-1B"``; needs hub access), or a random-weight thesis shape
+            (``"random-llama-3.1-8b"``; `geomlens.models.random_shapes`).
         device: None = CUDA if available else CPU.
         dtype: weights dtype (float32 by default).
         fold_ln: TransformerLens weight processing (off by default: processing rewrites
@@ -118,6 +120,8 @@ def load_model(
         "fold_ln": fold_ln, "center_writing_weights": center_writing_weights,
         "center_unembed": center_unembed,
     }
+    if name in RANDOM_SHAPES:
+        return random_model(name, device=dev, dtype=dtype or torch.float32)
     if name not in OFFLINE_MODELS:
         model = _hub_model(name, dev, dtype, processing)
         _annotate(model, name=name, tied=None, processing=processing, source="huggingface hub")

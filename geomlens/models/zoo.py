@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Callable
 
 from geomlens.errors import MissingPackageError, UnknownModelError
+from geomlens.models.random_shapes import RANDOM_SHAPES
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -134,6 +135,8 @@ def check_model_name(name: str) -> OfflineModel | None:
     """
     if name in OFFLINE_MODELS:
         return OFFLINE_MODELS[name]
+    if name in RANDOM_SHAPES:
+        return None
     if Path(name).exists():
         from geomlens.models.trained import CONFIG_FILE, MODEL_FILE, check_not_legacy, is_trained
 

@@ -1,0 +1,75 @@
+"""The distance op's reduced-precision matmuls (TF32, bf16 h·e with float32 norms): close to
+float32 op by op, and a KNN head's training loss curve stays within the noise of float32."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from transformer_lens import HookedTransformer
+
+from geomlens.heads import install_head
+from geomlens.heads import distance as D
+from geomlens.models.micro import micro_config
+
+
+def test_round_operand_matches_the_formats():
+    x = torch.randn(10_000, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(D.round_operand(x, "bf16"), x.bfloat16().float())
+    t = D.round_operand(x, "tf32")
+    assert (t.view(torch.int32) & 0x1FFF).eq(0).all()  # 10 mantissa bits left
+    assert ((t - x).abs() <= x.abs() * 2.0**-11).all()  # rounded to nearest
+    assert torch.equal(D.round_operand(x, "float32"), x)
+    with pytest.raises(ValueError, match="matmul precision"):
+        D.set_matmul_precision("fp8")
+
+
+@pytest.mark.parametrize("precision,tol", [("tf32", 2e-3), ("bf16", 2e-2)])
+@pytest.mark.parametrize("squared", [False, True])
+def test_op_close_to_float32(precision, tol, squared):
+    g = torch.Generator().manual_seed(0)
+    h = torch.randn(2, 16, 32, generator=g, requires_grad=True)
+    E = torch.randn(100, 32, generator=g, requires_grad=True)
+    c = (torch.rand(100, generator=g) + 0.5).requires_grad_()
+    w = torch.randn(2, 16, 100, generator=g)
+    outs = {}
+    for p in ("float32", precision):
+        with D.use_matmul_precision(p), D.use_backend("eager"):
+            out = D.distance_logits(h, E, squared=squared, col_scale=c)
+            outs[p] = (out, *torch.autograd.grad((out * w).sum(), [h, E, c]))
+    for ref, got in zip(outs["float32"], outs[precision]):
+        assert not torch.equal(ref, got)  # the precision did change the arithmetic
+        assert (got - ref).abs().max() <= tol * ref.abs().max()
+
+
+def _loss_curve(precision: str, data_seed: int, steps: int = 60, vocab: int = 1024) -> torch.Tensor:
+    model = HookedTransformer(micro_config("micro-1m", d_vocab=vocab, n_ctx=32, seed=0))
+    install_head(model, "neg_dist")
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    g = torch.Generator().manual_seed(data_seed)
+    losses = []
+    with D.use_matmul_precision(precision):
+        for _ in range(steps):  # a learnable stream: t[i+1] = 7 t[i] + small noise (mod vocab)
+            start = torch.randint(0, vocab, (8, 1), generator=g)
+            steps_ = 7 + torch.randint(0, 3, (8, 32), generator=g)
+            tokens = (start + steps_.cumsum(1)) % vocab
+            loss = F.cross_entropy(model(tokens[:, :-1]).flatten(0, 1), tokens[:, 1:].flatten())
+            loss.backward()
+            opt.step()
+            opt.zero_grad()
+            losses.append(loss.item())
+    return torch.tensor(losses)
+
+
+def test_knn_head_loss_curves_within_float32_noise():
+    torch.set_flush_denormal(True)  # AdamW's denormal moments: 10x slower steps on the CPU
+    try:
+        ref, other_data = _loss_curve("float32", 0), _loss_curve("float32", 1)
+        curves = {p: _loss_curve(p, 0) for p in ("tf32", "bf16")}
+    finally:
+        torch.set_flush_denormal(False)  # torch's default
+    assert ref[-10:].mean() < ref[:5].mean() - 1.0  # it learned
+    noise = (ref - other_data).abs()[10:].max()  # float32, same init, other batches
+    for p, curve in curves.items():
+        diff = (curve - ref).abs()[10:].max()
+        assert diff <= noise, (p, float(diff), float(noise))
+        print(p, "max |diff| after step 10:", float(diff), "noise:", float(noise),
+              "last-10 means:", float(curve[-10:].mean()), float(ref[-10:].mean()))
