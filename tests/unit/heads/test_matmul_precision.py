@@ -7,19 +7,21 @@ import torch.nn.functional as F
 from transformer_lens import HookedTransformer
 
 from geomlens.heads import install_head
-from geomlens.heads import distance as D
+from geomlens.heads import matmul_precision as MP
+from geomlens.heads.distance import distance_logits
+from geomlens.heads.distance_op import DistanceOp
 from geomlens.models.micro import micro_config
 
 
 def test_round_operand_matches_the_formats():
     x = torch.randn(10_000, generator=torch.Generator().manual_seed(0))
-    assert torch.equal(D.round_operand(x, "bf16"), x.bfloat16().float())
-    t = D.round_operand(x, "tf32")
+    assert torch.equal(MP.round_operand(x, "bf16"), x.bfloat16().float())
+    t = MP.round_operand(x, "tf32")
     assert (t.view(torch.int32) & 0x1FFF).eq(0).all()  # 10 mantissa bits left
     assert ((t - x).abs() <= x.abs() * 2.0**-11).all()  # rounded to nearest
-    assert torch.equal(D.round_operand(x, "float32"), x)
+    assert torch.equal(MP.round_operand(x, "float32"), x)
     with pytest.raises(ValueError, match="matmul precision"):
-        D.set_matmul_precision("fp8")
+        MP.set_matmul_precision("fp8")
 
 
 @pytest.mark.parametrize("precision,tol", [("tf32", 2e-3), ("bf16", 2e-2)])
@@ -32,24 +34,24 @@ def test_op_close_to_float32(precision, tol, squared):
     w = torch.randn(2, 16, 100, generator=g)
     outs = {}
     for p in ("float32", precision):
-        with D.use_matmul_precision(p), D.use_backend("eager"):
-            out = D.distance_logits(h, E, squared=squared, col_scale=c)
+        with MP.use_matmul_precision(p):
+            out = distance_logits(h, E, squared=squared, col_scale=c, op=DistanceOp("eager"))
             outs[p] = (out, *torch.autograd.grad((out * w).sum(), [h, E, c]))
     for ref, got in zip(outs["float32"], outs[precision]):
         assert not torch.equal(ref, got)  # the precision did change the arithmetic
         assert (got - ref).abs().max() <= tol * ref.abs().max()
 
 
-def _loss_curve(precision: str, data_seed: int, steps: int = 60, vocab: int = 1024) -> torch.Tensor:
-    model = HookedTransformer(micro_config("micro-1m", d_vocab=vocab, n_ctx=32, seed=0))
+def _loss_curve(precision: str, data_seed: int, steps: int = 40, vocab: int = 256) -> torch.Tensor:
+    model = HookedTransformer(micro_config("micro-1m", d_vocab=vocab, n_ctx=16, seed=0))
     install_head(model, "neg_dist")
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
     g = torch.Generator().manual_seed(data_seed)
     losses = []
-    with D.use_matmul_precision(precision):
-        for _ in range(steps):  # a learnable stream: t[i+1] = 7 t[i] + small noise (mod vocab)
+    with MP.use_matmul_precision(precision):
+        for _ in range(steps):  # a learnable stream: t[i+1] = t[i] + 7..9 (mod vocab)
             start = torch.randint(0, vocab, (8, 1), generator=g)
-            steps_ = 7 + torch.randint(0, 3, (8, 32), generator=g)
+            steps_ = 7 + torch.randint(0, 3, (8, 16), generator=g)
             tokens = (start + steps_.cumsum(1)) % vocab
             loss = F.cross_entropy(model(tokens[:, :-1]).flatten(0, 1), tokens[:, 1:].flatten())
             loss.backward()
@@ -66,7 +68,7 @@ def test_knn_head_loss_curves_within_float32_noise():
         curves = {p: _loss_curve(p, 0) for p in ("tf32", "bf16")}
     finally:
         torch.set_flush_denormal(False)  # torch's default
-    assert ref[-10:].mean() < ref[:5].mean() - 1.0  # it learned
+    assert ref[-10:].mean() < ref[:5].mean() - 0.5, ref  # it learned
     noise = (ref - other_data).abs()[10:].max()  # float32, same init, other batches
     for p, curve in curves.items():
         diff = (curve - ref).abs()[10:].max()
