@@ -4,7 +4,11 @@
 # directory under runs/issue24/; `copy` puts the small outputs here (experiments/results/projection/
 # issue24/) and `tables` writes issue24/tables.md from them.
 #   OMP_NUM_THREADS=1 bash experiments/results/projection/issue24.sh [train evidence stitch align copy tables]
-# Heavy steps hold the heavy lock; they ran at nice 19 on the shared 2-core machine.
+# As run for the committed copies (2 shared cores, load 5-10): seeds 0 and 1 by this sweep under the
+# heavy lock; seed 2 the same config in a second process at nice 19 (its run dir linked into
+# $MICRO); the three runs were made before run dirs held safetensors and were converted with
+# `geomlens convert-run DIR` (a fresh `train` writes the new format); evidence, stitch and align
+# at nice 19 without the lock.
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
 R=runs/issue24
