@@ -5,7 +5,7 @@ The names a notebook needs, imported lazily (``import geomlens`` stays fast)::
     import geomlens
     model = geomlens.load_model("smollm2-135m")
     df = geomlens.trajectory_stats(model, tokens)                  # one row per (pos, layer)
-    result = geomlens.analyze(model, n_segments=4, max_tokens=64)  # Table 6.1, in memory
+    result = geomlens.analyze(model, texts=["..."])  # Table 6.1 in memory: result.plot(), .save(dir)
     geomlens.summarize_layer_lens(geomlens.layer_ndcg(model, tokens))  # NDCG per layer and lens
     run_dir, summary = geomlens.run("analyze", geomlens.AnalyzeConfig(n_segments=4), "runs/a")
 
@@ -35,6 +35,7 @@ _EXPORTS: dict[str, str] = {
     "headline_frame": "geomlens.analysis.headline",
     "layer_ndcg": "geomlens.analysis.layers", "summarize_layer_lens": "geomlens.analysis.layer_summary",
     "analyze": "geomlens.analysis.api", "analyze_tokens": "geomlens.analysis.pipeline",
+    "AnalysisResult": "geomlens.analysis.result",
     "AnalyzeConfig": "geomlens.analysis.config", "summarize": "geomlens.analysis.summary",
     "table_frame": "geomlens.analysis.summary", "AblateConfig": "geomlens.ablation.config",
     "ablation_hooks": "geomlens.ablation.ablate",

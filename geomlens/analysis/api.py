@@ -1,47 +1,68 @@
-"""`analyze(model, cfg)`: the distance-vs-probability analysis in memory, for notebooks.
+"""`analyze(model, texts | cfg)`: the distance-vs-probability analysis in memory, for notebooks.
 
     import geomlens
     model = geomlens.load_model("smollm2-135m")
-    result = geomlens.analyze(model, n_segments=4, max_tokens=64, controls=False)
-    geomlens.table_frame(geomlens.summarize(result, result.cfg))
+    result = geomlens.analyze(model, texts=["The capital of France is Paris.", "..."])
+    result                                   # HTML headline (Table 6.1 rows with CIs)
+    result.plot("metrics_by_score")          # a Figure
+    result = geomlens.analyze(model, n_segments=4, max_tokens=64)  # the bundled corpus
+    result.save("runs/x")                    # the files ``geomlens analyze`` writes
 
 The same config runs to a run directory with ``geomlens.run("analyze", cfg, "runs/x")``.
 """
 
 from __future__ import annotations
 
+import dataclasses
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from geomlens.analysis.config import AnalyzeConfig
-from geomlens.analysis.pipeline import AnalysisResult, analyze_tokens
+from geomlens.analysis.pipeline import analyze_tokens
+from geomlens.analysis.result import AnalysisResult
+from geomlens.config.build import build_config
+from geomlens.data.inputs import as_sequences
+from geomlens.data.source import load_model_segments
 
 if TYPE_CHECKING:  # annotations only: TransformerLens 4 has no HookedTransformer
     from transformer_lens import HookedTransformer
 
 
+def _is_file(texts: Any) -> bool:
+    return isinstance(texts, (str, Path)) and (str(texts).endswith(".jsonl") or Path(texts).is_file())
+
+
 def analyze(
-    model: HookedTransformer, cfg: AnalyzeConfig | None = None, **overrides: Any
+    model: HookedTransformer, cfg: AnalyzeConfig | Any = None, *, texts: Any = None,
+    **overrides: Any,
 ) -> AnalysisResult:
-    """Analyze the text that ``cfg`` selects (default: `AnalyzeConfig`'s) with ``model``.
+    """Analyze ``texts`` (or the text that ``cfg`` selects) with ``model``.
 
     Args:
         model: A HookedTransformer with a tokenizer (e.g. from `geomlens.load_model`).
-        cfg: The analysis config; None = the defaults. ``cfg.model`` is not used.
+        cfg: The analysis config (None = the defaults; ``cfg.model`` is not used), or the texts
+            themselves in place of ``texts=``.
+        texts: A text, a list of texts or token ids (`geomlens.data.inputs.as_sequences`): one
+            segment each, named "0", "1", ... in the domain "text"; each is analysed whole
+            unless ``max_tokens=`` is given (longer ones are then cut, with one warning line).
+            A path to a .jsonl file is the config's ``texts`` field (the CLI's ``--texts``).
         overrides: Field values that replace ``cfg``'s (``n_segments=4``), validated by
             `geomlens.config.build_config` like CLI flags.
 
     Returns:
-        The `AnalysisResult` (per-segment metrics, controls, per-token table if asked for),
-        with ``result.cfg`` the config used.
+        The `AnalysisResult`: per-segment metrics, controls, its ``summary``, ``table()``,
+        ``plot()`` and ``save(run_dir)``; ``result.cfg`` is the config used.
     """
-    import dataclasses
-
-    from geomlens.config.build import build_config
-    from geomlens.data.source import load_model_segments
-
+    if cfg is not None and not isinstance(cfg, AnalyzeConfig):
+        cfg, texts = None, cfg
+    if texts is not None and _is_file(texts):
+        overrides["texts"], texts = str(texts), None
     base = {} if cfg is None else {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
     cfg = build_config(AnalyzeConfig, {**base, **overrides})
-    seqs, ids, domains = load_model_segments(cfg, model)
-    result = analyze_tokens(model, seqs, cfg, segment_ids=ids, domains=domains)
-    result.cfg = cfg
-    return result
+    if texts is None:
+        seqs, ids, domains = load_model_segments(cfg, model)
+    else:
+        cap = cfg.max_tokens if "max_tokens" in overrides else None
+        seqs = as_sequences(model, texts, where="analyze", max_tokens=cap)
+        ids, domains = [str(i) for i in range(len(seqs))], ["text"] * len(seqs)
+    return analyze_tokens(model, seqs, cfg, segment_ids=ids, domains=domains)

@@ -15,15 +15,10 @@ from typing import Any
 
 from geomlens.analysis.agreement import rank_groups
 from geomlens.analysis.config import AnalyzeConfig
-from geomlens.analysis.figures import plot_layer_ndcg, plot_metric_bars
 from geomlens.analysis.headline import format_table, headline_rows, headline_score
-from geomlens.analysis.layer_summary import definition, layers_block, summarize_layer_lens
 from geomlens.analysis.pipeline import analyze_tokens
-from geomlens.analysis.summary import summarize, table_markdown
 from geomlens.data.source import load_model_segments
-from geomlens.geometry.figures import plot_layer_curves
-from geomlens.geometry.trajectory import summarize_layers
-from geomlens.models import load_model, model_info
+from geomlens.models import load_model
 from geomlens.models.inputs import check_model_inputs
 from geomlens.runner.command import Command
 
@@ -31,44 +26,15 @@ logger = logging.getLogger(__name__)
 
 
 def run_analysis(cfg: AnalyzeConfig, run_dir: Path) -> dict[str, Any]:
-    """Run the whole analysis for ``cfg`` and write its outputs into ``run_dir``."""
+    """Run the whole analysis for ``cfg`` and write its outputs into ``run_dir`` (through
+    `AnalysisResult.save`, the same code a notebook's ``result.save(run_dir)`` runs)."""
     run_dir = Path(run_dir)
     model = load_model(cfg.model, device=cfg.device)
     seqs, ids, domains = load_model_segments(cfg, model)
     logger.info("analyze: %d segments, %d tokens", len(seqs), sum(len(s) for s in seqs))
     result = analyze_tokens(model, seqs, cfg, segment_ids=ids, domains=domains,
                             per_token_path=run_dir / "per_token.parquet")
-    result.per_segment.to_csv(run_dir / "per_segment.csv", index=False)
-    result.controls.to_csv(run_dir / "controls.csv", index=False)
-    if result.calibration is not None and not result.calibration.per_segment.empty:
-        result.calibration.per_segment.to_csv(run_dir / "calibration_per_segment.csv", index=False)
-    figures = plot_metric_bars(result.per_segment, result.metrics, run_dir / "figures")
-    if result.per_layer_tokens is not None:
-        per_layer = summarize_layers(result.per_layer_tokens)
-        per_layer.to_csv(run_dir / "per_layer.csv", index=False)
-        summarize_layers(result.per_layer_tokens, by=("domain", "layer")).to_csv(
-            run_dir / "per_layer_domain.csv", index=False)
-
-        figures += plot_layer_curves(per_layer, run_dir / "figures")
-    summary = summarize(result, cfg, model_info=model_info(model), n_layers=model.cfg.n_layers)
-    if result.layers is not None:
-        figures.append(_write_layers(result.layers, cfg, summary, run_dir))
-    summary["figures"] = [str(p.relative_to(run_dir)) for p in figures]
-    (run_dir / "table61.md").write_text(table_markdown(summary))
-    return summary
-
-
-def _write_layers(per_position, cfg: AnalyzeConfig, summary: dict[str, Any], run_dir: Path) -> Path:
-    """layers.csv (the CI table), figures/layers.png, and the summary's ``layers`` block and
-    ``definitions.layers``; returns the figure's path."""
-    table = summarize_layer_lens(per_position, n_bootstrap=cfg.n_bootstrap, seed=cfg.seed)
-    table.to_csv(run_dir / "layers.csv", index=False)
-    summary["layers"] = layers_block(table)
-    summary["definitions"]["layers"] = definition(
-        positions=cfg.layer_lens_positions, seed=cfg.seed, topk=max(cfg.topk_exact, 10),
-        gain=cfg.gain)
-    name = (summary.get("model") or {}).get("name", cfg.model)
-    return plot_layer_ndcg(table, run_dir / "figures" / "layers.png", title=str(name))
+    return result.save(run_dir)
 
 
 def validate_analysis(cfg: AnalyzeConfig) -> None:

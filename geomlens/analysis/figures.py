@@ -15,35 +15,40 @@ from geomlens.figures import save_figure
 
 
 def plot_metric_bars(per_segment: pd.DataFrame, metrics: list[str], out_dir: str | Path) -> list[Path]:
-    """``metrics_by_score.png``: every metric by score (hue = hidden/target, 95% CI bars over
-    segments) and ``metrics_by_domain.png``: every metric by domain and score for the first
-    (hidden, target) pair."""
+    """Write `metric_bar_figures` to ``out_dir/<name>.png`` (110 dpi); returns the paths."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, fig in metric_bar_figures(per_segment, metrics).items():
+        paths.append(out / f"{name}.png")
+        fig.savefig(paths[-1], dpi=110, bbox_inches="tight")
+        plt.close(fig)
+    return paths
+
+
+def metric_bar_figures(per_segment: pd.DataFrame, metrics: list[str]) -> dict[str, plt.Figure]:
+    """``metrics_by_score``: every metric by score (hue = hidden/target, 95% CI bars over
+    segments) and ``metrics_by_domain``: every metric by domain and score for the first
+    (hidden, target) pair."""
     df = per_segment.copy()
     for c in ("hidden", "target", "score", "domain"):
         df[c] = df[c].astype(str)
     df["h/target"] = df["hidden"] + " / " + df["target"]
     long = df.melt(id_vars=["domain", "score", "h/target"], value_vars=metrics,
                    var_name="metric", value_name="value")
-    paths = []
     grid = sns.catplot(data=long, x="score", y="value", hue="h/target", col="metric",
                        col_wrap=4, kind="bar", errorbar=("ci", 95), n_boot=200, seed=0, sharey=False,
                        height=3, aspect=1.3)
     _rotate(grid)
-    paths.append(out / "metrics_by_score.png")
-    grid.savefig(paths[-1], dpi=110)
-    plt.close(grid.figure)
+    figs = {"metrics_by_score": grid.figure}
     first = df["h/target"].iloc[0]
     sub = long[long["h/target"] == first]
     grid = sns.catplot(data=sub, x="domain", y="value", hue="score", col="metric", col_wrap=4,
                        kind="bar", errorbar=("ci", 95), n_boot=200, seed=0, sharey=False, height=3, aspect=1.3)
     _rotate(grid)
     grid.figure.suptitle(first, y=1.02)
-    paths.append(out / "metrics_by_domain.png")
-    grid.savefig(paths[-1], dpi=110)
-    plt.close(grid.figure)
-    return paths
+    figs["metrics_by_domain"] = grid.figure
+    return figs
 
 
 def _rotate(grid) -> None:
@@ -56,6 +61,13 @@ def plot_layer_ndcg(
     table: pd.DataFrame, out_path: str | Path, *, title: str,
     metrics: tuple[str, ...] = ("ndcg@10", "ndcg@full"),
 ) -> Path:
+    """Write `layer_ndcg_figure` to ``out_path``; returns the path."""
+    return save_figure(layer_ndcg_figure(table, title=title, metrics=metrics), Path(out_path))
+
+
+def layer_ndcg_figure(
+    table: pd.DataFrame, *, title: str, metrics: tuple[str, ...] = ("ndcg@10", "ndcg@full"),
+) -> plt.Figure:
     """NDCG of each lens by layer from a `geomlens.analysis.layers.summarize_layer_lens` table:
     one panel per metric, x = layer (-1 = embedding), one line per lens with its 95% CI band
     (bootstrap over segments), ``title`` = the model name."""
@@ -76,4 +88,5 @@ def plot_layer_ndcg(
                title=metric.replace("ndcg", "NDCG"), ylim=(0, 1.02))
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.suptitle(title)
-    return save_figure(fig, Path(out_path))
+    fig.tight_layout()
+    return fig

@@ -26,16 +26,18 @@ from tqdm.auto import tqdm
 
 from geomlens.analysis.accumulate import Accumulator, ControlSums, TokenTable
 from geomlens.analysis.agreement import metric_names
-from geomlens.analysis.calibration import CalibrationResult, CalibrationStore
+from geomlens.analysis.calibration import CalibrationStore
 from geomlens.analysis.capture import CapturedBatch, capture_batch, hidden_hook_names
 from geomlens.analysis.config import AnalyzeConfig
 from geomlens.analysis.layers import LayerLensCapture
 from geomlens.analysis.memory_plan import plan_analysis
+from geomlens.analysis.result import AnalysisResult
 from geomlens.analysis.sampling import rows_in_batch, sample_sorted, seeded
 from geomlens.analysis.scoring import ControlPlan, Targets, score_batch
 from geomlens.data.batching import batch_sequences
 from geomlens.errors import InputError
 from geomlens.fused import Fused
+from geomlens.models.load import model_info
 
 if TYPE_CHECKING:  # annotations only: TransformerLens 4 has no HookedTransformer
     from transformer_lens import HookedTransformer
@@ -50,29 +52,6 @@ positions at vocabulary 49,152: large enough that the per-chunk Python work is a
 fused passes read their inputs once each, so the chunk need not fit in cache)."""
 COMPILE_MIN_POSITIONS = 2048
 """With ``compile=None``, runs with at least this many positions are fused by torch.compile."""
-
-
-@dataclass
-class AnalysisResult:
-    """Everything `analyze_tokens` measured."""
-
-    per_segment: pd.DataFrame
-    """Mean of every metric per (segment, domain, hidden, target, score), plus n_positions."""
-    controls: pd.DataFrame
-    """Control means: one row per (hidden, target, score, variant, index)."""
-    metrics: list[str]
-    """Metric columns, in table order."""
-    info: dict
-    """Counts, the NDCG@full error bound (max / mean over positions), aliases."""
-    per_token: pd.DataFrame | None = None
-    """One row per (position, hidden, target, score) when ``cfg.keep_per_token``."""
-    per_layer_tokens: pd.DataFrame | None = field(default=None, repr=False)
-    """`trajectory_stats` rows with segment/domain columns when ``cfg.trajectories``."""
-    layers: pd.DataFrame | None = field(default=None, repr=False)
-    """`geomlens.analysis.layers.layer_ndcg` rows (one per sampled position, layer and lens)
-    when ``cfg.layer_lens``."""
-    calibration: CalibrationResult | None = field(default=None, repr=False)
-    """Temperatures, calibrated JSD and the uniform reference when ``cfg.calibrate``."""
 
 
 def _position_chunk(cfg: AnalyzeConfig, model: HookedTransformer, device: torch.device,
@@ -249,6 +228,7 @@ class _AnalysisState:
             layers=self.layer_lens.frame() if self.layer_lens is not None else None,
             calibration=None if calib is None else calib.finish(
                 self.model, self.targets, self.fused, self.position_chunk),
+            cfg=self.cfg, model_info=model_info(self.model), n_layers=self.model.cfg.n_layers,
         )
 
 

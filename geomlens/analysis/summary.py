@@ -17,8 +17,8 @@ from geomlens.analysis.calibration_report import (
     calibration_definitions,
     uniform_record,
 )
+from geomlens.analysis.capture import hidden_hook_names
 from geomlens.analysis.config import AnalyzeConfig
-from geomlens.analysis.pipeline import AnalysisResult, hidden_hook_names
 from geomlens.geometry.scores import SCORES
 from geomlens.metrics.ranking import GAINS
 from geomlens.metrics.stats import bootstrap_ci, permutation_p_value
@@ -78,7 +78,7 @@ def _permutation_block(m: str, observed: float, null: np.ndarray, obs: pd.DataFr
     return block
 
 
-def definitions(cfg: AnalyzeConfig, result: AnalysisResult, n_layers: int | None = None) -> dict:
+def definitions(cfg: AnalyzeConfig, result: Any, n_layers: int | None = None) -> dict:
     """Exact definitions of every quantity in the summary."""
     hooks = hidden_hook_names(n_layers) if n_layers else {}
     return {
@@ -130,14 +130,20 @@ def definitions(cfg: AnalyzeConfig, result: AnalysisResult, n_layers: int | None
 
 
 def summarize(
-    result: AnalysisResult,
-    cfg: AnalyzeConfig,
+    result: Any,
+    cfg: AnalyzeConfig | None = None,
     *,
     model_info: dict | None = None,
     n_layers: int | None = None,
 ) -> dict[str, Any]:
     """summary.json content: per (hidden, target, score) mean + CI overall and per domain,
-    controls, model info, definitions and counts."""
+    controls, model info, definitions and counts, of an `AnalysisResult`.
+
+    ``cfg``, ``model_info`` and ``n_layers`` default to what the result holds (the result's
+    own ``summary`` also adds the layer-lens block)."""
+    cfg = cfg if cfg is not None else result.cfg
+    model_info = model_info if model_info is not None else getattr(result, "model_info", None)
+    n_layers = n_layers if n_layers is not None else getattr(result, "n_layers", None)
     metrics = result.metrics
     seg = result.per_segment
     results = []

@@ -5,7 +5,7 @@ a few token paths among their nearest embedding rows (saved with `geomlens.figur
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import matplotlib.pyplot as plt
 import pandas as pd
@@ -14,6 +14,7 @@ import torch
 from jaxtyping import Int
 from torch import Tensor
 
+from geomlens.data.inputs import as_sequences
 from geomlens.errors import InputError
 from geomlens.figures import save_figure
 from geomlens.geometry.distances import sq_distances
@@ -37,7 +38,14 @@ def _long(per_layer: pd.DataFrame, columns: dict[str, str], hue: str | None) -> 
 def plot_layer_curves(
     per_layer_df: pd.DataFrame, out_dir: str | Path, *, stat: str = "median"
 ) -> list[Path]:
-    """Write three figures from a `summarize_layers` table (``stat`` = "median" or "mean"):
+    """Write `layer_curve_figures` to ``out_dir/<name>.png``; returns the paths."""
+    out = Path(out_dir)
+    return [save_figure(fig, out / f"{name}.png")
+            for name, fig in layer_curve_figures(per_layer_df, stat=stat).items()]
+
+
+def layer_curve_figures(per_layer_df: pd.DataFrame, *, stat: str = "median") -> dict[str, plt.Figure]:
+    """Three figures from a `summarize_layers` table (``stat`` = "median" or "mean"):
 
     ``step_norms.png``   ||dh||, ||attn_out||, ||mlp_out|| by layer
     ``inertia.png``      cosine between consecutive steps by layer
@@ -46,24 +54,23 @@ def plot_layer_curves(
 
     A ``domain`` column, if present, becomes the line style.
     """
-    out = Path(out_dir)
     hue = "domain" if "domain" in per_layer_df.columns else None
     s = f"_{stat}"
-    paths = []
+    figs: dict[str, plt.Figure] = {}
 
     long = _long(per_layer_df, {f"step_norm{s}": "total step", f"attn_norm{s}": "attention",
                                 f"mlp_norm{s}": "MLP"}, hue)
     fig, ax = plt.subplots(figsize=(7, 4))
     sns.lineplot(long, x="layer", y="value", hue="quantity", style=hue, marker="o", ax=ax)
     ax.set(ylabel=f"{stat} norm", title="Step size per layer: ||Δh|| and its attention/MLP parts")
-    paths.append(save_figure(fig, out / "step_norms.png"))
+    figs["step_norms"] = fig
 
     long = _long(per_layer_df, {f"inertia_cos{s}": "cos(Δh^l, Δh^(l-1))"}, hue)
     fig, ax = plt.subplots(figsize=(7, 4))
     sns.lineplot(long.dropna(), x="layer", y="value", hue=hue, marker="o", ax=ax)
     ax.axhline(0.0, color="grey", lw=0.8)
     ax.set(ylabel=f"{stat} cosine", title="Inertia: cosine between consecutive steps")
-    paths.append(save_figure(fig, out / "inertia.png"))
+    figs["inertia"] = fig
 
     cols = {f"dlens_rank_top1{s}": "distance lens, top-1", f"dlens_rank_next{s}": "distance lens, next",
             f"logit_rank_top1{s}": "logit lens, top-1", f"logit_rank_next{s}": "logit lens, next"}
@@ -73,8 +80,10 @@ def plot_layer_curves(
     sns.lineplot(long, x="layer", y="value", hue="quantity", style=hue, marker="o", ax=ax)
     ax.set_yscale("log")
     ax.set(ylabel=f"{stat} rank + 1 (log)", title="Distance lens vs logit lens")
-    paths.append(save_figure(fig, out / "lens_ranks.png"))
-    return paths
+    figs["lens_ranks"] = fig
+    for fig in figs.values():
+        fig.tight_layout()
+    return figs
 
 
 def _labels(model: HookedTransformer, ids: list[int]) -> list[str]:
@@ -92,6 +101,14 @@ def plot_pca_trajectories(
     n_tokens: int = 5,
     n_neighbors: int = 10,
 ) -> Path:
+    """Write `pca_trajectory_figure` to ``out_path``; returns the path."""
+    return save_figure(pca_trajectory_figure(model, tokens, n_tokens, n_neighbors), Path(out_path))
+
+
+@torch.no_grad()
+def pca_trajectory_figure(
+    model: HookedTransformer, tokens: Any, n_tokens: int = 5, n_neighbors: int = 10
+) -> plt.Figure:
     """One 2-D PCA picture of a few token trajectories among their nearest embeddings.
 
     Takes the last ``n_tokens`` positions of one sequence, their points ``h^0..h^L``
@@ -100,9 +117,10 @@ def plot_pca_trajectories(
     on all these points together; trajectories are drawn as lines from the embedding (o) to
     the last layer (x), the neighbour embeddings as labelled grey dots.
     """
-    tokens = tokens.reshape(-1)
-    if len(tokens) == 0:
-        raise InputError("plot_pca_trajectories: empty token sequence")
+    seqs = as_sequences(model, tokens, where="pca_trajectory_figure")
+    if len(seqs) != 1:
+        raise InputError(f"pca_trajectory_figure: give one sequence, not {len(seqs)}")
+    tokens = seqs[0]
     traj = trajectory(model, tokens).float()  # [layer pos d_model]
     positions = list(range(max(0, len(tokens) - n_tokens), len(tokens)))
     W_E = model.W_E
@@ -129,4 +147,5 @@ def plot_pca_trajectories(
         ax.plot(xy[-1, 0], xy[-1, 1], "x", color=color, ms=8, zorder=3)
     ax.set(xlabel="PC 1", ylabel="PC 2", title="Residual trajectories (o = embedding, x = last layer)")
     ax.legend(fontsize=7, loc="best")
-    return save_figure(fig, Path(out_path))
+    fig.tight_layout()
+    return fig

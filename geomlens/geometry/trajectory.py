@@ -237,7 +237,7 @@ def summarize_layers(df: pd.DataFrame, by: Sequence[str] = ("layer",)) -> pd.Dat
 
 @torch.no_grad()
 def trajectory(
-    model: HookedTransformer, text_or_tokens: str | Int[Tensor, "pos"] | Int[Tensor, "1 pos"]
+    model: HookedTransformer, text_or_tokens: TextInput
 ) -> Float[Tensor, "layer pos d_model"]:
     """The points ``h^0..h^n_layers`` of one sequence (``n_layers + 1`` of them).
 
