@@ -100,3 +100,14 @@ def test_permuted_accuracies_equal_full_translation_per_permutation():
     ref = [translate(clf, translation(E_A, E_B[torch.randperm(25, generator=gen)])).accuracy(X_b, y)
            for _ in range(7)]
     np.testing.assert_allclose(got, ref)
+
+
+def test_stitch_config_rejects_bad_input():
+    from geomlens.errors import InputError
+
+    with pytest.raises(InputError, match="--model-b is required"):
+        StitchConfig()
+    for bad in (dict(test_fraction=1.5), dict(through="W_X"), dict(n_permutations=-1),
+                dict(split_seeds=[]), dict(n_segments=2)):
+        with pytest.raises(InputError):
+            StitchConfig(model_b="smollm2-135m", **bad)
