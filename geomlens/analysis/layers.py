@@ -51,6 +51,7 @@ from geomlens.data.inputs import TextInput, as_batch
 from geomlens.errors import InputError
 from geomlens.geometry.distances import row_sq_norms, sq_distance_chunks
 from geomlens.geometry.lens import apply_ln_final, ln_final_normalized, logit_chunks
+from geomlens.models.backend import view_of
 from geomlens.models.weights import weights_tied
 from geomlens.registry import Registry
 
@@ -79,7 +80,7 @@ class LensContext:
 
     @classmethod
     def of(cls, model: HookedTransformer) -> LensContext:
-        W_E = model.W_E.detach().float()
+        W_E = view_of(model).W_E.detach().float()
         return cls(model=model, W_E=W_E, e_sq=row_sq_norms(W_E), e_sum=W_E.sum(-1),
                    tied=weights_tied(model))
 
@@ -168,7 +169,7 @@ def _distance_ln_final_gain(layer: LayerInputs) -> Tensor:
     ctx = layer.ctx
     if not ctx.tied:
         return LayerInputs(ctx, layer.ln_final_out()).raw_scores()
-    shift = ctx.model.b_U.detach().float() + 0.5 * ctx.e_sq
+    shift = view_of(ctx.model).b_U.detach().float() + 0.5 * ctx.e_sq
     return layer.lens_logits() - shift
 
 

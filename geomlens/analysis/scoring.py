@@ -27,6 +27,7 @@ from geomlens.analysis.permutation import PermutationNull
 from geomlens.fused import Fused
 from geomlens.geometry.distances import row_sq_norms
 from geomlens.metrics.stats import random_matrix_like
+from geomlens.models.backend import view_of
 from geomlens.models.weights import weights_tied
 
 if TYPE_CHECKING:  # annotations only: TransformerLens 4 has no HookedTransformer
@@ -41,7 +42,8 @@ def target_matrices(
     Returns ``(matrices, alias)`` where ``alias[name]`` is the name whose results ``name``
     reuses: W_U is aliased to W_E when W_U.T equals W_E exactly (tied, unprocessed weights).
     """
-    full = {"W_E": model.W_E.detach().float(), "W_U": model.W_U.detach().T.float()}
+    view = view_of(model)
+    full = {"W_E": view.W_E.detach().float(), "W_U": view.W_U.detach().T.float()}
     alias = {name: name for name in names}
     if "W_E" in names and "W_U" in names and weights_tied(model):
         alias["W_U"] = "W_E"
@@ -61,7 +63,7 @@ def is_unembedding(model: HookedTransformer, matrix: Float[Tensor, "d_vocab d_mo
 def _is_W_U_T(model: HookedTransformer, matrix: Tensor) -> bool:
     """matrix == W_U.T exactly; a matrix that is W_E (or W_U) itself is answered by the cached
     `weights_tied`, without comparing 2 × d_vocab × d_model numbers again."""
-    W_E, W_U = model.W_E, model.W_U
+    W_E, W_U = view_of(model).W_E, view_of(model).W_U
     if matrix.device == W_E.device and matrix.data_ptr() == W_E.data_ptr() \
             and matrix.stride() == W_E.stride():
         return weights_tied(model)

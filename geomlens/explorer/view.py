@@ -22,6 +22,7 @@ from geomlens.errors import InputError
 from geomlens.explorer import movement, paths, payload
 from geomlens.explorer.compute import MEASURES, Grid, compute_grid
 from geomlens.explorer.interventions import Intervention
+from geomlens.models.backend import view_of
 
 if TYPE_CHECKING:  # annotations only: TransformerLens 4 has no HookedTransformer
     from transformer_lens import HookedTransformer
@@ -48,7 +49,7 @@ class Explorer:
         self.labels = token_map(model).labels
         self.grids = [compute_grid(model, t, lenses=self.lenses, sublayers=sublayers)
                       for t in self.sequences]
-        W_E = model.W_E.detach().float().cpu()
+        W_E = view_of(model).W_E.detach().float().cpu()
         self.paths = [paths.sequence_paths(g.resid, W_E, n_near=n_near, known=_known_near(g, n_near))
                       for g in self.grids]
         self.movers = [movement.movers(model, t, pos=len(t) - 1, layers=list(range(model.cfg.n_layers)),

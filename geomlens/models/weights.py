@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from geomlens.models.backend import view_of
+
 if TYPE_CHECKING:  # annotations only: TransformerLens 4 has no HookedTransformer
     from transformer_lens import HookedTransformer
 
@@ -19,7 +21,8 @@ _ATTR = "_geomlens_tied_cache"
 
 def weights_tied(model: HookedTransformer) -> bool:
     """True when ``model.W_U`` equals ``model.W_E.T`` exactly (shape and every value)."""
-    W_E, W_U = model.W_E, getattr(model, "W_U", None)
+    view = view_of(model)
+    W_E, W_U = view.W_E, getattr(model, "W_U", None)
     if W_U is None or W_U.shape != W_E.T.shape:
         return False
     key = tuple((id(w), w.data_ptr(), w._version) for w in (W_E, W_U))

@@ -38,6 +38,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from geomlens.errors import InputError
+from geomlens.models.backend import view_of
 from geomlens.registry import Registry
 
 if TYPE_CHECKING:  # annotations only: TransformerLens 4 has no HookedTransformer
@@ -153,7 +154,7 @@ def token_matrix(model: HookedTransformer, through: str) -> Float[Tensor, "d_voc
     so scores through W_E are √640 ≈ 25.3 times those through W_U there; the ranking is the same.
     """
     if through == "W_E":
-        return model.W_E
+        return view_of(model).W_E
     if through == "W_U":
         W_U = getattr(model.unembed, "W_U", None)
         if W_U is None:

@@ -8,6 +8,7 @@ geomlens loads them on TransformerLens 3) plus the legacy hook names (``hook_res
 
 from __future__ import annotations
 
+import copy
 import math
 from typing import Any
 
@@ -25,10 +26,24 @@ def boot_bridge(hf_model: Any, tokenizer: Any, *, name: str, device: str = "cpu"
     if hasattr(hf_model.config, "quantization_config"):  # GGUF, already dequantized
         del hf_model.config.quantization_config
     hf_model.is_quantized = False
+    if not getattr(hf_model.config, "architectures", None):  # picks TransformerLens's adapter
+        hf_model.config.architectures = [type(hf_model).__name__]
     bridge = TransformerBridge.boot_transformers(
-        name, hf_model=hf_model, tokenizer=tokenizer, device=device, dtype=torch.float32)
+        name, hf_model=hf_model, tokenizer=_boot_tokenizer(tokenizer), device=device,
+        dtype=torch.float32)
     bridge.enable_compatibility_mode(no_processing=True, disable_warnings=True)
+    bridge.cfg.tokenizer_prepends_bos = len(tokenizer.encode("")) > 0
     return bridge.eval()
+
+
+def _boot_tokenizer(tokenizer: Any) -> Any:
+    """A shallow copy that says it already adds BOS: otherwise the bridge re-loads the tokenizer
+    from its ``name_or_path`` (the hub) with ``add_bos_token=True``. Only that flag of
+    ``init_kwargs`` changes; encoding is the native tokenizer's (SmolLM2 adds no BOS)."""
+    boot = copy.copy(tokenizer)
+    boot.init_kwargs = {"name_or_path": getattr(tokenizer, "name_or_path", ""),
+                        **tokenizer.init_kwargs, "add_bos_token": True}
+    return boot
 
 
 def boot_hub(name: str, *, device: str = "cpu") -> Any:
@@ -63,8 +78,15 @@ class BridgeView(ModelView):
 
     @property
     def W_E(self) -> Float[Tensor, "d_vocab d_model"]:
-        scale = self._embed_scale()
-        return self.model.W_E * scale if scale != 1.0 else self.model.W_E
+        raw, scale = self.model.W_E, self._embed_scale()
+        if scale == 1.0:
+            return raw
+        key = (raw.data_ptr(), raw._version, scale)  # one scaled copy per weight version
+        held = self.model.__dict__.get("_geomlens_scaled_W_E")
+        if held is None or held[0] != key:
+            held = (key, (raw * scale).detach())
+            self.model.__dict__["_geomlens_scaled_W_E"] = held
+        return held[1]
 
     @property
     def W_U(self) -> Float[Tensor, "d_model d_vocab"]:

@@ -1,0 +1,96 @@
+"""TransformerLens 4 view on tiny random Hugging Face models booted into a ``TransformerBridge``
+(downloads nothing). Reference: the transformers model itself (hidden states, final norm)."""
+
+import math
+
+import pytest
+import torch
+
+from geomlens.models.backend import installed_backend, view_of
+
+pytestmark = [pytest.mark.tl4,
+              pytest.mark.skipif(installed_backend() != "tl4", reason="needs TransformerLens 4")]
+
+
+def _llama():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    cfg = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=3,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                      tie_word_embeddings=True, rope_theta=10_000.0)
+    return LlamaForCausalLM(cfg).eval(), "HuggingFaceTB/SmolLM2-135M"
+
+
+def _gemma():
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    cfg = Gemma3TextConfig(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=3,
+                           num_attention_heads=4, num_key_value_heads=1, head_dim=8,
+                           max_position_embeddings=64, sliding_window=4,
+                           layer_types=["sliding_attention", "full_attention", "sliding_attention"])
+    return Gemma3ForCausalLM(cfg).eval(), "google/gemma-3-270m"
+
+
+def _tokenizer():
+    """A 64-token word-level tokenizer built in memory (the bridge would fetch one otherwise)."""
+    from tokenizers import Tokenizer, models
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {f"t{i}": i for i in range(64)}
+    return PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel(vocab, unk_token="t0")),
+                                   bos_token="t1", eos_token="t2", pad_token="t3", unk_token="t0")
+
+
+@pytest.fixture(params=["llama", "gemma"])
+def pair(request):
+    from geomlens.models.backend.tl4 import boot_bridge
+
+    torch.manual_seed(0)
+    hf, name = _llama() if request.param == "llama" else _gemma()
+    tokens = torch.randint(0, 64, (1, 7))
+    with torch.no_grad():
+        out = hf(tokens, output_hidden_states=True)
+    return boot_bridge(hf, _tokenizer(), name=name), hf, tokens, out, request.param
+
+
+def test_resid_post_matches_transformers(pair):
+    bridge, hf, tokens, out, _ = pair
+    view = view_of(bridge)
+    names = [view.hooks(layer).resid_post for layer in range(view.n_layers)]
+    logits, cache = bridge.run_with_cache(tokens, names_filter=lambda n: n in names)
+    torch.testing.assert_close(logits, out.logits, rtol=1e-5, atol=1e-5)
+    # transformers' last hidden state is after the final norm; the others are block outputs
+    for layer in range(view.n_layers - 1):
+        torch.testing.assert_close(cache[names[layer]], out.hidden_states[layer + 1])
+    torch.testing.assert_close(view.ln_final(cache[names[-1]]), out.hidden_states[-1],
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_view_layout(pair):
+    bridge, hf, _, _, kind = pair
+    view = view_of(bridge)
+    assert view.backend == "tl4" and view.n_layers == 3 and view.d_model == 32
+    assert view.n_kv_heads == (2 if kind == "llama" else 1)
+    assert view.qk_norm == (kind == "gemma")
+    emb = hf.get_input_embeddings()
+    scale = math.sqrt(32) if kind == "gemma" else 1.0
+    torch.testing.assert_close(view.W_E, emb.weight * scale)
+    torch.testing.assert_close(view.W_U, hf.lm_head.weight.T)
+    if kind == "gemma":
+        assert view.rotary_bases() == [1e4, 1e6, 1e4]
+    else:
+        assert view.rotary_bases() == [1e4] * 3
+    assert view.describe()["processing"]["compatibility_mode"] == "no_processing"
+
+
+def test_every_block_hook_fires_and_is_writable(pair):
+    bridge, _, tokens, _, _ = pair
+    view = view_of(bridge)
+    names = [n for layer in range(view.n_layers) for n in view.hooks(layer).all().values()]
+    _, cache = bridge.run_with_cache(tokens, names_filter=lambda n: n in names)
+    assert sorted(cache.keys()) == sorted(names)
+    with torch.no_grad():
+        clean = bridge(tokens)
+        for name in names:
+            out = bridge.run_with_hooks(tokens, fwd_hooks=[(name, lambda x, hook: x * 0.5)])
+            assert not torch.allclose(out, clean), name
