@@ -26,8 +26,8 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from geomlens.analysis.config import AnalyzeConfig
 from geomlens.analysis.agreement import rank_groups
+from geomlens.analysis.config import AnalyzeConfig
 from geomlens.analysis.permutation import block_size, table_dtype
 from geomlens.errors import InputError
 
