@@ -153,6 +153,8 @@ def _bridge_model(name, *, device, dtype, processing: bool) -> Any:
                          "the TransformerLens 4 backend loads raw weights.")
     if is_trained(name):
         require_tl3("Loading a trained model")
+    if name in RANDOM_SHAPES:
+        require_tl3("A random-weight model")
     dev = str(resolve_device(device))
     if name in OFFLINE_MODELS:
         spec = get_offline_model(name)

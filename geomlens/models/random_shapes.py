@@ -14,11 +14,15 @@ dtype (an 8B model never passes through host memory in float32).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
-from transformer_lens import HookedTransformer, HookedTransformerConfig
 
 from geomlens.errors import UnknownModelError
+from geomlens.models.backend import require_tl3
+
+if TYPE_CHECKING:  # annotations only: TransformerLens 4 has no HookedTransformer
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -80,7 +84,7 @@ def random_config(
     width = d_model or s.d_model
     n_heads = s.n_heads if d_model is None else max(1, width // s.d_head)
     d_head = s.d_head if d_model is None else width // n_heads
-    return HookedTransformerConfig(
+    return require_tl3("A random-weight model").HookedTransformerConfig(
         model_name=name, d_model=width, d_head=d_head, n_heads=n_heads,
         n_key_value_heads=min(s.n_key_value_heads, n_heads), n_layers=n_layers or s.n_layers,
         d_mlp=s.d_mlp if d_model is None else 4 * width, d_vocab=s.d_vocab, n_ctx=s.n_ctx,
@@ -101,7 +105,7 @@ def random_model(
     cfg = random_config(name, n_layers=n_layers, d_model=d_model, device=device, dtype=dtype,
                         seed=seed)
     with torch.device(device):
-        model = HookedTransformer(cfg, move_to_device=False)
+        model = require_tl3("A random-weight model").HookedTransformer(cfg, move_to_device=False)
     if get_random_shape(name).tied_embeddings:
         with torch.no_grad():
             model.unembed.W_U.copy_(model.embed.W_E.T)

@@ -83,3 +83,15 @@ def test_bad_input_exits_2(tmp_path, capsys):
     assert main(_args(tmp_path / "y", "--tokens", "100")) == 2  # --tokens and --steps together
     assert "exactly one of --tokens or --steps" in capsys.readouterr().err
     assert not (tmp_path / "y").exists()
+
+
+def test_train_under_transformerlens_4_names_the_install_in_one_line(tmp_path, capsys, monkeypatch):
+    from geomlens.models import backend
+
+    monkeypatch.setattr(backend, "tl_major", lambda: 4)
+    monkeypatch.setattr("importlib.metadata.version", lambda name: "4.3.0")
+    out = tmp_path / "run"
+    assert main(["train", "--model", "micro-1m", "--steps", "3", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "needs TransformerLens 3" in err
+    assert "pip install 'transformer-lens>=3.9,<4'" in err and not out.exists()

@@ -6,6 +6,8 @@ from geomlens.errors import InputError, MissingPackageError
 from geomlens.models import backend
 from geomlens.models.backend import version
 
+pytestmark = pytest.mark.tl4  # runs under both majors
+
 
 def test_auto_is_the_installed_backend():
     have = backend.installed_backend()
