@@ -178,6 +178,25 @@ def read_trained_config(run_dir: str | Path) -> dict[str, Any]:
     return config
 
 
+def check_trained(path: str | Path) -> None:
+    """Read what can be read of a trained model without building it (model.json and the
+    weights' header), so that a corrupt, empty or foreign file fails before a run directory
+    exists; a one-line `InputError` names the file."""
+    from safetensors import SafetensorError, safe_open
+
+    files = trained_files(path)
+    if files is None:
+        raise InputError(f"{path} holds no trained model ({CONFIG_FILE} + {MODEL_FILE}).")
+    run_dir, weights = files
+    read_trained_config(run_dir)
+    try:
+        with safe_open(str(weights), framework="pt") as f:
+            f.keys()
+    except (SafetensorError, RuntimeError, OSError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"{weights} is not a readable safetensors file ({first}).") from None
+
+
 def _build(config: dict[str, Any], run_dir: Path, weights: Path) -> tuple[HookedTransformer, int | None]:
     """The architecture with its head, weights loaded strictly from ``weights``; and the step
     its metadata names."""

@@ -138,10 +138,17 @@ def check_model_name(name: str) -> OfflineModel | None:
     if name in RANDOM_SHAPES:
         return None
     if Path(name).exists():
-        from geomlens.models.trained import CONFIG_FILE, MODEL_FILE, check_not_legacy, is_trained
+        from geomlens.models.trained import (
+            CONFIG_FILE,
+            MODEL_FILE,
+            check_not_legacy,
+            check_trained,
+            is_trained,
+        )
 
         check_not_legacy(name)
         if is_trained(name):
+            check_trained(name)
             return None
         raise UnknownModelError(f"{name!r} is a path with neither a trained model ({CONFIG_FILE} "
                                 f"+ {MODEL_FILE}) nor a training checkpoint; give a training run "

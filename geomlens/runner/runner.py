@@ -23,6 +23,7 @@ turn, so at most one GPU run per GPU; CPU points get ``CUDA_VISIBLE_DEVICES=""``
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -341,6 +342,21 @@ class Runner:
             raise ConfigError("Some points ask for a CUDA device but no GPU is visible.")
         free_gpus = list(self.gpus)
         running: list[tuple[Process, PlannedRun, str | None]] = []
+        try:
+            self._schedule(pending, running, free_gpus, results, jobs)
+        except KeyboardInterrupt:  # Ctrl-C / SIGTERM: stop the children, which mark their points
+            for proc, p, _ in running:
+                logger.warning("%s: stopping (its run is marked failed)", p.point.name)
+                with contextlib.suppress(OSError, AttributeError):
+                    proc.terminate()
+            for proc, _, _ in running:
+                with contextlib.suppress(AttributeError, subprocess.TimeoutExpired):
+                    proc.wait(timeout=60)
+            raise
+        return [results[p.point.name] for p in planned]
+
+    def _schedule(self, pending: list[PlannedRun], running: list, free_gpus: list[str],
+                  results: dict[str, PointResult], jobs: int) -> None:
         while pending or running:
             started = True
             while started and pending and len(running) < jobs:
@@ -369,4 +385,3 @@ class Runner:
                 logger.info("%s: %s", p.point.name, results[p.point.name].status)
             if not finished:
                 time.sleep(self.poll_interval)
-        return [results[p.point.name] for p in planned]

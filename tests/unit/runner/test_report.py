@@ -179,3 +179,44 @@ def test_explode_records_and_within_run_intervals(tmp_path):
     assert _np.isclose(both.loc["dot", "overall.ndcg.std"], _np.std([0.9, 0.7], ddof=1))
     with pytest.raises(Exception, match="no list"):
         collect_runs([tmp_path / "a"], explode="missing")
+
+
+def test_report_skips_failed_unfinished_and_corrupt_runs_naming_each(tmp_path, capsys, caplog):
+    import logging
+
+    def run(name, summary, marker, env=True):
+        d = tmp_path / "runs" / name
+        d.mkdir(parents=True)
+        (d / "config.json").write_text(json.dumps({"seed": int(name[-1])}))
+        (d / "summary.json").write_text(summary)
+        if env:
+            (d / "env.json").write_text("{}")
+        if marker:
+            (d / marker).write_text("2026\nsome error\n")
+
+    run("ok0", '{"loss": 1.0}', "done")
+    run("ok1", '{"loss": 3.0}', "done")
+    run("failed2", '{"loss": 99.0}', "failed")
+    run("unfinished3", '{"loss": 99.0}', None)
+    run("corrupt4", '{"loss": ', "done")
+    out = tmp_path / "table.csv"
+    with caplog.at_level(logging.WARNING):
+        assert main(["report", str(tmp_path / "runs"), "--out", str(out)]) == 0
+    skipped = [r.getMessage() for r in caplog.records if "skipping" in r.getMessage()]
+    assert len(skipped) == 3 and all(len(m.splitlines()) == 1 for m in skipped)
+    for name in ("failed2", "unfinished3", "corrupt4"):
+        assert sum(name in m for m in skipped) == 1
+    table = pd.read_csv(out)
+    assert table["n"].tolist() == [2] and table["loss.mean"].tolist() == [2.0]
+
+
+@pytest.mark.parametrize("flag,value", [("--out", "t.txt"), ("--out", "adir"), ("--runs", "adir"),
+                                        ("--markdown", "adir"), ("--markdown", "afile/x.md"),
+                                        ("--n-boot", "0"), ("--confidence", "1.5")])
+def test_report_checks_its_outputs_before_reading(tmp_path, capsys, flag, value):
+    (tmp_path / "adir").mkdir()
+    (tmp_path / "afile").write_text("x")
+    target = value if flag in ("--n-boot", "--confidence") else str(tmp_path / value)
+    assert main(["report", str(tmp_path / "nothing-here"), flag, target]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "nothing-here" not in err[0]

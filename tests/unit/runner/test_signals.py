@@ -57,3 +57,16 @@ def test_sigterm_stops_a_sweep_and_marks_the_running_point(tmp_path, monkeypatch
     assert proc.returncode == 143 and "Traceback" not in err
     assert failure(point) == "interrupted (SIGTERM)"
     assert not (tmp_path / "runs" / "seed=1").exists()
+
+
+def test_sigterm_to_a_parallel_sweep_stops_and_marks_every_running_point(tmp_path, monkeypatch):
+    toy_env(monkeypatch)
+    config = write_configs(tmp_path / "configs", tmp_path / "runs", sweep="  seed: [0, 1]\n")
+    proc = _start(["run", str(config), "n=10000", "--jobs", "2"], tmp_path)
+    points = [tmp_path / "runs" / f"seed={s}" for s in (0, 1)]
+    for point in points:
+        _wait_for(point / "starts.txt", proc, timeout=240)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143 and "Traceback" not in err
+    assert [failure(p) for p in points] == ["interrupted (SIGTERM)"] * 2
