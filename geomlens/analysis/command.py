@@ -1,4 +1,4 @@
-"""The ``analyze`` experiment kind: corpus -> tokens -> `analyze_tokens` -> files in a run dir.
+"""The ``analyze`` command: corpus -> tokens -> `analyze_tokens` -> files in a run dir.
 
 Outputs: per_token.parquet, per_segment.csv, controls.csv, per_layer.csv (+ per_layer_domain.csv)
 when trajectories are on, layers.csv + figures/layers.png when the layer lens is on
@@ -40,8 +40,6 @@ def run_analysis(cfg: AnalyzeConfig, run_dir: Path) -> dict[str, Any]:
 def validate_analysis(cfg: AnalyzeConfig) -> None:
     """Model name, text file and lengths, checked before a run directory exists."""
     check_model_inputs(cfg)
-
-
 
 
 def headline(summary: dict, run_dir: Path) -> str:

@@ -9,8 +9,7 @@ import pytest
 import torch
 from helpers import build_model
 
-import geomlens.data.source
-import geomlens.models
+import geomlens.analysis.command
 from geomlens.analysis import AnalyzeConfig
 from geomlens.analysis.command import run_analysis
 from geomlens.analysis.layer_summary import layers_block, summarize_layer_lens
@@ -58,11 +57,10 @@ def _run(monkeypatch, tmp_path, **kw):
     model.cfg.model_name = "tiny-test"
     g = torch.Generator().manual_seed(1)
     seqs = [torch.randint(0, 50, (n,), generator=g) for n in (10, 7, 12, 5)]
-    monkeypatch.setattr(geomlens.models, "load_model", lambda name, device=None: model)
     segments = (seqs, [f"s{i}" for i in range(4)], ["a", "b", "a", "b"])
-    for loader in ("load_segments", "load_model_segments"):  # whichever run_analysis calls
-        monkeypatch.setattr(geomlens.data.source, loader, lambda cfg, tok: segments,
-                            raising=False)
+    command = geomlens.analysis.command  # the names run_analysis looks up
+    monkeypatch.setattr(command, "load_model", lambda name, device=None: model)
+    monkeypatch.setattr(command, "load_model_segments", lambda cfg, tok: segments)
     cfg = AnalyzeConfig(model="tiny", n_bootstrap=50, controls=False, trajectories=False,
                         scores=["dot", "neg_dist"], spearman=False, **kw)
     return run_analysis(cfg, tmp_path)
