@@ -7,7 +7,6 @@ A case "escapes" when an exception leaves `main` (the shell would print a traceb
 from __future__ import annotations
 
 import contextlib
-import gzip
 import io
 import json
 import os
