@@ -44,6 +44,7 @@ from transformer_lens.utilities.activation_functions import apply_softcap
 
 from geomlens.errors import InputError
 from geomlens.kv.layer_map import MODES, LayerMap
+from geomlens.models.backend import is_bridge, view_of
 
 if TYPE_CHECKING:  # annotations only: TransformerLens 4 has no HookedTransformer
     from transformer_lens import HookedTransformer
@@ -185,6 +186,10 @@ def kv_hooks(
             for a forward pass whose KV cache already shares (`geomlens.kv.cache`).
     """
     check_patchable(model.cfg, layer_map, mode)
+    if is_bridge(model) and view_of(model).qk_norm:
+        raise InputError("First-layer K/V patching of a qk-norm model (Gemma-3) on TransformerLens 4 "
+                         "is not validated (its patched loss differs from TransformerLens 3's); "
+                         "use TransformerLens 3: pip install 'transformer-lens>=3.9,<4'")
     lm, store, recipe = layer_map, KVStore(), key_recipe(model.cfg)
     kw = dict(lm=lm, store=store, mode=mode, share=share)
     fwd: list[tuple[str, Callable]] = []
