@@ -127,13 +127,16 @@ def load_model(
         _annotate(model, name=name, tied=None, processing=processing, source="huggingface hub")
         return model.eval()
 
+    return _offline_on_device(name, dev, dtype, processing, use_cache=use_cache)
+
+
+def _offline_on_device(name: str, dev: torch.device, dtype: torch.dtype | None,
+                       processing: dict[str, bool], *, use_cache: bool) -> Any:
+    """An offline model (cached conversion), weight-processed as asked, on ``dev``."""
     spec = get_offline_model(name)
     model = _offline_model(name, use_cache=use_cache)
     if any(processing.values()):
-        model.process_weights_(
-            fold_ln=fold_ln, center_writing_weights=center_writing_weights,
-            center_unembed=center_unembed,
-        )
+        model.process_weights_(**processing)
     if dtype is not None:
         model = model.to(dtype)
     model = model.to(dev)
