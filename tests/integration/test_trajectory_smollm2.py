@@ -44,7 +44,7 @@ def test_trajectory_stats_on_smollm2(smollm2, batch):
     assert np.mean(last.logit_rank_next.to_numpy()[nxt_ok] == ref) >= 0.95  # float round-off ties
     h = cache["ln_final.hook_normalized"][b, p].double().numpy()
     d = cdist(h, smollm2.W_E.detach().double().numpy())
-    np.testing.assert_array_equal(last.nearest_token.to_numpy(), d.argmin(1))
+    np.testing.assert_array_equal(last.nearest_token_id.to_numpy(), d.argmin(1))
     summary = summarize_layers(df)
     print(summary[["layer", "step_norm_median", "attn_share_mean", "inertia_cos_median",
                    "dlens_rank_next_median", "logit_rank_next_median"]].to_string())

@@ -207,6 +207,7 @@ def test_summary_readers_cope_with_the_uniform_record(run, tmp_path, monkeypatch
     from dataclasses import asdict
     from pathlib import Path
 
+    from geomlens.rundir import mark_done
     from geomlens.runner.report import aggregate, collect_runs
 
     cfg, _, summary = run
@@ -215,6 +216,7 @@ def test_summary_readers_cope_with_the_uniform_record(run, tmp_path, monkeypatch
     (run_dir / "summary.json").write_text(json.dumps({**summary, "tied_embeddings": False}))
     (run_dir / "config.json").write_text(json.dumps(asdict(cfg)))
     (run_dir / "env.json").write_text(json.dumps({"argv": ["geomlens", "analyze"]}))
+    mark_done(run_dir)  # the report reads finished runs only
     rows = collect_runs([run_dir], explode="results")
     table = aggregate(rows, group_by=["hidden", "target", "score"],
                       metrics=["overall.jsd_calibrated", "temperature"])
