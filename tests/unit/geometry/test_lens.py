@@ -100,7 +100,7 @@ def test_trajectory_stats_last_layer_lenses_match_direct_ranks():
     top1 = lg.argmax(1)
     d = cdist(h, model.W_E.detach().numpy().astype(np.float64))
     np.testing.assert_array_equal(last.dlens_rank_top1.to_numpy(), _min_ranks(d, top1[:, None], descending=False)[:, 0])
-    np.testing.assert_array_equal(last.nearest_token.to_numpy(), d.argmin(1))
+    np.testing.assert_array_equal(last.nearest_token_id.to_numpy(), d.argmin(1))
     np.testing.assert_allclose(last.nearest_dist.to_numpy(), d.min(1), rtol=1e-4)
     assert (last.logit_rank_top1 == 0).all()
     has_next = p + 1 < lengths.numpy()[b]
