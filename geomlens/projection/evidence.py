@@ -74,30 +74,41 @@ def _positions(lengths: list[int], n: int, seed: int) -> list[tuple[int, int]]:
 @torch.no_grad()
 def collect_activations(
     model: HookedTransformer, sequences: list[Int[Tensor, "_pos"]], layers: list[int], *,
-    n_positions: int, n_active: int = 5, k2: int = 3, seed: int = 0,
+    n_positions: int, n_active: int = 5, k2: int = 3, seed: int = 0, batch_size: int = 8,
 ) -> Activations:
     """Run the model over ``sequences`` (model token ids) and keep, at ``n_positions`` random
     positions, the most active MLP neurons and (head, coordinate) entries and the hidden state's
-    top-k2 tokens (module doc)."""
+    top-k2 tokens (module doc).
+
+    The segments that hold a sampled position run in right-padded batches of ``batch_size``
+    (padding never reaches an earlier position of a causal model) and stop after the last
+    layer asked for; the unembedding is applied only to the sampled positions."""
+    from geomlens.data.batching import batch_sequences
+
     where = _positions([len(s) for s in sequences], n_positions, seed)
     names = {f"blocks.{layer}.{h}" for layer in layers for h in ("mlp.hook_post", "attn.hook_z",
                                                                    "hook_resid_post")}
-    active: dict[tuple[int, str], list[Tensor]] = {}
-    resid: dict[int, list[Tensor]] = {layer: [] for layer in layers}
     by_seq: dict[int, list[int]] = {}
     for s, p in where:
         by_seq.setdefault(s, []).append(p)
-    for s, pos in tqdm(by_seq.items(), desc="activations", leave=False):
-        _, cache = model.run_with_cache(sequences[s][None].to(model.cfg.device),
-                                        names_filter=lambda n: n in names)
-        idx = torch.tensor(pos)
+    segs = list(by_seq)
+    active: dict[tuple[int, str], list[Tensor]] = {}
+    resid: dict[int, list[Tensor]] = {layer: [] for layer in layers}
+    batches = list(batch_sequences([sequences[s] for s in segs], batch_size=batch_size))
+    done = 0
+    for tokens, _ in tqdm(batches, desc="activations", leave=False):
+        rows = torch.tensor([r for r, s in enumerate(segs[done : done + len(tokens)]) for _ in by_seq[s]])
+        pos = torch.tensor([p for s in segs[done : done + len(tokens)] for p in by_seq[s]])
+        done += len(tokens)
+        _, cache = model.run_with_cache(tokens.to(model.cfg.device), names_filter=lambda n: n in names,
+                                        stop_at_layer=max(layers) + 1)
         for layer in layers:
             for part, hook in (("mlp", "mlp.hook_post"), ("attn", "attn.hook_z")):
                 key = f"blocks.{layer}.{hook}"
                 if key in cache:
-                    acts = cache[key][0, idx].flatten(1)  # attn: [pos, head * d_head]
+                    acts = cache[key][rows, pos].flatten(1)  # attn: [pos, head * d_head]
                     active.setdefault((layer, part), []).append(acts.topk(n_active, dim=-1).indices.cpu())
-            resid[layer].append(cache[f"blocks.{layer}.hook_resid_post"][0, idx])
+            resid[layer].append(cache[f"blocks.{layer}.hook_resid_post"][rows, pos])
     W_U = token_matrix(model, "W_U")
     hidden_top = {layer: (model.ln_final(torch.cat(r)[:, None])[:, 0] @ W_U.T).topk(k2, dim=-1).indices.cpu()
                   for layer, r in resid.items()}

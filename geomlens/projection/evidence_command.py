@@ -118,6 +118,7 @@ def run_evidence(cfg: EvidenceConfig, run_dir: Path) -> dict[str, Any]:
                                         layers_p_min=("p", lambda p: int((p <= 1 / (1 + cfg.n_permutations)).sum())),
                                         n_layers=("layer", "size"))
     return {"model": cfg.model, "layers": layers, "corpus": corpus,
+            "n_permutations": cfg.n_permutations, "p_min": 1 / (1 + cfg.n_permutations),
             "by_kind": by_kind.to_dict(orient="index"), "wall_s": round(time.perf_counter() - t0, 1),
             "tables": ["evidence.csv"], "figures": ["evidence.png"]}
 

@@ -21,13 +21,12 @@ train() {   # micro-1m, tied head, vocab 8,192, 1,500 steps x 8 x 128 (experimen
   $LOCK geomlens run experiments/configs/tied_untied_cpu.yaml out=$MICRO 'sweep.head=[tied]' checkpoint_every=null
 }
 
-evidence() {
-  $LOCK geomlens evidence --model smollm2-135m --layers 0,2,4,6,8,10,12,14,16,18,20,22,24,26,28,29 \
+evidence() {   # every layer, 1,999 permutations (smallest possible p = 1/2000 = 0.0005), defaults
+               # otherwise: 8 segments per domain x 64 tokens, 500 positions, 512 units per layer
+  $LOCK geomlens evidence --model smollm2-135m --layers all --n-permutations 1999 \
     --out $R/evidence_smollm2
-  # Gemma's 262,144-token vocabulary makes each projected vector 5x dearer: 4 layers, the paper's
-  # four recall kinds (no mlp_gate), 4 segments per domain, 300 positions, 256 units per layer
-  $LOCK geomlens evidence --model gemma3-270m --layers 0,6,12,17 --recall-kinds mlp_in mlp_out v o \
-    --n-segments 4 --n-positions 300 --n-units 256 --out $R/evidence_gemma3
+  $LOCK geomlens evidence --model gemma3-270m --layers all --n-permutations 1999 \
+    --out $R/evidence_gemma3
 }
 
 stitch() {
