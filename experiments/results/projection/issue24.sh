@@ -4,11 +4,10 @@
 # directory under runs/issue24/; `copy` puts the small outputs here (experiments/results/projection/
 # issue24/) and `tables` writes issue24/tables.md from them.
 #   OMP_NUM_THREADS=1 bash experiments/results/projection/issue24.sh [train evidence stitch align copy tables]
-# As run for the committed copies (2 shared cores, load 5-10): seeds 0 and 1 by this sweep under the
-# heavy lock; seed 2 the same config in a second process at nice 19 (its run dir linked into
-# $MICRO); the three runs were made before run dirs held safetensors and were converted with
-# `geomlens convert-run DIR` (a fresh `train` writes the new format); evidence, stitch and align
-# at nice 19 without the lock.
+# As run for the committed copies (2 shared cores, 5 engineers): the stitch copies come from the
+# first round (micro seeds trained then, converted with `geomlens convert-run DIR`); `train`
+# was rerun for the alignment (the run dirs were not kept), then `evidence` and `align` as written
+# here (each under the heavy lock, nice 19). The tables record each run's wall time.
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
 R=runs/issue24
@@ -17,8 +16,10 @@ LOCK="flock /tmp/geomlens-heavy.lock nice -n 19"
 MICRO=$R/micro_seeds          # seed=S,head=tied for S = 0, 1, 2
 micro() { echo "$MICRO/seed=$1,head=tied"; }
 
-train() {   # micro-1m, tied head, vocab 8,192, 1,500 steps x 8 x 128 (experiments/configs/tied_untied_cpu.yaml)
-  $LOCK geomlens run experiments/configs/tied_untied_cpu.yaml out=$MICRO 'sweep.head=[tied]' checkpoint_every=null
+train() {   # micro-1m, tied head, vocab 8,192, 1,500 steps x 8 x 128 (experiments/configs/tied_untied_cpu.yaml);
+            # one thread per process (bit-reproducible), the three seeds in parallel under the lock
+  OMP_NUM_THREADS=1 $LOCK geomlens run experiments/configs/tied_untied_cpu.yaml --jobs 3 out=$MICRO \
+    'sweep.head=[tied]' checkpoint_every=null
 }
 
 evidence() {   # every layer, 1,999 permutations (smallest possible p = 1/2000 = 0.0005), defaults
@@ -36,12 +37,12 @@ stitch() {
   done
 }
 
-align() {   # the paper's six kinds (K = mlp_in, V = mlp_out, W_Q, W_K, W_V, W_O), 999 token permutations;
-            # raw-coordinate baseline: 199 coordinate permutations; neuron null: 20 permutations
+align() {   # the paper's six kinds (K = mlp_in, V = mlp_out, W_Q, W_K, W_V, W_O); 999 token permutations,
+            # 999 coordinate permutations for the raw d_model baseline, 999 for the neuron-level null
   for pair in "0 1" "1 2" "0 2"; do
     set -- $pair
     $LOCK geomlens align --model-a "$(micro $1)" --model-b "$(micro $2)" \
-      --kinds mlp_in mlp_out q k v o --n-permutations 999 --raw-permutations 199 --n-neuron-null 20 \
+      --kinds mlp_in mlp_out q k v o --n-permutations 999 --raw-permutations 999 --n-neuron-null 999 \
       --out $R/align_micro$1_micro$2
   done
 }
