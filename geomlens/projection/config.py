@@ -84,12 +84,25 @@ class ProjectConfig(Config):
             raise InputError(f"--pair-tokens must be >= 2 or none, got {self.pair_tokens}")
 
 
+def known_depth(name: str, flag: str) -> int | None:
+    """Check ``name`` (`_check_model`) and return its number of layers where it is known without
+    loading the model: an offline model's zoo entry, a run directory's model.json; None for a
+    hub name."""
+    from geomlens.models.trained import read_trained_config, trained_files
+
+    entry = _check_model(name, flag)
+    if entry is not None:
+        return entry.n_layers
+    files = trained_files(name)
+    return None if files is None else int(read_trained_config(files[0])["architecture"]["n_layers"])
+
+
 def validate_project(cfg: ProjectConfig) -> None:
     """Before a run dir exists: the model name or run directory is loadable, and the layers
     exist where the model's depth is known without loading it."""
-    entry = _check_model(cfg.model, "--model")
-    if entry is not None:
-        parse_index_spec(cfg.layers, entry.n_layers, what="--layers")
+    n_layers = known_depth(cfg.model, "--model")
+    if n_layers is not None:
+        parse_index_spec(cfg.layers, n_layers, what="--layers")
 
 
 @dataclass(kw_only=True)

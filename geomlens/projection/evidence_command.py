@@ -15,7 +15,7 @@ from typing import Any
 
 from geomlens.config.base import Config, choices
 from geomlens.errors import InputError
-from geomlens.projection.config import _check_model, parse_index_spec
+from geomlens.projection.config import known_depth, parse_index_spec
 
 RECALL_KINDS = ("mlp_in", "mlp_gate", "mlp_out", "v", "o")
 PAIR_NAMES = ("kv", "vo", "qk")
@@ -71,9 +71,9 @@ class EvidenceConfig(Config):
 
 def validate_evidence(cfg: EvidenceConfig) -> None:
     """Before a run dir exists: the model is loadable and the layers exist (when known)."""
-    entry = _check_model(cfg.model, "--model")
-    if entry is not None:
-        parse_index_spec(cfg.layers, entry.n_layers, what="--layers")
+    n_layers = known_depth(cfg.model, "--model")
+    if n_layers is not None:
+        parse_index_spec(cfg.layers, n_layers, what="--layers")
 
 
 def corpus_sequences(model, n_segments: int, max_tokens: int) -> tuple[list, dict, list[str]]:
