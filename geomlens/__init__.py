@@ -7,6 +7,7 @@ The names a notebook needs, imported lazily (``import geomlens`` stays fast)::
     df = geomlens.trajectory_stats(model, tokens)                  # one row per (pos, layer)
     result = geomlens.analyze(model, texts=["..."])  # Table 6.1 in memory: result.plot(), .save(dir)
     geomlens.summarize_layer_lens(geomlens.layer_ndcg(model, tokens))  # NDCG per layer and lens
+    geomlens.project(model, ["mlp_out"], layers=[20])   # parameters in embedding space: .plot()
     run_dir, summary = geomlens.run("analyze", geomlens.AnalyzeConfig(n_segments=4), "runs/a")
 
 Deep imports (``geomlens.geometry.lens``...) are for internals and extensions.
@@ -44,6 +45,11 @@ _EXPORTS: dict[str, str] = {
     # thread 2: LM heads and training
     "install_head": "geomlens.heads.registry", "list_heads": "geomlens.heads.registry",
     "TrainConfig": "geomlens.training.config", "Trainer": "geomlens.training.loop",
+    # thread 4: parameters in embedding space
+    "project": "geomlens.projection.api", "evidence": "geomlens.projection.api",
+    "stitch": "geomlens.projection.api", "align": "geomlens.projection.api",
+    "ProjectionResult": "geomlens.projection.result", "EvidenceResult": "geomlens.projection.result",
+    "StitchResult": "geomlens.projection.result", "AlignmentResult": "geomlens.projection.result",
     # registries and the run lifecycle
     "register_score": "geomlens.geometry.scores", "register_gain": "geomlens.metrics.ranking",
     "register_head": "geomlens.heads.registry", "Command": "geomlens.runner.command",

@@ -5,11 +5,14 @@
 
 Modules: `kinds` (what is projected, through which token matrix), `topk` (exact top-k without a
 vocab x vocab matrix), `project` (the projection table), `attribution` (the movement view),
-`gram` (Pearson through the Gram matrix E_aᵀE_b), `alignment` (layer and neuron matching), `config` and
-`experiment` (ProjectConfig / AlignConfig and their run functions), `figures`.
+`gram` (Pearson through the Gram matrix E_aᵀE_b), `alignment` (layer and neuron matching),
+`evidence` and `overlap` (Dar et al.'s evidence protocol), `stitch` (a classifier carried between
+models), `api` and `result` (the notebook functions and their result objects), `config`,
+`command`, `evidence_command`, `stitch_command` (the commands), `figures`.
 """
 
 from geomlens.projection.alignment import Alignment, align_models, shared_vocabulary
+from geomlens.projection.api import align, evidence, project, stitch
 from geomlens.projection.attribution import component_parts, step_attribution
 from geomlens.projection.command import run_align, run_project
 from geomlens.projection.config import (
@@ -28,10 +31,18 @@ from geomlens.projection.project import (
     project_vectors,
     top_tokens_table,
 )
+from geomlens.projection.result import (
+    AlignmentResult,
+    EvidenceResult,
+    ProjectionResult,
+    StitchResult,
+)
 from geomlens.projection.topk import factored_topk, vector_topk
 
 __all__ = [
-    "COLUMNS", "KINDS", "AlignConfig", "Alignment", "EmbeddingGram", "ProjectConfig",
+    "COLUMNS", "KINDS", "AlignConfig", "Alignment", "AlignmentResult", "EmbeddingGram",
+    "EvidenceResult", "ProjectConfig", "ProjectionResult", "StitchResult", "align", "evidence",
+    "project", "stitch",
     "align_models", "available_kinds", "component_parts", "factored_topk", "parameter_vectors",
     "parse_index_spec", "project_pairs", "project_parameters", "project_vectors", "run_align",
     "run_project", "shared_vocabulary", "step_attribution", "token_matrix", "validate_align",

@@ -98,35 +98,27 @@ def corpus_sequences(model, n_segments: int, max_tokens: int) -> tuple[list, dic
 
 
 def run_evidence(cfg: EvidenceConfig, run_dir: Path) -> dict[str, Any]:
-    """The evidence table and figure of ``cfg.model`` (module doc); returns the summary."""
+    """The evidence table and figure of ``cfg.model`` (`geomlens.projection.api.evidence`, module
+    doc), saved into ``run_dir``; returns the summary."""
     from geomlens.models import load_model
-    from geomlens.projection.evidence import evidence_table
-    from geomlens.projection.figures import plot_evidence
+    from geomlens.projection.api import evidence
 
     t0 = time.perf_counter()
     model = load_model(cfg.model, device=cfg.device)
-    layers = parse_index_spec(cfg.layers, model.cfg.n_layers, what="layers") or list(range(model.cfg.n_layers))
-    seqs, corpus, _ = corpus_sequences(model, cfg.n_segments, cfg.max_tokens)
-    table = evidence_table(model, seqs, layers, recall_kinds=cfg.recall_kinds, pairs=cfg.pairs,
-                           k=cfg.k, k2=cfg.k2, k_abs=cfg.k_abs, n_active=cfg.n_active,
-                           n_positions=cfg.n_positions, n_units=cfg.n_units,
-                           n_permutations=cfg.n_permutations, seed=cfg.seed)
-    run_dir = Path(run_dir)
-    table.to_csv(run_dir / "evidence.csv", index=False)
-    plot_evidence(table, run_dir / "evidence.png", title=cfg.model)
-    by_kind = table.groupby("kind").agg(value=("value", "mean"), baseline=("baseline", "mean"),
-                                        layers_p_min=("p", lambda p: int((p <= 1 / (1 + cfg.n_permutations)).sum())),
-                                        n_layers=("layer", "size"))
-    return {"model": cfg.model, "layers": layers, "corpus": corpus,
-            "n_permutations": cfg.n_permutations, "p_min": 1 / (1 + cfg.n_permutations),
-            "by_kind": by_kind.to_dict(orient="index"), "wall_s": round(time.perf_counter() - t0, 1),
-            "tables": ["evidence.csv"], "figures": ["evidence.png"]}
+    layers = parse_index_spec(cfg.layers, model.cfg.n_layers, what="layers")
+    result = evidence(model, layers=layers, n_segments=cfg.n_segments, max_tokens=cfg.max_tokens,
+                      recall_kinds=cfg.recall_kinds, pairs=cfg.pairs, k=cfg.k, k2=cfg.k2,
+                      k_abs=cfg.k_abs, n_active=cfg.n_active, n_positions=cfg.n_positions,
+                      n_units=cfg.n_units, n_permutations=cfg.n_permutations, seed=cfg.seed)
+    result.model_name = cfg.model
+    return {**result.save(run_dir), "wall_s": round(time.perf_counter() - t0, 1)}
 
 
 def headline(summary: dict, run_dir: Path) -> str:
     import pandas as pd
 
     table = pd.DataFrame(summary["by_kind"]).T
-    return (f"{summary['model']}: mean over {len(summary['layers'])} layers (layers_p_min = layers "
-            f"at the smallest possible p)\n" + table.to_string(float_format=lambda x: f"{x:.4g}")
+    return (f"{summary['model']}: mean over {len(summary['layers'])} layers (layers_p_below = layers "
+            f"with p < {summary['p_level']:g}, layers_p_min = at the smallest possible p "
+            f"{summary['p_min']:.2g})\n" + table.to_string(float_format=lambda x: f"{x:.4g}")
             + f"\ntable: {run_dir / 'evidence.csv'}")

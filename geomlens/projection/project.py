@@ -37,6 +37,9 @@ from torch import Tensor
 
 from geomlens.data.token_map import token_map
 from geomlens.errors import InputError
+from geomlens.models.tokens import load_token_stream
+from geomlens.models.trained import is_trained
+from geomlens.models.zoo import OFFLINE_MODELS
 from geomlens.projection.kinds import (
     KINDS,
     PAIR_KINDS,
@@ -230,3 +233,39 @@ def top_tokens_table(table: pd.DataFrame, n: int = 10) -> pd.DataFrame:
             toks = [repr(t) for t in df["token"]]
         rows.append({**dict(zip(keys, key)), "tokens": ", ".join(toks)})
     return pd.DataFrame(rows, columns=[*keys, "tokens"])
+
+
+def frequent_token_ids(model: HookedTransformer, name: str, n: int) -> Int[Tensor, "n"]:
+    """The n most frequent model token ids of the bundled train_cpu text (ties: lower id).
+
+    Runs with a reduced vocabulary already number their tokens by training frequency, so their
+    ids 0..n−1 are used (the OOV id excluded)."""
+    tm = token_map(model)
+    if tm.kept is not None:
+        return torch.arange(min(n, len(tm.kept)))
+    if name in OFFLINE_MODELS or is_trained(name):
+        tokenizer = model.geomlens_info["tokenizer"] if is_trained(name) else name
+        stream = load_token_stream("train_cpu", tokenizer_name=tokenizer)
+        counts = torch.bincount(stream, minlength=model.cfg.d_vocab)[: model.cfg.d_vocab]
+        order = sorted(range(len(counts)), key=lambda v: (-int(counts[v]), v))
+        return torch.tensor(order[: min(n, int((counts > 0).sum()))])
+    raise InputError(f"pair_tokens needs token counts, available for offline models and run dirs; "
+                     f"for {name!r} set pair_tokens to None (the whole vocabulary).")
+
+
+def headline_examples(table: pd.DataFrame, n: int = 5) -> dict[str, str]:
+    """Headline: the top-n tokens (pairs) of the first parameter listed for each kind."""
+    out = {}
+    top = table[table["direction"] == "top"]
+    ids = top[["layer", "head", "neuron"]].astype("float64").fillna(-1)
+    for kind in top["kind"].unique():
+        sel = top[top["kind"] == kind]
+        first = ids.loc[sel.index].iloc[0]
+        sel = sel[(ids.loc[sel.index] == first).all(axis=1)].head(n)
+        label = "".join(f"{c[0].upper()}{int(v)}" for c, v in first.items() if v >= 0)
+        if kind in PAIR_KINDS:
+            toks = [f"{s!r}->{t!r}" for s, t in zip(sel["src_token"], sel["token"])]
+        else:
+            toks = [repr(t) for t in sel["token"]]
+        out[f"{kind} {label}"] = ", ".join(toks)
+    return out

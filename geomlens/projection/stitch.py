@@ -104,3 +104,61 @@ def permuted_accuracies(
         perm = torch.randperm(E_B.shape[0], generator=gen)
         out[i] = LinearClassifier(W=(WP[:, perm.argsort()] @ E_B).numpy(), b=clf.b).accuracy(X_b, y)
     return out
+
+
+def wilson(acc: float, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """Wilson score interval of a proportion ``acc`` over ``n`` trials."""
+    centre = (acc + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * np.sqrt(acc * (1 - acc) / n + z * z / (4 * n * n))
+    return float(centre - half), float(centre + half)
+
+
+def stitch_rows(
+    feats: dict[str, np.ndarray], tokens: dict[str, Tensor], y: np.ndarray, *,
+    split_seeds: list[int], test_fraction: float = 0.5, C: float = 1.0, n_permutations: int = 999,
+    seed: int = 0, both_directions: bool = True,
+) -> list[dict]:
+    """One row per (split seed, direction) of accuracies on the test segments (the columns are
+    defined in `geomlens.projection.stitch_command`): ``feats`` and ``tokens`` hold model
+    "a"'s and "b"'s segment features and shared-token rows, ``y`` the domain labels."""
+    from sklearn.model_selection import train_test_split
+
+    dirs = [("a", "b")] + ([("b", "a")] if both_directions else [])
+    rows = []
+    for s in split_seeds:
+        tr, te = train_test_split(np.arange(len(y)), test_size=test_fraction, stratify=y, random_state=s)
+        for src, dst in dirs:
+            clf = fit_classifier(feats[src][tr], y[tr], C=C, seed=s)
+            moved = translate(clf, translation(tokens[src], tokens[dst]))
+            ceiling = fit_classifier(feats[dst][tr], y[tr], C=C, seed=s)
+            perm = permuted_accuracies(clf, tokens[src], tokens[dst], feats[dst][te], y[te],
+                                       n_permutations=n_permutations, seed=seed + s)
+            row = {"split_seed": s, "direction": f"{src}->{dst}", "n_train": len(tr), "n_test": len(te),
+                   "chance": 1 / len(np.unique(y)),
+                   "acc_a": clf.accuracy(feats[src][te], y[te]),
+                   "acc_translated": moved.accuracy(feats[dst][te], y[te]),
+                   "acc_ceiling": ceiling.accuracy(feats[dst][te], y[te]),
+                   "acc_perm_mean": float(perm.mean()) if len(perm) else np.nan,
+                   "acc_perm_q95": float(np.quantile(perm, 0.95)) if len(perm) else np.nan,
+                   "n_permutations": len(perm)}
+            row["p"] = float((1 + (perm >= row["acc_translated"]).sum()) / (1 + len(perm))) if len(perm) else np.nan
+            for key in ("acc_a", "acc_translated", "acc_ceiling"):
+                row[f"{key}_lo"], row[f"{key}_hi"] = wilson(row[key], len(te))
+            rows.append(row)
+    return rows
+
+
+def seed_summary(table) -> dict:
+    """Per direction: mean over split seeds of each accuracy, with a t 95% interval."""
+    from scipy import stats
+
+    out = {}
+    for direction, df in table.groupby("direction"):
+        entry = {}
+        for key in ("acc_a", "acc_translated", "acc_ceiling", "acc_perm_mean", "p"):
+            v = df[key].to_numpy(dtype=float)
+            half = stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v)) if len(v) > 1 else np.nan
+            entry[key] = {"mean": float(v.mean()), "ci_low": float(v.mean() - half),
+                          "ci_high": float(v.mean() + half)}
+        out[direction] = entry
+    return out

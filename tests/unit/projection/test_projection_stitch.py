@@ -10,10 +10,12 @@ from geomlens.projection.stitch import (
     fit_classifier,
     permuted_accuracies,
     segment_features,
+    stitch_rows,
     translate,
     translation,
+    wilson,
 )
-from geomlens.projection.stitch_command import StitchConfig, stitch_rows, wilson
+from geomlens.projection.stitch_command import StitchConfig
 
 
 def _blobs(n=200, d=6, classes=5, seed=0):
@@ -68,8 +70,8 @@ def test_wilson_interval_matches_scipy():
 def test_stitch_rows_p_against_direct_count():
     X, y = _blobs(n=100)
     E = torch.randn(30, 6, dtype=torch.float64)
-    cfg = StitchConfig(model_b="x", split_seeds=[0], n_permutations=49, both_directions=False)
-    rows = stitch_rows({"a": X, "b": X}, {"a": E, "b": E}, y, cfg)
+    rows = stitch_rows({"a": X, "b": X}, {"a": E, "b": E}, y, split_seeds=[0], n_permutations=49,
+                       both_directions=False)
     assert len(rows) == 1
     r = rows[0]
     assert r["acc_translated"] == r["acc_a"] == r["acc_ceiling"]  # the same model twice
