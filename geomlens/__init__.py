@@ -50,6 +50,7 @@ _EXPORTS: dict[str, str] = {
     "stitch": "geomlens.projection.api", "align": "geomlens.projection.api",
     "ProjectionResult": "geomlens.projection.result", "EvidenceResult": "geomlens.projection.result",
     "StitchResult": "geomlens.projection.result", "AlignmentResult": "geomlens.projection.result",
+    "step_attribution": "geomlens.projection.attribution",
     # registries and the run lifecycle
     "register_score": "geomlens.geometry.scores", "register_gain": "geomlens.metrics.ranking",
     "register_head": "geomlens.heads.registry", "Command": "geomlens.runner.command",
