@@ -99,6 +99,7 @@ def environment(device: str | None = None) -> dict[str, Any]:
         "platform": platform.platform(),
         "cpu_count": os.cpu_count(),
         "argv": sys.argv,
+        "world_size": int(os.environ.get("WORLD_SIZE", "1")),  # ranks of a torchrun launch
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     try:

@@ -30,6 +30,8 @@ from tqdm.auto import tqdm
 from geomlens.ablation.ablate import ablation_hooks, derangement
 from geomlens.ablation.evaluate import agreement, next_token_ce
 from geomlens.models.backend import view_of
+from geomlens.runner.distributed import DistInfo
+from geomlens.runner.sharding import Ranks
 
 if TYPE_CHECKING:  # annotations only: TransformerLens 4 has no HookedTransformer
     from transformer_lens import HookedTransformer
@@ -59,6 +61,15 @@ class _Totals:
         self.ce = self.ndcg = self.top1 = 0.0
         self.n_ce = self.n_positions = 0
 
+    def add(self, part: tuple[float, int, float, float, int]) -> None:
+        """One batch's sums (`_evaluate`), in batch order."""
+        ce, n_ce, ndcg, top1, n_positions = part
+        self.ce += ce
+        self.n_ce += n_ce
+        self.ndcg += ndcg
+        self.top1 += top1
+        self.n_positions += n_positions
+
     def row(self) -> dict[str, float]:
         return {"loss": self.ce / max(self.n_ce, 1), "metric": self.ndcg / max(self.n_positions, 1),
                 "top1_agree": self.top1 / max(self.n_positions, 1), "n_tokens": self.n_positions}
@@ -70,11 +81,11 @@ def _evaluate(
     tokens: Int[Tensor, "batch pos"],
     lengths: Int[Tensor, "batch"],
     fwd_hooks: list,
-    totals: _Totals,
     *,
     k: int,
     chunk_size: int,
-) -> None:
+) -> tuple[float, int, float, float, int]:
+    """One batch's (CE sum, CE count, NDCG sum, top-1 sum, positions)."""
     grabbed: dict[str, Tensor] = {}
 
     def grab(tensor: Tensor, *, hook) -> Tensor:
@@ -87,11 +98,7 @@ def _evaluate(
     ce_sum, n_ce = next_token_ce(logits, tokens, lengths)
     valid = torch.arange(tokens.shape[1], device=tokens.device)[None, :] < lengths[:, None]
     ndcg, top1 = agreement(grabbed["h"][valid], logits[valid], view_of(model).W_E, k=k, chunk_size=chunk_size)
-    totals.ce += ce_sum
-    totals.n_ce += n_ce
-    totals.ndcg += float(ndcg.sum())
-    totals.top1 += float(top1.sum())
-    totals.n_positions += int(valid.sum())
+    return ce_sum, n_ce, float(ndcg.sum()), float(top1.sum()), int(valid.sum())
 
 
 def ablation_table(
@@ -103,25 +110,43 @@ def ablation_table(
     k: int = 10,
     seed: int = 0,
     chunk_size: int = 8192,
+    ranks: Ranks | None = None,
 ) -> tuple[pd.DataFrame, dict[str, float]]:
     """Evaluate the clean model and each condition; returns ``(table, clean)`` where ``clean``
     has the clean ``loss``, ``metric``, ``top1_agree`` and ``n_tokens``.
 
     For ``method="resample"`` each batch gets one seeded `derangement` shared by all
-    conditions; a batch with a single sequence cannot be resampled and raises ValueError.
+    conditions (drawn in batch order); a batch with a single sequence cannot be resampled and
+    raises ValueError. ``ranks``: the ranks of a torchrun launch
+    (`geomlens.runner.sharding.Ranks`): the batches are split over them and every rank gets
+    the whole table.
     """
+    batches = list(batches)
     generator = torch.Generator().manual_seed(seed)
+    perms = [derangement(len(tokens), generator=generator) if method == "resample" else None
+             for tokens, _ in batches]
+    device = model.cfg.device
+    ranks = ranks if ranks is not None else Ranks(DistInfo(), torch.device(device))
+
+    def compute(b: int) -> list[tuple[float, int, float, float, int]]:
+        tokens, lengths = (t.to(device) for t in batches[b])
+        valid = torch.arange(tokens.shape[1], device=device)[None, :] < lengths[:, None]
+        parts = [_evaluate(model, tokens, lengths, [], k=k, chunk_size=chunk_size)]
+        for cond in conditions:
+            hooks = ablation_hooks(cond.layers, cond.component, method, valid, perm=perms[b])
+            parts.append(_evaluate(model, tokens, lengths, hooks, k=k, chunk_size=chunk_size))
+        return parts
+
     clean = _Totals()
     totals = [_Totals() for _ in conditions]
-    device = model.cfg.device
-    for tokens, lengths in tqdm(batches, desc=f"ablate ({len(conditions)} conditions)", unit="batch"):
-        tokens, lengths = tokens.to(device), lengths.to(device)
-        valid = torch.arange(tokens.shape[1], device=device)[None, :] < lengths[:, None]
-        perm = derangement(len(tokens), generator=generator) if method == "resample" else None
-        _evaluate(model, tokens, lengths, [], clean, k=k, chunk_size=chunk_size)
-        for cond, tot in zip(conditions, totals):
-            hooks = ablation_hooks(cond.layers, cond.component, method, valid, perm=perm)
-            _evaluate(model, tokens, lengths, hooks, tot, k=k, chunk_size=chunk_size)
+    with tqdm(total=len(batches), desc=f"ablate ({len(conditions)} conditions)", unit="batch",
+              disable=not ranks.is_main) as bar:
+        def fold(b: int, parts: list) -> None:
+            for tot, part in zip([clean, *totals], parts):
+                tot.add(part)
+            bar.update()
+
+        ranks.map(len(batches), compute, fold, to_all=True)
     base = clean.row()
     rows = []
     for cond, tot in zip(conditions, totals):

@@ -11,7 +11,6 @@ from typing import Sequence
 
 import numpy as np
 import pandas as pd
-from torch import Tensor
 
 from geomlens.analysis.scoring import ScoredChunk, Targets
 
@@ -38,15 +37,21 @@ class ControlSums:
             store[name] = store[name] + values if name in store else values.copy()
         self.null_counts[key] += n_positions
 
-    def add(self, key: tuple, metrics: dict[str, Tensor]) -> None:
-        n_positions = next(iter(metrics.values())).shape[0]
+    def add(self, key: tuple, n_positions: int, sums: dict[str, float]) -> None:
+        """One chunk's sums (`chunk_sums`), added in the order the chunks were scored."""
         self.counts[key] += n_positions
-        for name, val in metrics.items():
-            self.sums[key][name] += float(val.double().sum())
+        for name, value in sums.items():
+            self.sums[key][name] += value
 
-    def add_chunk(self, scored: ScoredChunk) -> None:
+    @staticmethod
+    def chunk_sums(scored: ScoredChunk) -> list[tuple[tuple, int, dict[str, float]]]:
+        """``(key, n_positions, {metric: float64 sum})`` of each control of a scored chunk."""
+        out = []
         for score, variant, index, metrics in scored.controls:
-            self.add((scored.hidden, scored.target, score, variant, index), metrics)
+            n_positions = next(iter(metrics.values())).shape[0]
+            out.append(((scored.hidden, scored.target, score, variant, index), n_positions,
+                        {name: float(val.double().sum()) for name, val in metrics.items()}))
+        return out
 
     def copy_aliases(self, alias: dict[str, str]) -> None:
         """Give each aliased target the sums of the target it reuses (the same numbers)."""

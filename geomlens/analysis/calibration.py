@@ -152,6 +152,22 @@ class CalibrationResult:
     """n_fit_segments, n_eval_segments, n_fit_positions, n_eval_positions (or skipped)."""
 
 
+@dataclass
+class CalibrationBatch:
+    """What one batch adds to a `CalibrationStore` (`CalibrationStore.batch_part`)."""
+
+    first_seq: int
+    """The sequence of the batch's row 0."""
+    uniform_sum: np.ndarray
+    """Per row of the batch: the sum over its positions of JSD(p ‖ uniform)."""
+    counts: np.ndarray
+    """Per row: its number of positions."""
+    seq: Tensor | None = None
+    """The sequence of each sampled position in the batch (None: none sampled)."""
+    vectors: dict[str, Tensor] | None = None
+    """The sampled positions' hidden states and LM-head input, by name."""
+
+
 class CalibrationStore:
     """Keeps the sampled positions' vectors during the streaming pass and the per-segment sums
     of JSD(p ‖ uniform); `finish` fits and evaluates."""
@@ -168,22 +184,36 @@ class CalibrationStore:
         self.vectors: dict[str, list[Tensor]] = {}
         self.seq: list[Tensor] = []
 
-    def observe(self, model: HookedTransformer, batch, offset: int, first_seq: int,
-                fused: Fused, position_chunk: int) -> None:
-        """One captured batch (`geomlens.analysis.capture.CapturedBatch`) at stream ``offset``
-        whose row 0 is sequence ``first_seq``."""
-        seq = batch.positions.batch_idx.cpu() + first_seq
+    def batch_part(self, model: HookedTransformer, batch, offset: int, first_seq: int,
+                   fused: Fused, position_chunk: int) -> CalibrationBatch:
+        """What one captured batch (`geomlens.analysis.capture.CapturedBatch`) at stream
+        ``offset``, whose row 0 is sequence ``first_seq``, adds (`add` keeps it)."""
+        rows_of = batch.positions.batch_idx.cpu()
+        n_rows = len(batch.lengths)
+        uniform_sum = np.zeros(n_rows)
         for start in range(0, batch.n_positions, position_chunk):
             chunk = slice(start, start + position_chunk)
             jsd = fused(uniform_jsd, batch.logits[chunk].float(), self.cfg.jsd_base)
-            np.add.at(self.uniform_sum, seq[chunk].numpy(), jsd.double().cpu().numpy())
-        np.add.at(self.counts, seq.numpy(), 1)
+            np.add.at(uniform_sum, rows_of[chunk].numpy(), jsd.double().cpu().numpy())
+        part = CalibrationBatch(first_seq, uniform_sum,
+                                np.bincount(rows_of.numpy(), minlength=n_rows).astype(np.int64))
         rows = rows_in_batch(self.sampled, offset, batch.n_positions, batch.logits.device)
-        if len(rows) == 0:
+        if len(rows):
+            part.seq = rows_of[rows.cpu()] + first_seq
+            kept = {name: vec[rows] for name, vec in batch.hidden.items()}
+            part.vectors = {**kept, "unembed_in": _unembed_in(model, kept)}
+        return part
+
+    def add(self, part: CalibrationBatch) -> None:
+        """One batch's part, in batch order (each sequence lies in one batch, so its uniform
+        sum is the batch's own: 0 + x)."""
+        rows = slice(part.first_seq, part.first_seq + len(part.uniform_sum))
+        self.uniform_sum[rows] += part.uniform_sum
+        self.counts[rows] += part.counts
+        if part.seq is None:
             return
-        self.seq.append(seq[rows.cpu()])
-        kept = {name: vec[rows] for name, vec in batch.hidden.items()}
-        for name, vec in {**kept, "unembed_in": _unembed_in(model, kept)}.items():
+        self.seq.append(part.seq)
+        for name, vec in part.vectors.items():
             self.vectors.setdefault(name, []).append(vec)
 
     def finish(self, model: HookedTransformer, targets: Targets, fused: Fused,
@@ -192,7 +222,7 @@ class CalibrationStore:
         if self.split is None or not self.seq:
             return CalibrationResult({}, pd.DataFrame(), uniform,
                                      {"skipped": "calibration needs >= 2 segments"})
-        vec = {k: torch.cat(v) for k, v in self.vectors.items()}
+        vec = {k: torch.cat(v).to(model.W_U.device) for k, v in self.vectors.items()}
         seq = torch.cat(self.seq)
         is_fit = torch.isin(self.sampled, self.split.fit_positions)
         fit_rows, eval_rows = is_fit.nonzero()[:, 0], (~is_fit).nonzero()[:, 0]

@@ -18,23 +18,32 @@ from geomlens.analysis.config import AnalyzeConfig
 from geomlens.analysis.headline import format_table, headline_rows, headline_score
 from geomlens.analysis.pipeline import analyze_tokens
 from geomlens.data.source import load_model_segments
+from geomlens.device import resolve_device
 from geomlens.models import load_model
 from geomlens.models.inputs import check_model_inputs
 from geomlens.runner.command import Command
+from geomlens.runner.sharding import Ranks
 
 logger = logging.getLogger(__name__)
 
 
 def run_analysis(cfg: AnalyzeConfig, run_dir: Path) -> dict[str, Any]:
     """Run the whole analysis for ``cfg`` and write its outputs into ``run_dir`` (through
-    `AnalysisResult.save`, the same code a notebook's ``result.save(run_dir)`` runs)."""
+    `AnalysisResult.save`, the same code a notebook's ``result.save(run_dir)`` runs).
+
+    Under torchrun every rank loads the model on its own device and analyzes its share of the
+    batches; rank 0 folds them and writes the run directory (`geomlens.runner.sharding`)."""
     run_dir = Path(run_dir)
-    model = load_model(cfg.model, device=cfg.device)
-    seqs, ids, domains = load_model_segments(cfg, model)
-    logger.info("analyze: %d segments, %d tokens", len(seqs), sum(len(s) for s in seqs))
+    ranks = Ranks.start(resolve_device(cfg.device))
+    with ranks.together():
+        model = load_model(cfg.model, device=ranks.device)
+        seqs, ids, domains = load_model_segments(cfg, model)
+    if ranks.is_main:
+        logger.info("analyze: %d segments, %d tokens, %d rank(s)", len(seqs),
+                    sum(len(s) for s in seqs), ranks.info.world_size)
     result = analyze_tokens(model, seqs, cfg, segment_ids=ids, domains=domains,
-                            per_token_path=run_dir / "per_token.parquet")
-    return result.save(run_dir)
+                            per_token_path=run_dir / "per_token.parquet", ranks=ranks)
+    return result.save(run_dir) if result is not None else {}
 
 
 def validate_analysis(cfg: AnalyzeConfig) -> None:

@@ -138,6 +138,9 @@ def affine_fit(
 
 
 LensFn = Callable[[LayerInputs], Float[Tensor, "n_positions d_vocab"]]
+LensRows = tuple[Tensor, Tensor, tuple[np.ndarray, np.ndarray, np.ndarray]]
+"""One batch's sampled rows: residual stream [layer, n, d_model], logits [n, d_vocab], and the
+(segment, domain, pos) labels."""
 LENSES: Registry[LensFn] = Registry("lens")
 """Per-layer lenses by name: fn(layer inputs) -> a score per token (higher = ranked first)."""
 
@@ -276,14 +279,29 @@ class LayerLensCapture:
     def add(self, logits: Float[Tensor, "n_positions d_vocab"], segments: Sequence[str],
             domains: Sequence[str], pos: Sequence[int] | np.ndarray) -> None:
         """After the batch's forward pass: its logits and labels at every valid position."""
+        rows = self.take_rows(logits, segments, domains, pos)
+        if rows is not None:
+            self.add_rows(rows)
+
+    def take_rows(self, logits: Float[Tensor, "n_positions d_vocab"], segments: Sequence[str],
+                  domains: Sequence[str], pos: Sequence[int] | np.ndarray) -> LensRows | None:
+        """The sampled rows of the batch whose hooks ran last: residual stream, logits, labels
+        (None when none is sampled); `add_rows` scores them."""
         if self._rows is None or not len(self._rows):
-            return
+            return None
         rows = self._rows.cpu().numpy()
         resid = torch.stack([self._pending.pop(name) for name in self.hook_names.values()])
         labels = (np.asarray(segments, dtype=object)[rows], np.asarray(domains, dtype=object)[rows],
                   np.asarray(pos)[rows])
-        self._buffer.append((resid, logits[self._rows].float(), labels))
+        out = (resid, logits[self._rows].float(), labels)
         self._rows = None
+        return out
+
+    def add_rows(self, rows: LensRows) -> None:
+        """Buffer one batch's sampled rows (in stream order) and score full chunks of them."""
+        device = view_of(self.model).W_E.device
+        resid, logits, labels = rows
+        self._buffer.append((resid.to(device), logits.to(device), labels))
         if sum(len(b[0][0]) for b in self._buffer) >= self._chunk():
             self._flush()
 

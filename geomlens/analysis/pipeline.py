@@ -8,12 +8,18 @@ is derived from them and reduced at once to per-position scalar metrics, with th
 means, and streamed to parquet when a path is given, before the next batch
 (`geomlens.analysis.accumulate`). Nothing vocabulary-sized outlives its chunk, so peak memory
 does not grow with the number of segments.
+
+Each batch is computed into a `BatchRecord` (`_AnalysisState.compute`, which depends on the
+batch and the run's fixed draws only) and folded into the run's sums in batch order
+(`_AnalysisState.fold`). Under torchrun the batches are split over the ranks and rank 0 folds
+every record (`geomlens.runner.sharding`), so a sharded run's numbers equal a single process's.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from itertools import accumulate
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
@@ -26,10 +32,10 @@ from tqdm.auto import tqdm
 
 from geomlens.analysis.accumulate import Accumulator, ControlSums, TokenTable
 from geomlens.analysis.agreement import metric_names
-from geomlens.analysis.calibration import CalibrationStore
+from geomlens.analysis.calibration import CalibrationBatch, CalibrationStore
 from geomlens.analysis.capture import CapturedBatch, capture_batch, hidden_hook_names
 from geomlens.analysis.config import AnalyzeConfig
-from geomlens.analysis.layers import LayerLensCapture
+from geomlens.analysis.layers import LayerLensCapture, LensRows
 from geomlens.analysis.memory_plan import plan_analysis
 from geomlens.analysis.result import AnalysisResult
 from geomlens.analysis.sampling import rows_in_batch, sample_sorted, seeded
@@ -38,6 +44,8 @@ from geomlens.data.batching import batch_sequences
 from geomlens.errors import InputError
 from geomlens.fused import Fused
 from geomlens.models.load import model_info
+from geomlens.runner.distributed import DistInfo
+from geomlens.runner.sharding import Ranks
 
 if TYPE_CHECKING:  # annotations only: TransformerLens 4 has no HookedTransformer
     from transformer_lens import HookedTransformer
@@ -117,7 +125,8 @@ def analyze_tokens(
     segment_ids: Sequence[str] | None = None,
     domains: Sequence[str] | None = None,
     per_token_path: str | Path | None = None,
-) -> AnalysisResult:
+    ranks: Ranks | None = None,
+) -> AnalysisResult | None:
     """Run the analysis on token sequences (no tokenizer needed).
 
     Args:
@@ -127,21 +136,51 @@ def analyze_tokens(
         segment_ids: a name per sequence (default "0", "1", ...).
         domains: a domain label per sequence (default "all").
         per_token_path: stream the per-token table to this parquet file.
+        ranks: the ranks of a torchrun launch (`geomlens.runner.sharding.Ranks`; every rank
+            passes the same sequences): the batches are split over them, rank 0 returns the
+            result and the others None. None = this process alone.
     """
     if not seqs:
         raise InputError("analyze_tokens needs at least one token sequence")
     segment_ids, domains = _labels(len(seqs), segment_ids, domains)
-    run = _AnalysisState.start(model, seqs, cfg, segment_ids, domains, per_token_path)
-    n_batches = (len(seqs) + cfg.batch_size - 1) // cfg.batch_size
-    batches = batch_sequences(seqs, batch_size=cfg.batch_size)
-    for b, (tokens, lengths) in enumerate(tqdm(batches, total=n_batches, desc="analyze", unit="batch")):
-        run.add_batch(b, tokens, lengths)
-    return run.result(len(seqs))
+    if ranks is None:
+        ranks = Ranks(DistInfo(), next(model.parameters()).device)
+    batches = list(batch_sequences(seqs, batch_size=cfg.batch_size))
+    starts = [0, *accumulate(int(lengths.sum()) for _, lengths in batches)]
+    with ranks.together(), tqdm(total=len(batches), desc="analyze", unit="batch",
+                                disable=not ranks.is_main) as bar:
+        run = _AnalysisState.start(model, seqs, cfg, segment_ids, domains,
+                                   per_token_path if ranks.is_main else None, ranks)
+
+        def fold(b: int, record: BatchRecord) -> None:
+            run.fold(record)
+            bar.update()
+
+        ranks.map(len(batches), lambda b: run.compute(b, *batches[b], starts[b]), fold)
+    return run.result(len(seqs)) if ranks.is_main else None
+
+
+@dataclass
+class BatchRecord:
+    """What one batch adds to a run: computed on any rank, folded in batch order."""
+
+    n_positions: int
+    table: pd.DataFrame
+    """The per-token table (`geomlens.analysis.accumulate.TokenTable`)."""
+    controls: list[tuple[tuple, int, dict[str, float]]]
+    """`ControlSums.chunk_sums` of every scored chunk, in order."""
+    null: list[tuple[str, str, str, dict[str, np.ndarray], int]]
+    """The permutation null's sums of the batch (`PermutationNull.finish`)."""
+    calibration: CalibrationBatch | None = None
+    lens: LensRows | None = None
+    """The layer lens's sampled rows (scored when folded, in chunks across batches)."""
+    trajectory: pd.DataFrame | None = None
 
 
 @dataclass
 class _AnalysisState:
-    """The state of one `analyze_tokens` call, which every batch adds to."""
+    """The state of one `analyze_tokens` call: fixed draws every batch reads, and the sums
+    every batch's record is folded into."""
 
     model: HookedTransformer
     cfg: AnalyzeConfig
@@ -158,22 +197,21 @@ class _AnalysisState:
     calib: CalibrationStore | None
     ctrl: ControlSums = field(default_factory=ControlSums)
     traj_tables: list[pd.DataFrame] = field(default_factory=list)
-    offset: int = 0
-    """Positions seen so far (the global index of the next batch's first position)."""
 
     @classmethod
     def start(cls, model: HookedTransformer, seqs: Sequence[Tensor], cfg: AnalyzeConfig,
-              segment_ids: list[str], domains: list[str], per_token_path) -> _AnalysisState:
+              segment_ids: list[str], domains: list[str], per_token_path,
+              ranks: Ranks) -> _AnalysisState:
         device = next(model.parameters()).device
         d_vocab = model.cfg.d_vocab_out
         targets = Targets.load(model, cfg.target, device)
         n_total = sum(len(s) for s in seqs)
+        chunk = _position_chunk(cfg, model, device, cfg.batch_size * max(len(s) for s in seqs))
         return cls(
             model, cfg, segment_ids, domains, targets,
             plan=ControlPlan.create(cfg, targets, d_vocab, device),
             fused=Fused(_compile(cfg, n_total), dynamic_rows=True),
-            position_chunk=_position_chunk(cfg, model, device,
-                                           cfg.batch_size * max(len(s) for s in seqs)),
+            position_chunk=ranks.agree_min(chunk),  # every rank scores in the same chunks
             acc=Accumulator(metric_names(cfg.ks, spearman=cfg.spearman),
                             per_token_path=per_token_path, keep_per_token=cfg.keep_per_token),
             sampled=spearman_sample(cfg, n_total),
@@ -182,36 +220,49 @@ class _AnalysisState:
                    if cfg.calibrate else None),
         )
 
-    def add_batch(self, b: int, tokens: Int[Tensor, "batch pos"], lengths: Int[Tensor, "batch"]) -> None:
-        """Forward one batch, score it, and fold its metrics into the running sums."""
+    def compute(self, b: int, tokens: Int[Tensor, "batch pos"], lengths: Int[Tensor, "batch"],
+                start: int) -> BatchRecord:
+        """Forward batch ``b`` (its first position is stream index ``start``) and score it."""
         cfg, device = self.cfg, next(self.model.parameters()).device
         rows = list(range(b * cfg.batch_size, b * cfg.batch_size + len(lengths)))
         tokens = tokens.to(device)
-        lens_hooks = self.layer_lens.hooks(tokens, lengths, self.offset) if self.layer_lens else []
+        lens_hooks = self.layer_lens.hooks(tokens, lengths, start) if self.layer_lens else []
         with forward_precision(cfg, device):
             batch = capture_batch(self.model, tokens, lengths, cfg.hidden, extra_hooks=lens_hooks)
         seq_of = [rows[i] for i in batch.positions.batch_idx.tolist()]
         table = TokenTable([self.segment_ids[i] for i in seq_of], [self.domains[i] for i in seq_of],
                            batch.positions.pos.cpu().numpy(), self.targets)
         sp_rows = (None if self.sampled is None
-                   else rows_in_batch(self.sampled, self.offset, batch.n_positions, device))
-        if self.calib is not None:
-            self.calib.observe(self.model, batch, self.offset, rows[0], self.fused, self.position_chunk)
-        self.offset += batch.n_positions
+                   else rows_in_batch(self.sampled, start, batch.n_positions, device))
+        calib = (None if self.calib is None else self.calib.batch_part(
+            self.model, batch, start, rows[0], self.fused, self.position_chunk))
+        controls = []
         for scored in score_batch(batch, self.targets, cfg, self.plan, position_chunk=self.position_chunk,
-                                  fused=self.fused, spearman_rows=sp_rows):
+                                  fused=self.fused, spearman_rows=sp_rows, stream_start=start):
             table.add(scored)
-            self.ctrl.add_chunk(scored)
-        if self.plan.null is not None:
-            for hidden, target, score, sums, n_rows in self.plan.null.finish():
-                self.ctrl.add_null(hidden, target, score, sums, n_rows)
-        self.acc.add(table.frame(), batch.n_positions)
-        if self.layer_lens is not None:
-            self.layer_lens.add(batch.logits, table.segments, table.domains, table.pos)
+            controls += ControlSums.chunk_sums(scored)
+        null = [] if self.plan.null is None else list(self.plan.null.finish())
         n_traj = _trajectory_count(cfg, b, len(rows))
-        if n_traj > 0:
-            self.traj_tables.append(_trajectory_rows(self.model, batch, rows[:n_traj],
-                                                     self.segment_ids, self.domains))
+        return BatchRecord(
+            batch.n_positions, table.frame(), controls, null, calib,
+            lens=None if self.layer_lens is None else self.layer_lens.take_rows(
+                batch.logits, table.segments, table.domains, table.pos),
+            trajectory=None if n_traj <= 0 else _trajectory_rows(
+                self.model, batch, rows[:n_traj], self.segment_ids, self.domains))
+
+    def fold(self, record: BatchRecord) -> None:
+        """Add one batch's record to the run's sums (batches in order)."""
+        self.acc.add(record.table, record.n_positions)
+        for key, n_positions, sums in record.controls:
+            self.ctrl.add(key, n_positions, sums)
+        for hidden, target, score, sums, n_rows in record.null:
+            self.ctrl.add_null(hidden, target, score, sums, n_rows)
+        if record.calibration is not None:
+            self.calib.add(record.calibration)
+        if record.lens is not None:
+            self.layer_lens.add_rows(record.lens)
+        if record.trajectory is not None:
+            self.traj_tables.append(record.trajectory)
 
     def result(self, n_seqs: int) -> AnalysisResult:
         self.acc.close()

@@ -107,14 +107,15 @@ class Targets:
 
 @dataclass
 class ControlPlan:
-    """The control draws (fixed for the whole run) and how many positions still get controls."""
+    """The control draws (fixed for the whole run) and which positions get controls."""
 
     null: PermutationNull | None = None
     """Collects the control rows for the permutation test (None: no permutations)."""
     random_matrices: dict[str, Tensor] = field(default_factory=dict)
     random_sq_norms: dict[str, Tensor] = field(default_factory=dict)
     """‖row‖² of each random matrix (computed once, not per chunk)."""
-    remaining: float = 0.0
+    limit: float = 0.0
+    """Positions of the stream (from its start) that get controls."""
 
     @classmethod
     def create(cls, cfg: AnalyzeConfig, targets: Targets, d_vocab: int, device) -> ControlPlan:
@@ -124,14 +125,13 @@ class ControlPlan:
                 if cfg.n_permutations else None)
         randoms = {name: random_matrix_like(mat, seed=cfg.seed + 1 + i)
                    for i, (name, mat) in enumerate(targets.matrices.items())}
-        remaining = float("inf" if cfg.control_positions is None else cfg.control_positions)
-        return cls(null, randoms, {name: row_sq_norms(m) for name, m in randoms.items()}, remaining)
+        limit = float("inf" if cfg.control_positions is None else cfg.control_positions)
+        return cls(null, randoms, {name: row_sq_norms(m) for name, m in randoms.items()}, limit)
 
-    def take(self, n_positions: int) -> int:
-        """How many of the next ``n_positions`` positions get controls (and count them)."""
-        n_control = int(min(n_positions, self.remaining))
-        self.remaining -= n_control
-        return n_control
+    def n_control(self, first: int, n_positions: int) -> int:
+        """How many of the ``n_positions`` positions from stream index ``first`` on get
+        controls (the stream's first ``limit`` positions do)."""
+        return int(max(0.0, min(n_positions, self.limit - first)))
 
 
 @dataclass
@@ -178,10 +178,12 @@ class DotBlocks:
 def score_batch(
     batch: CapturedBatch, targets: Targets, cfg: AnalyzeConfig, plan: ControlPlan,
     *, position_chunk: int, fused: Fused, spearman_rows: Tensor | None = None,
+    stream_start: int = 0,
 ) -> Iterator[ScoredChunk]:
     """Score ``position_chunk`` positions at a time: for each chunk, each hidden, each target.
     ``spearman_rows``: the positions of the batch that get Spearman's rho (None: all, when
-    ``cfg.spearman``)."""
+    ``cfg.spearman``); ``stream_start``: the stream index of the batch's first position (the
+    controls go to the stream's first ``control_positions``)."""
     dots = DotBlocks(batch.hidden, targets.matrices, -(-MATMUL_ROWS // position_chunk) * position_chunk)
     for start in range(0, batch.n_positions, position_chunk):
         stop = min(batch.n_positions, start + position_chunk)
@@ -192,7 +194,7 @@ def score_batch(
         ref = reference(batch.logits[start:stop], topk=cfg.topk_exact, gain=cfg.gain,
                         spearman=cfg.spearman and spearman_rows is None, spearman_rows=rows,
                         fused=fused)
-        n_control = plan.take(stop - start)
+        n_control = plan.n_control(stream_start + start, stop - start)
         ref_control = ref.head(n_control) if n_control else None
         if n_control and plan.null is not None:
             plan.null.add_reference(ref_control)

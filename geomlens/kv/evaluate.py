@@ -24,6 +24,8 @@ from torch import Tensor
 from geomlens.data import batch_sequences
 from geomlens.kv.layer_map import LayerMap
 from geomlens.kv.patch import patch_kv
+from geomlens.runner.distributed import DistInfo
+from geomlens.runner.sharding import Ranks
 
 if TYPE_CHECKING:  # annotations only: TransformerLens 4 has no HookedTransformer
     from transformer_lens import HookedTransformer
@@ -37,25 +39,35 @@ def segment_losses(
     layer_map: LayerMap | None = None,
     mode: str = "all",
     batch_size: int = 8,
+    ranks: Ranks | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per segment: (sum of next-token cross-entropies in nats, number of predicted tokens).
 
     ``layer_map`` None = the clean model. Batches are right-padded (causal: padding never
-    changes earlier positions) and the padded positions are masked out.
+    changes earlier positions) and the padded positions are masked out. ``ranks``: the ranks of
+    a torchrun launch (`geomlens.runner.sharding.Ranks`): the batches are split over them and
+    every rank gets every segment's numbers, in order.
     """
-    ctx = patch_kv(model, layer_map, mode) if layer_map is not None else contextlib.nullcontext()
-    sums, counts = [], []
     device = model.cfg.device
+    ranks = ranks if ranks is not None else Ranks(DistInfo(), torch.device(device))
+    batches = list(batch_sequences(seqs, batch_size=batch_size, pad_id=0))
+    parts: list[tuple[Tensor, Tensor]] = [None] * len(batches)  # type: ignore[list-item]
+
+    def compute(b: int) -> tuple[Tensor, Tensor]:
+        tokens, lengths = (t.to(device) for t in batches[b])
+        logits = model(tokens, return_type="logits")[:, :-1].float()
+        ce = F.cross_entropy(logits.flatten(0, 1), tokens[:, 1:].flatten(), reduction="none")
+        pos = torch.arange(tokens.shape[1] - 1, device=device)
+        valid = (pos[None, :] < lengths[:, None] - 1).float()
+        return (ce.view_as(valid) * valid).sum(1).double().cpu(), valid.sum(1).long().cpu()
+
+    def fold(b: int, part: tuple[Tensor, Tensor]) -> None:
+        parts[b] = part
+
+    ctx = patch_kv(model, layer_map, mode) if layer_map is not None else contextlib.nullcontext()
     with ctx:
-        for tokens, lengths in batch_sequences(seqs, batch_size=batch_size, pad_id=0):
-            tokens, lengths = tokens.to(device), lengths.to(device)
-            logits = model(tokens, return_type="logits")[:, :-1].float()
-            ce = F.cross_entropy(logits.flatten(0, 1), tokens[:, 1:].flatten(), reduction="none")
-            pos = torch.arange(tokens.shape[1] - 1, device=device)
-            valid = (pos[None, :] < lengths[:, None] - 1).float()
-            sums.append((ce.view_as(valid) * valid).sum(1).double().cpu())
-            counts.append(valid.sum(1).long().cpu())
-    return torch.cat(sums).numpy(), torch.cat(counts).numpy()
+        ranks.map(len(batches), compute, fold, to_all=True)
+    return torch.cat([p[0] for p in parts]).numpy(), torch.cat([p[1] for p in parts]).numpy()
 
 
 def ratio_ci(

@@ -18,8 +18,8 @@ from geomlens.models.backend import require_tl3
 from geomlens.models.inputs import check_memory
 from geomlens.models.micro import MICRO_SIZES, SMOLLM2_VOCAB
 from geomlens.registry import closest
+from geomlens.runner import distributed as ddp
 from geomlens.runner.command import Command, Tool
-from geomlens.training import distributed as ddp
 from geomlens.training.config import TrainConfig
 from geomlens.training.convert_run import convert_run
 from geomlens.training.loop import Trainer

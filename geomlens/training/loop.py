@@ -37,8 +37,8 @@ from geomlens.models.backend import require_tl3
 from geomlens.models.cache import config_to_json
 from geomlens.models.tokens import load_token_stream
 from geomlens.models.trained import save_trained, save_weights
+from geomlens.runner import distributed as ddp
 from geomlens.training import checkpoint as ckpt
-from geomlens.training import distributed as ddp
 from geomlens.training.config import TrainConfig
 from geomlens.training.data import TokenData, eval_windows, get_batch
 from geomlens.training.schedule import get_lr
