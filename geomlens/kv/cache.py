@@ -75,7 +75,7 @@ def shared_kv_cache(
 ) -> TransformerLensKeyValueCache:
     """An empty cache for ``model`` in which only ``layer_map.sources`` store K/V."""
     cfg = model.cfg
-    check_patchable(cfg, layer_map, "all")
+    check_patchable(model, layer_map, "all")
     if cfg.ungroup_grouped_query_attention:
         raise InputError("ungroup_grouped_query_attention breaks TransformerLens's KV cache; turn it off.")
     cache = TransformerLensKeyValueCache.init_cache(cfg, cfg.device, batch_size)

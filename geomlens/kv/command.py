@@ -128,7 +128,7 @@ def _measure(cfg: KVConfig, model, ranks: Ranks) -> _Measured:
     if cfg.max_tokens > model.cfg.n_ctx:
         raise InputError(f"max_tokens {cfg.max_tokens} exceeds {cfg.model}'s context of {model.cfg.n_ctx}.")
     layer_map = LayerMap.for_model(cfg.layers, model)
-    check_patchable(model.cfg, layer_map, cfg.mode)
+    check_patchable(model, layer_map, cfg.mode)
     seqs, ids, domains = load_model_segments(cfg, model)
     if not seqs:
         raise InputError("No segments to evaluate; check domains/texts/n_segments.")
@@ -167,7 +167,7 @@ def run_kv(cfg: KVConfig, run_dir: Path, *, model=None) -> dict[str, Any]:
     overall = losses[losses.domain == "all"].iloc[0]
     summary: dict[str, Any] = {
         "model": cfg.model, "mode": cfg.mode, "layers": cfg.layers,
-        "layer_types": m.layer_map.layer_types, "key_recipe": key_recipe(m.model.cfg),
+        "layer_types": m.layer_map.layer_types, "key_recipe": key_recipe(m.model),
         "n_layers": m.model.cfg.n_layers, "n_segments": len(m.ids),
         "n_predicted_tokens": int(m.counts.sum()),
         **{k: float(overall[k]) for k in losses.columns if k not in ("domain", "n_segments", "n_tokens")},

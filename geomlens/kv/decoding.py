@@ -71,7 +71,7 @@ def decode(
     if max_new_tokens < 1 or prompt.ndim != 2 or prompt.shape[1] < 1:
         raise InputError("decode needs a [batch, pos] prompt with pos >= 1 and max_new_tokens >= 1.")
     layer_map = layer_map or LayerMap.none(model.cfg.n_layers)
-    check_patchable(model.cfg, layer_map, mode)
+    check_patchable(model, layer_map, mode)
     device = model.cfg.device
     tokens = prompt.to(device)
     cache = shared_kv_cache(model, layer_map, batch_size=tokens.shape[0])

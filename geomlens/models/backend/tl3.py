@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from jaxtyping import Float
-from torch import Tensor
+from torch import Tensor, nn
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
 from geomlens.models.backend.view import ModelView
@@ -27,19 +27,26 @@ class HookedView(ModelView):
         return self.model.W_E
 
     @property
-    def W_U(self) -> Float[Tensor, "d_model d_vocab"]:
-        return self.model.W_U
-
-    @property
-    def b_U(self) -> Float[Tensor, "d_vocab"]:
-        return self.model.b_U
-
-    def ln_final(self, resid: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_model"]:
-        return self.model.ln_final(resid)
-
-    @property
     def qk_norm(self) -> bool:
         return bool(getattr(self.cfg, "use_qk_norm", False))
+
+    def k_norm(self, layer: int) -> nn.Module | None:
+        return self.model.blocks[layer].attn.k_norm if self.qk_norm else None
+
+    def q_norm(self, layer: int) -> nn.Module | None:
+        return self.model.blocks[layer].attn.q_norm if self.qk_norm else None
+
+    def normed_heads(self, x: Tensor, batch: int, pos: int) -> Float[Tensor, "batch pos head_index d_head"]:
+        """TransformerLens 3 normalises ``[batch·pos·head_index, d_head]`` (flattened)."""
+        return x.reshape(batch, pos, -1, x.shape[-1])
+
+    def attn_scale(self, layer: int) -> float:
+        return float(self.model.blocks[layer].attn.attn_scale)
+
+    @property
+    def attn_softcap(self) -> float | None:
+        cap = getattr(self.cfg, "attn_scores_soft_cap", -1.0)
+        return float(cap) if cap is not None and cap > 0 else None
 
     def rotary_bases(self) -> list[float | None]:
         if self.cfg.positional_embedding_type != "rotary":

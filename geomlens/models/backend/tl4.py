@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 from jaxtyping import Float
-from torch import Tensor
+from torch import Tensor, nn
 
 from geomlens.models.backend.view import ModelView
 
@@ -88,21 +88,39 @@ class BridgeView(ModelView):
             self.model.__dict__["_geomlens_scaled_W_E"] = held
         return held[1]
 
-    @property
-    def W_U(self) -> Float[Tensor, "d_model d_vocab"]:
-        return self.model.W_U
+    def _hf_attn(self, layer: int) -> Any:
+        return self.model.blocks[layer].attn.original_component
 
     @property
-    def b_U(self) -> Float[Tensor, "d_vocab"]:
-        return self.model.b_U
-
-    def ln_final(self, resid: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_model"]:
-        return self.model.ln_final(resid)
+    def softcap(self) -> float | None:
+        """The Hugging Face config's ``final_logit_softcapping`` (the bridge runs its head)."""
+        cap = getattr(_hf_config(self.model), "final_logit_softcapping", None)
+        return float(cap) if cap is not None and cap > 0 else None
 
     @property
     def qk_norm(self) -> bool:
-        attn = self.model.original_model.model.layers[0].self_attn
-        return bool(getattr(self.cfg, "use_qk_norm", False) or hasattr(attn, "k_norm"))
+        """From the modules (the bridge's cfg does not set ``use_qk_norm``)."""
+        return "k_norm" in self.model.blocks[0].attn.submodules
+
+    def k_norm(self, layer: int) -> nn.Module | None:
+        return self.model.blocks[layer].attn.k_norm if self.qk_norm else None
+
+    def q_norm(self, layer: int) -> nn.Module | None:
+        return self.model.blocks[layer].attn.q_norm if self.qk_norm else None
+
+    def normed_heads(self, x: Tensor, batch: int, pos: int) -> Float[Tensor, "batch pos head_index d_head"]:
+        """The bridge normalises ``[batch, head_index, pos, d_head]`` (after the transpose)."""
+        return x.transpose(1, 2)
+
+    def attn_scale(self, layer: int) -> float:
+        """1 / the Hugging Face module's ``scaling`` (which multiplies the scores)."""
+        attn = self._hf_attn(layer)
+        return 1.0 / float(getattr(attn, "scaling", attn.head_dim ** -0.5))
+
+    @property
+    def attn_softcap(self) -> float | None:
+        cap = getattr(_hf_config(self.model), "attn_logit_softcapping", None)
+        return float(cap) if cap is not None and cap > 0 else None
 
     def rotary_bases(self) -> list[float | None]:
         hc = _hf_config(self.model)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from jaxtyping import Float
-from torch import Tensor
+from torch import Tensor, nn
 
 
 @dataclass(frozen=True)
@@ -65,13 +65,17 @@ class BlockHooks:
         return f"blocks.{self.layer}.attn.hook_z"
 
     @property
+    def attn_scores(self) -> str:
+        return f"blocks.{self.layer}.attn.hook_attn_scores"
+
+    @property
     def pattern(self) -> str:
         return f"blocks.{self.layer}.attn.hook_pattern"
 
     def all(self) -> dict[str, str]:
         """Every name above, keyed by role."""
         roles = ("resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out", "q", "k", "v",
-                 "z", "pattern")
+                 "z", "attn_scores", "pattern")
         return {role: getattr(self, role) for role in roles}
 
 
@@ -129,21 +133,45 @@ class ModelView(ABC):
         """Token embedding as it enters the residual stream (module docstring)."""
 
     @property
-    @abstractmethod
-    def W_U(self) -> Float[Tensor, "d_model d_vocab"]: ...
+    def W_U(self) -> Float[Tensor, "d_model d_vocab"]:
+        """Unembedding (``model.W_U`` on both backends)."""
+        return self.model.W_U
 
     @property
-    @abstractmethod
-    def b_U(self) -> Float[Tensor, "d_vocab"]: ...
+    def b_U(self) -> Float[Tensor, "d_vocab"]:
+        """Unembedding bias (zeros where the model has none)."""
+        return self.model.b_U
 
-    @abstractmethod
     def ln_final(self, resid: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_model"]:
         """The model's final norm, gain included (the input of the unembedding)."""
+        return self.model.ln_final(resid)
 
     @property
     @abstractmethod
     def qk_norm(self) -> bool:
         """Whether queries and keys are normalised per head after ``hook_q`` / ``hook_k``."""
+
+    @abstractmethod
+    def k_norm(self, layer: int) -> nn.Module | None:
+        """Block ``layer``'s per-head key norm (qk-norm models), else None. Its output is the key
+        after the norm and before rotary, which no hook name shows on either backend."""
+
+    @abstractmethod
+    def q_norm(self, layer: int) -> nn.Module | None:
+        """Block ``layer``'s per-head query norm (qk-norm models), else None."""
+
+    @abstractmethod
+    def normed_heads(self, x: Tensor, batch: int, pos: int) -> Float[Tensor, "batch pos head_index d_head"]:
+        """A `k_norm` / `q_norm` output in the layout of ``hook_k`` / ``hook_q``."""
+
+    @abstractmethod
+    def attn_scale(self, layer: int) -> float:
+        """The divisor of block ``layer``'s attention scores (√d_head, or the model's own)."""
+
+    @property
+    @abstractmethod
+    def attn_softcap(self) -> float | None:
+        """The attention-score soft-cap c (scores = c·tanh(s/c)), or None."""
 
     @abstractmethod
     def rotary_bases(self) -> list[float | None]:

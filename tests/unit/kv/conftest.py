@@ -1,8 +1,8 @@
-"""Tiny models for the first-layer K/V tests (download nothing)."""
+"""Tiny models for the first-layer K/V tests (download nothing). `helpers` (TransformerLens 3)
+is imported inside the builders, so that test_kv_patch_bridge.py collects under TransformerLens 4."""
 
 import pytest
 import torch
-from helpers import build_model
 
 N_LAYERS = 4
 GEMMA_TYPES = ["local", "local", "global", "local"]
@@ -10,6 +10,8 @@ GEMMA_TYPES = ["local", "local", "global", "local"]
 
 def llama_like():
     """4 layers, 4 query heads sharing 2 KV heads (GQA), rotary, no qk-norm."""
+    from helpers import build_model
+
     model = build_model(n_layers=N_LAYERS)
     assert model.cfg.n_layers == 4 and model.cfg.n_key_value_heads == 2 and not model.cfg.use_qk_norm
     return model
@@ -18,6 +20,8 @@ def llama_like():
 def gemma_like():
     """Gemma-3-like: qk-norm, pre+post norms, local layers (window 4, rotary base 1e4) and a
     global layer (base 1e6); layer 0 is local, as in Gemma-3-270m."""
+    from helpers import build_model
+
     model = build_model(n_layers=N_LAYERS, use_qk_norm=True, use_local_attn=True, attn_types=GEMMA_TYPES, window_size=4,
                         rotary_base=1_000_000, rotary_base_local=10_000,
                         use_normalization_before_and_after=True)

@@ -2,10 +2,10 @@
 
 import pytest
 import torch
+from kv_reference import reference_logits
 
 from geomlens.errors import InputError
 from geomlens.kv import LayerMap, key_recipe, patch_kv
-from kv_reference import reference_logits
 
 SPECS = ["all", ">=2", "3", "cla", "first_of_type"]
 
@@ -47,7 +47,7 @@ def test_modes_differ_and_prev_keeps_first_position(kv_model, tokens):
 
 
 def test_recipe_follows_cfg(kv_model):
-    assert key_recipe(kv_model.cfg) == ("k_norm" if kv_model.cfg.use_qk_norm else "hook_k")
+    assert key_recipe(kv_model) == ("k_norm" if kv_model.cfg.use_qk_norm else "hook_k")
 
 
 def test_copying_hook_k_is_wrong_under_qk_norm(gemma_model, tokens):

@@ -5,6 +5,7 @@ import math
 
 import pytest
 import torch
+from bridge_models import KINDS, bridge_and_reference
 
 from geomlens.models.backend import installed_backend, view_of
 
@@ -12,45 +13,14 @@ pytestmark = [pytest.mark.tl4,
               pytest.mark.skipif(installed_backend() != "tl4", reason="needs TransformerLens 4")]
 
 
-def _llama():
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    cfg = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=3,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
-                      tie_word_embeddings=True, rope_theta=10_000.0)
-    return LlamaForCausalLM(cfg).eval(), "HuggingFaceTB/SmolLM2-135M"
-
-
-def _gemma():
-    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
-
-    cfg = Gemma3TextConfig(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=3,
-                           num_attention_heads=4, num_key_value_heads=1, head_dim=8,
-                           max_position_embeddings=64, sliding_window=4,
-                           layer_types=["sliding_attention", "full_attention", "sliding_attention"])
-    return Gemma3ForCausalLM(cfg).eval(), "google/gemma-3-270m"
-
-
-def _tokenizer():
-    """A 64-token word-level tokenizer built in memory (the bridge would fetch one otherwise)."""
-    from tokenizers import Tokenizer, models
-    from transformers import PreTrainedTokenizerFast
-
-    vocab = {f"t{i}": i for i in range(64)}
-    return PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel(vocab, unk_token="t0")),
-                                   bos_token="t1", eos_token="t2", pad_token="t3", unk_token="t0")
-
-
-@pytest.fixture(params=["llama", "gemma"])
+@pytest.fixture(params=KINDS)
 def pair(request):
-    from geomlens.models.backend.tl4 import boot_bridge
-
     torch.manual_seed(0)
-    hf, name = _llama() if request.param == "llama" else _gemma()
+    bridge, reference, hf = bridge_and_reference(request.param)
     tokens = torch.randint(0, 64, (1, 7))
     with torch.no_grad():
-        out = hf(tokens, output_hidden_states=True)
-    return boot_bridge(hf, _tokenizer(), name=name), hf, tokens, out, request.param
+        out = reference(tokens, output_hidden_states=True)
+    return bridge, hf, tokens, out, request.param
 
 
 def test_resid_post_matches_transformers(pair):
@@ -92,5 +62,6 @@ def test_every_block_hook_fires_and_is_writable(pair):
     with torch.no_grad():
         clean = bridge(tokens)
         for name in names:
-            out = bridge.run_with_hooks(tokens, fwd_hooks=[(name, lambda x, hook: x * 0.5)])
+            # affine, not a pure scale: a norm (Gemma's resid_mid -> ln2) ignores a scale
+            out = bridge.run_with_hooks(tokens, fwd_hooks=[(name, lambda x, hook: x * 0.5 + 0.1)])
             assert not torch.allclose(out, clean), name
