@@ -34,6 +34,7 @@ from torch import Tensor
 
 from geomlens.data.token_map import token_map
 from geomlens.errors import InputError
+from geomlens.models.backend import ModelView, view_of
 from geomlens.projection.kinds import token_matrix
 from geomlens.projection.topk import vector_topk
 
@@ -47,14 +48,11 @@ COLUMNS: tuple[str, ...] = (
 
 
 def _frozen_post_norm(
-    model: HookedTransformer, cache: ActivationCache, layer: int, name: str, pos: int
+    view: ModelView, cache: ActivationCache, layer: int, name: str, pos: int
 ) -> Float[Tensor, "d_model"]:
-    """w / scale of the post-sublayer RMSNorm ``name`` at ``pos``: the linear map it applies with
-    its scale frozen at the forward pass's value."""
-    norm = getattr(model.blocks[layer], name)
-    if not hasattr(norm, "w") or hasattr(norm, "b"):
-        raise InputError(f"{name} is a {type(norm).__name__}; only RMSNorm post-norms are split.")
-    return norm.w / cache[f"blocks.{layer}.{name}.hook_scale"][0, pos]
+    """gain / scale of the post-sublayer RMSNorm ``name`` at ``pos``: the linear map it applies
+    with its scale frozen at the forward pass's value."""
+    return view.norm_gain(layer, name) / cache[f"blocks.{layer}.{name}.hook_scale"][0, pos]
 
 
 def component_parts(
@@ -66,20 +64,20 @@ def component_parts(
     ``mlp_bias`` [1, d_model] and ``mlp_act`` [d_mlp]; attn + attn_bias sums to
     ``hook_attn_out`` and mlp + mlp_bias to ``hook_mlp_out`` at ``pos``.
     """
-    from transformer_lens.loading_from_pretrained import POST_NORM_ARCHITECTURES
-
-    if model.cfg.original_architecture in POST_NORM_ARCHITECTURES or model.cfg.parallel_attn_mlp:
+    view = view_of(model)
+    if view.block_layout == "other":
         raise InputError("step_attribution handles sequential pre-norm blocks only.")
     block = model.blocks[layer]
+    b_O, b_out = view.output_biases(layer)
     z = cache[f"blocks.{layer}.attn.hook_z"][0, pos]  # [head, d_head]
     attn = einops.einsum(z, block.attn.W_O, "head_index d_head, head_index d_head d_model -> head_index d_model")
-    attn_bias = block.attn.b_O[None].clone()
+    attn_bias = b_O[None].clone()
     act = cache[f"blocks.{layer}.mlp.hook_post"][0, pos]  # [d_mlp]
     mlp = act[:, None] * block.mlp.W_out
-    mlp_bias = block.mlp.b_out[None].clone()
-    if model.cfg.use_normalization_before_and_after:
-        a = _frozen_post_norm(model, cache, layer, "ln1_post", pos)
-        m = _frozen_post_norm(model, cache, layer, "ln2_post", pos)
+    mlp_bias = b_out[None].clone()
+    if view.block_layout == "sandwich":
+        a = _frozen_post_norm(view, cache, layer, "ln1_post", pos)
+        m = _frozen_post_norm(view, cache, layer, "ln2_post", pos)
         attn, attn_bias, mlp, mlp_bias = attn * a, attn_bias * a, mlp * m, mlp_bias * m
     return {"attn": attn, "attn_bias": attn_bias, "mlp": mlp, "mlp_bias": mlp_bias, "mlp_act": act}
 

@@ -8,7 +8,9 @@ from typing import Any
 from jaxtyping import Float
 from torch import Tensor, nn
 from transformer_lens import HookedTransformer, HookedTransformerConfig
+from transformer_lens.loading_from_pretrained import POST_NORM_ARCHITECTURES
 
+from geomlens.errors import InputError
 from geomlens.models.backend.view import ModelView
 
 __all__ = ["HookedTransformer", "HookedTransformerConfig", "HookedView"]
@@ -47,6 +49,19 @@ class HookedView(ModelView):
     def attn_softcap(self) -> float | None:
         cap = getattr(self.cfg, "attn_scores_soft_cap", -1.0)
         return float(cap) if cap is not None and cap > 0 else None
+
+    @property
+    def block_layout(self) -> str:
+        if self.cfg.original_architecture in POST_NORM_ARCHITECTURES or self.cfg.parallel_attn_mlp:
+            return "other"
+        return "sandwich" if self.cfg.use_normalization_before_and_after else "pre_norm"
+
+    def norm_gain(self, layer: int, name: str) -> Float[Tensor, "d_model"]:
+        """``w`` (TransformerLens 3 loads Gemma's gains as 1 + w)."""
+        norm = getattr(self.model.blocks[layer], name)
+        if not hasattr(norm, "w") or hasattr(norm, "b"):
+            raise InputError(f"{name} is a {type(norm).__name__}; only RMSNorm gains are read.")
+        return norm.w
 
     def rotary_bases(self) -> list[float | None]:
         if self.cfg.positional_embedding_type != "rotary":

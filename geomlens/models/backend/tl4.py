@@ -16,6 +16,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor, nn
 
+from geomlens.errors import InputError
 from geomlens.models.backend.view import ModelView
 
 
@@ -121,6 +122,26 @@ class BridgeView(ModelView):
     def attn_softcap(self) -> float | None:
         cap = getattr(_hf_config(self.model), "attn_logit_softcapping", None)
         return float(cap) if cap is not None and cap > 0 else None
+
+    @property
+    def block_layout(self) -> str:
+        from transformer_lens.model_bridge.generalized_components.block import BlockBridge
+
+        block = self.model.blocks[0]
+        subs = block.submodules
+        if type(block) is not BlockBridge or "ln1" not in subs or "ln2" not in subs:
+            return "other"
+        return "sandwich" if "ln1_post" in subs and "ln2_post" in subs else "pre_norm"
+
+    def norm_gain(self, layer: int, name: str) -> Float[Tensor, "d_model"]:
+        """The wrapped module's ``weight``, plus 1 where the model stores w for 1 + w (Gemma:
+        ``cfg.rmsnorm_uses_offset``, the flag the bridge's own norm reads)."""
+        norm = getattr(self.model.blocks[layer], name)
+        hf = norm.original_component
+        if isinstance(hf, nn.LayerNorm) or getattr(hf, "bias", None) is not None:
+            raise InputError(f"{name} is a {type(hf).__name__}; only RMSNorm gains are read.")
+        offset = bool(getattr(self.cfg, "rmsnorm_uses_offset", False))
+        return hf.weight + 1.0 if offset else hf.weight
 
     def rotary_bases(self) -> list[float | None]:
         hc = _hf_config(self.model)

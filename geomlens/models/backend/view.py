@@ -173,6 +173,25 @@ class ModelView(ABC):
     def attn_softcap(self) -> float | None:
         """The attention-score soft-cap c (scores = c·tanh(s/c)), or None."""
 
+    @property
+    @abstractmethod
+    def block_layout(self) -> str:
+        """``"pre_norm"`` (Llama: a norm before each sublayer), ``"sandwich"`` (Gemma: a norm
+        before and after each sublayer) or ``"other"`` (post-norm or parallel blocks)."""
+
+    @abstractmethod
+    def norm_gain(self, layer: int, name: str) -> Float[Tensor, "d_model"]:
+        """The gain an RMSNorm ``blocks.{layer}.{name}`` multiplies by (Gemma's 1 + w included);
+        an `InputError` for a LayerNorm (it has a bias and centres)."""
+
+    def output_biases(self, layer: int) -> tuple[Float[Tensor, "d_model"], Float[Tensor, "d_model"]]:
+        """(b_O, b_out) of block ``layer``; zeros where the model has none."""
+        block = self.model.blocks[layer]
+        out = []
+        for b in (getattr(block.attn, "b_O", None), getattr(block.mlp, "b_out", None)):
+            out.append(b if b is not None else self.W_U.new_zeros(self.d_model))
+        return out[0], out[1]
+
     @abstractmethod
     def rotary_bases(self) -> list[float | None]:
         """Each layer's rotary base (None for a model without rotary embeddings)."""
@@ -187,6 +206,7 @@ class ModelView(ABC):
             "backend": self.backend, "n_layers": self.n_layers, "d_model": self.d_model,
             "d_vocab": self.d_vocab, "n_heads": self.n_heads, "n_kv_heads": self.n_kv_heads,
             "d_head": self.d_head, "qk_norm": self.qk_norm, "softcap": self.softcap,
+            "block_layout": self.block_layout,
             "rotary_bases": sorted({b for b in self.rotary_bases() if b is not None}),
             "processing": self.processing(),
             "W_E": "token embedding as added to the residual stream (hook_embed)",
