@@ -97,7 +97,7 @@ def stitch_figure(table: pd.DataFrame, *, title: str = "") -> plt.Figure:
     null and the classifier trained on B (ceiling): mean over split seeds (bar) and each
     split (dots); the dashed line is chance."""
     dirs = list(dict.fromkeys(table["direction"]))
-    fig, ax = plt.subplots(figsize=(1.6 + 2.2 * len(dirs), 3.0))
+    fig, ax = plt.subplots(figsize=(2.4 + 2.2 * len(dirs), 3.4))
     width = 0.8 / len(STITCH_BARS)
     for j, (col, label) in enumerate(STITCH_BARS):
         x = np.arange(len(dirs)) + (j - (len(STITCH_BARS) - 1) / 2) * width
@@ -109,7 +109,7 @@ def stitch_figure(table: pd.DataFrame, *, title: str = "") -> plt.Figure:
     ax.axhline(float(table["chance"].iloc[0]), color="grey", ls="--", lw=1, label="chance")
     ax.set_xticks(np.arange(len(dirs)), dirs)
     ax.set(ylabel="test accuracy", ylim=(0, 1))
-    ax.legend(fontsize=7, ncol=2)
+    ax.legend(fontsize=7, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.12), frameon=False)
     if title:
         ax.set_title(title, fontsize=9)
     fig.tight_layout()

@@ -3,7 +3,9 @@
     python experiments/results/projection/issue24_tables.py experiments/results/projection/issue24
 
 Writes tables.md there: the evidence table per model (every layer), the stitching accuracies per
-run and over runs, and the alignment hit rates per seed pair. Reads only the copied CSVs.
+run and over runs, and the alignment hit rates per seed pair. Reads only the copied CSVs; a
+stitching run copied without its figure gets one drawn from its CSV
+(`geomlens.projection.figures.stitch_figure`, what ``geomlens stitch`` writes as stitch.png).
 """
 
 from __future__ import annotations
@@ -14,6 +16,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from scipy import stats
+
+from geomlens.figures import save_figure
+from geomlens.projection.figures import stitch_figure
 
 
 def _md(df: pd.DataFrame, digits: int = 3) -> str:
@@ -31,17 +36,19 @@ def evidence(out: Path) -> list[str]:
     for f in sorted(out.glob("evidence_*_evidence.csv")):
         t = pd.read_csv(f)
         name = f.name.split("_evidence.csv")[0]
-        p_min = 1 / (1 + t["n_permutations"].max())
-        summ = t.groupby(["kind", "metric"], sort=False).agg(
-            layers=("layer", "size"), value_mean=("value", "mean"), baseline_mean=("baseline", "mean"),
-            layers_p_min=("p", lambda p: int((p <= p_min + 1e-12).sum())),
-            layers_below_baseline=("value", lambda v: 0)).reset_index()
-        below = t.assign(b=t["value"] < t["baseline"]).groupby(["kind", "metric"], sort=False)["b"].sum()
-        summ["layers_below_baseline"] = below.to_numpy()
-        parts += [f"### {name}\n", f"smallest possible p = 1/{1 + t['n_permutations'].max()} = {p_min:.4f}\n",
-                  _md(summ), "", "<details><summary>every layer</summary>\n",
-                  _md(t[["kind", "layer", "metric", "value", "ci_low", "ci_high", "baseline", "p", "n_units"]]),
-                  "\n</details>\n"]
+        n_perm = int(t["n_permutations"].max())
+        p_min = 1 / (1 + n_perm)
+        g = t.assign(below=t["value"] < t["baseline"]).groupby(["kind", "metric"], sort=False)
+        summ = g.agg(layers=("layer", "size"), value_mean=("value", "mean"),
+                     baseline_mean=("baseline", "mean"),
+                     layers_p_below_0001=("p", lambda p: int((p < 0.001).sum())),
+                     layers_p_min=("p", lambda p: int((p <= p_min * (1 + 1e-9)).sum())),
+                     layers_below_baseline=("below", "sum")).reset_index()
+        every = t[["kind", "layer", "metric", "value", "ci_low", "ci_high", "baseline", "p", "n_units"]].copy()
+        every["p"] = every["p"].map(lambda v: f"{v:.4f}")
+        parts += [f"### {name}\n", f"{n_perm} permutations: smallest possible p = 1/{1 + n_perm} = {p_min:.4f}; "
+                  "layers_p_below_0001 = layers with p < 0.001\n",
+                  _md(summ), "", "<details><summary>every layer</summary>\n", _md(every), "\n</details>\n"]
     return parts
 
 
@@ -56,6 +63,9 @@ def stitch(out: Path) -> list[str]:
     rows, per_run = [], []
     for f in sorted(out.glob("stitch_*_stitch.csv")):
         t = pd.read_csv(f).assign(run=f.name.split("_stitch.csv")[0])
+        png = f.with_suffix(".png")
+        if not png.exists():
+            save_figure(stitch_figure(t, title=t["run"].iloc[0]), png)
         rows.append(t)
         for d, df in t.groupby("direction"):
             per_run.append({"run": t["run"].iloc[0], "direction": d, "splits": len(df),
@@ -101,7 +111,19 @@ def align(out: Path) -> list[str]:
         neurons.append(n.groupby(["pair", "kind"], as_index=False)[
             ["neuron_corr", "neuron_corr_null", "neuron_corr_raw", "neuron_corr_raw_null",
              "topk_overlap", "topk_overlap_random"]].mean())
-    return ["### layer matching, kinds averaged (`mean`)\n", _md(mean, 4), "",
+    t["n_layers"] = t["pairs"].str.split().str.len()
+    across = t.groupby(["kind", "space"], sort=False).apply(lambda df: pd.Series({
+        "pairs": len(df), "layers": int(df["n_layers"].sum()),
+        "row_hits": int(round((df["row_hit_rate"] * df["n_layers"]).sum())),
+        "row_hits_null": (df["row_hit_null"] * df["n_layers"]).sum(),
+        "row_hit_p": " / ".join(f"{v:.3f}" for v in df["row_hit_p"]),
+        "hungarian_hits": int(round((df["identity_accuracy"] * df["n_layers"]).sum())),
+        "hungarian_hits_null": (df["identity_null"] * df["n_layers"]).sum(),
+        "hungarian_p": " / ".join(f"{v:.3f}" for v in df["identity_p"]),
+        "n_permutations": int(df["n_permutations"].min())}), include_groups=False).reset_index()
+    return ["### diagonal hits across the seed pairs (nulls = expected hits under the permutation null)\n",
+            _md(across, 2), "",
+            "### layer matching, kinds averaged (`mean`)\n", _md(mean, 4), "",
             "### per kind\n", _md(t[t["kind"] != "mean"][cols], 4), "",
             "### neurons within matched layers (mean over matched layer pairs)\n",
             _md(pd.concat(neurons), 4) if neurons else "", ""]
