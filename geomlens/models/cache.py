@@ -6,6 +6,7 @@ and ``tokenizer/``. The cache root is ``$GEOMLENS_CACHE`` or ``~/.cache/geomlens
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -54,21 +55,31 @@ def config_from_json(values: dict, *, device: str = "cpu") -> HookedTransformerC
 
 
 def save_to_cache(model: HookedTransformer, name: str, tokenizer) -> Path:
-    """Cache raw weights, config and the model's *native* tokenizer (not TL's BOS-wrapped one)."""
+    """Cache raw weights, config and the model's *native* tokenizer (not TL's BOS-wrapped one).
+
+    Safe when several processes convert the same model at once (the ranks of a torchrun
+    launch on one node): each writes its own temporary directory, the first complete one is
+    renamed into place and the others are dropped."""
+    import shutil
+
     from safetensors.torch import save_file
 
     path = model_cache_dir(name)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
     tmp.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     save_file(state, str(tmp / "model.safetensors"))
     (tmp / "config.json").write_text(json.dumps(config_to_json(model.cfg), indent=1))
     tokenizer.save_pretrained(str(tmp / "tokenizer"))
-    if path.exists():
-        import shutil
-
-        shutil.rmtree(path)
-    tmp.rename(path)  # atomic: a half-written cache is never read
+    if not (path / "model.safetensors").exists():  # absent, or left half-written by a crash
+        shutil.rmtree(path, ignore_errors=True)
+        try:
+            tmp.rename(path)  # atomic: a half-written cache is never read
+            return path
+        except OSError:  # another process renamed its copy into place first
+            if not (path / "model.safetensors").exists():
+                raise
+    shutil.rmtree(tmp, ignore_errors=True)
     return path
 
 
