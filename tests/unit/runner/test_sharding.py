@@ -2,8 +2,9 @@
 on the CPU write the same summary.json (and tables) as one process; a failure on either rank
 marks the run failed on rank 0 and stops both ranks (no hang); the progress bar is rank 0's.
 
-One torchrun launch runs every case (the driver below calls `geomlens.cli.main` once per job,
-as ``python -m geomlens`` does, in one process group), so the two interpreters start once."""
+One torchrun launch runs every case but the killed rank (the driver below calls
+`geomlens.cli.main` once per job, as ``python -m geomlens`` does, in one process group), so the
+two interpreters start once; the killed rank ends its launch and has one of its own."""
 
 from __future__ import annotations
 
@@ -68,6 +69,34 @@ DRIVER = textwrap.dedent("""
 """)
 
 
+KILLED = textwrap.dedent("""
+    import os, sys
+    from geomlens.analysis import pipeline
+    from geomlens.cli import main
+
+    compute = pipeline._AnalysisState.compute
+
+    def dying_compute(self, b, *args):
+        if os.environ["RANK"] == "1" and b == 1:
+            os._exit(9)  # no word to the other rank: killed, out of host memory
+        return compute(self, b, *args)
+
+    pipeline._AnalysisState.compute = dying_compute
+    sys.exit(main(sys.argv[1:]))
+""")
+
+
+def _torchrun(tmp: Path, script: str, *args: str) -> subprocess.CompletedProcess:
+    (tmp / "script.py").write_text(script)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "GEOMLENS_RANK_TIMEOUT": "60",
+           "PYTHONPATH": str(ROOT), "MPLBACKEND": "Agg"}
+    return subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+         "--rdzv-backend=c10d", "--rdzv-endpoint=localhost:0", "--redirects=3",
+         f"--log-dir={tmp / 'logs'}", str(tmp / "script.py"), *args], env=env,
+        capture_output=True, text=True, timeout=400)
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """(directory, rank exit codes by job, rank 0's and rank 1's stderr, launch seconds): the
@@ -82,15 +111,8 @@ def runs(tmp_path_factory):
                 ("compute", ANALYZE, "compute"), ("fold", ANALYZE, "fold"),
                 ("setup", ANALYZE, "setup"), ("after", KV, None)]]
     (tmp / "jobs.json").write_text(json.dumps(jobs))
-    (tmp / "driver.py").write_text(DRIVER)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "GEOMLENS_RANK_TIMEOUT": "60",
-           "PYTHONPATH": str(ROOT), "MPLBACKEND": "Agg"}
     start = time.monotonic()
-    proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-         "--rdzv-backend=c10d", "--rdzv-endpoint=localhost:0", "--redirects=3",
-         f"--log-dir={tmp / 'logs'}", str(tmp / "driver.py"), str(tmp / "jobs.json"),
-         str(tmp / "codes")], env=env, capture_output=True, text=True, timeout=400)
+    proc = _torchrun(tmp, DRIVER, str(tmp / "jobs.json"), str(tmp / "codes"))
     seconds = time.monotonic() - start
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     codes = [json.loads((tmp / f"codes.{rank}").read_text()) for rank in (0, 1)]
@@ -173,3 +195,16 @@ def test_records_cross_as_cpu_data():
     moved = to_cpu({"x": [part, (torch.ones(1), 3)]})
     assert torch.equal(moved["x"][0].vectors["h"], part.vectors["h"])
     assert moved["x"][1][1] == 3 and isinstance(moved["x"][1], tuple)
+
+
+def test_a_rank_killed_without_a_word_fails_the_run(runs, tmp_path):
+    """torchrun stops rank 0 with SIGTERM; rank 0 waits in Python, so it marks the run failed."""
+    model = runs[0] / "model"
+    start = time.monotonic()
+    proc = _torchrun(tmp_path, KILLED, *ANALYZE, "--model", str(model), "--out",
+                     str(tmp_path / "run"))
+    assert proc.returncode != 0
+    assert time.monotonic() - start < 120  # well before GEOMLENS_RANK_TIMEOUT x 2
+    failed = tmp_path / "run" / "failed"
+    assert failed.exists() and "interrupted (SIGTERM)" in failed.read_text()
+    assert not (tmp_path / "run" / "done").exists()
