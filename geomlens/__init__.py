@@ -6,6 +6,8 @@ The names a notebook needs, imported lazily (``import geomlens`` stays fast)::
     model = geomlens.load_model("smollm2-135m")
     df = geomlens.trajectory_stats(model, tokens)                  # one row per (pos, layer)
     result = geomlens.analyze(model, texts=["..."])  # Table 6.1 in memory: result.plot(), .save(dir)
+    geomlens.ablate(model, ["..."], sweep=True)      # Δloss / ΔNDCG per layer x component
+    geomlens.kv_losses(model, ["..."], layers="all")  # clean vs first-layer-K/V loss with CIs
     geomlens.summarize_layer_lens(geomlens.layer_ndcg(model, tokens))  # NDCG per layer and lens
     geomlens.project(model, ["mlp_out"], layers=[20])   # parameters in embedding space: .plot()
     run_dir, summary = geomlens.run("analyze", geomlens.AnalyzeConfig(n_segments=4), "runs/a")
@@ -39,12 +41,15 @@ _EXPORTS: dict[str, str] = {
     "AnalysisResult": "geomlens.analysis.result",
     "AnalyzeConfig": "geomlens.analysis.config", "summarize": "geomlens.analysis.summary",
     "table_frame": "geomlens.analysis.summary", "AblateConfig": "geomlens.ablation.config",
-    "ablation_hooks": "geomlens.ablation.ablate",
+    "ablation_hooks": "geomlens.ablation.ablate", "ablate": "geomlens.ablation.api",
+    "AblationResult": "geomlens.ablation.result",
     # the interactive view (needs the `explorer` extra: anywidget)
     "explore": "geomlens.explorer",
     # thread 2: LM heads and training
     "install_head": "geomlens.heads.registry", "list_heads": "geomlens.heads.registry",
     "TrainConfig": "geomlens.training.config", "Trainer": "geomlens.training.loop",
+    # thread 3: first-layer K/V
+    "kv_losses": "geomlens.kv.api", "KVResult": "geomlens.kv.result", "KVConfig": "geomlens.kv.config",
     # thread 4: parameters in embedding space
     "project": "geomlens.projection.api", "evidence": "geomlens.projection.api",
     "stitch": "geomlens.projection.api", "align": "geomlens.projection.api",

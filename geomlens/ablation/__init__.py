@@ -9,16 +9,22 @@ from geomlens.ablation.ablate import (
     register_component,
     register_setter,
 )
+from geomlens.ablation.api import ablate, ablate_tokens
 from geomlens.ablation.config import AblateConfig
-from geomlens.ablation.sweep import Condition, ablation_table, sweep_conditions
+from geomlens.ablation.result import AblationResult
+from geomlens.ablation.sweep import Condition, ablation_table, conditions_for, sweep_conditions
 
 __all__ = [
     "COMPONENTS",
     "METHODS",
     "AblateConfig",
+    "AblationResult",
     "Condition",
+    "ablate",
+    "ablate_tokens",
     "ablation_hooks",
     "ablation_table",
+    "conditions_for",
     "derangement",
     "patch_activation",
     "register_component",

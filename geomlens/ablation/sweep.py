@@ -1,8 +1,10 @@
-"""Run ablation conditions over token batches and tabulate their effects.
+"""Run ablation conditions over token sequences and tabulate their effects.
 
 A *condition* ablates one component (``attn_out``, ``mlp_out`` or ``both``) in a set of layers
-at once. `ablation_table` evaluates the clean model and every condition on the same batches
-(same resample permutation per batch for all conditions) and returns one row per condition:
+at once. `ablation_table` reads a text, a list of texts or token ids (`geomlens.data.inputs`),
+batches the sequences (right-padded; padded positions are masked), evaluates the clean model
+and every condition on the same batches (same resample permutation per batch for all
+conditions) and returns one row per condition:
 
     layer         the ablated layer (sweep) or the comma-joined layers ablated together
     component     attn_out | mlp_out | both
@@ -18,8 +20,9 @@ at once. `ablation_table` evaluates the clean model and every condition on the s
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import pandas as pd
 import torch
@@ -29,12 +32,18 @@ from tqdm.auto import tqdm
 
 from geomlens.ablation.ablate import ablation_hooks, derangement
 from geomlens.ablation.evaluate import agreement, next_token_ce
+from geomlens.data.batching import batch_sequences
+from geomlens.data.inputs import as_sequences
+from geomlens.errors import InputError
 from geomlens.models.backend import view_of
+from geomlens.models.inputs import check_layers
 from geomlens.runner.distributed import DistInfo
 from geomlens.runner.sharding import Ranks
 
 if TYPE_CHECKING:  # annotations only: TransformerLens 4 has no HookedTransformer
     from transformer_lens import HookedTransformer
+
+logger = logging.getLogger(__name__)
 
 Batch = tuple[Int[Tensor, "batch pos"], Int[Tensor, "batch"]]
 
@@ -56,6 +65,30 @@ def sweep_conditions(layers: Sequence[int]) -> list[Condition]:
     return [Condition((layer,), comp) for layer in layers for comp in ("attn_out", "mlp_out")]
 
 
+def conditions_for(cfg: Any, n_layers: int) -> list[Condition]:
+    """The conditions an `AblateConfig` asks for, checked against the model's depth."""
+    layers = list(range(n_layers)) if cfg.layers is None else list(cfg.layers)
+    check_layers(layers, n_layers)
+    if cfg.sweep:
+        return sweep_conditions(layers)
+    return [Condition(tuple(layers), cfg.component)]
+
+
+def token_batches(model: HookedTransformer, inputs: Any, *, batch_size: int, method: str) -> list[Batch]:
+    """``inputs`` (a text, a list of texts or token ids) as right-padded batches of
+    ``batch_size`` sequences; for ``resample`` a last batch of one sequence (no donor) is
+    dropped with a warning line."""
+    seqs = as_sequences(model, inputs, where="ablate")
+    batches = list(batch_sequences(seqs, batch_size=batch_size, pad_id=0))
+    if method == "resample" and len(batches[-1][0]) < 2:
+        logger.warning("ablate: dropping the last batch: one sequence cannot be resampled "
+                       "(it needs another sequence of its batch as a donor)")
+        batches = batches[:-1]
+    if not batches:
+        raise InputError("ablate: no batch to evaluate; resample needs at least 2 sequences.")
+    return batches
+
+
 class _Totals:
     def __init__(self) -> None:
         self.ce = self.ndcg = self.top1 = 0.0
@@ -70,7 +103,7 @@ class _Totals:
         self.top1 += top1
         self.n_positions += n_positions
 
-    def row(self) -> dict[str, float]:
+    def row(self) -> dict[str, int | float]:
         return {"loss": self.ce / max(self.n_ce, 1), "metric": self.ndcg / max(self.n_positions, 1),
                 "top1_agree": self.top1 / max(self.n_positions, 1), "n_tokens": self.n_positions}
 
@@ -103,25 +136,26 @@ def _evaluate(
 
 def ablation_table(
     model: HookedTransformer,
-    batches: Iterable[Batch],
+    inputs: Any,
     conditions: Sequence[Condition],
     *,
     method: str,
     k: int = 10,
     seed: int = 0,
     chunk_size: int = 8192,
+    batch_size: int = 8,
     ranks: Ranks | None = None,
-) -> tuple[pd.DataFrame, dict[str, float]]:
-    """Evaluate the clean model and each condition; returns ``(table, clean)`` where ``clean``
-    has the clean ``loss``, ``metric``, ``top1_agree`` and ``n_tokens``.
+) -> tuple[pd.DataFrame, dict[str, int | float]]:
+    """Evaluate the clean model and each condition on ``inputs`` (a text, a list of texts or
+    token ids: `geomlens.data.inputs.as_sequences`); returns ``(table, clean)`` where ``clean``
+    has the clean ``loss``, ``metric``, ``top1_agree``, ``n_tokens`` and ``n_sequences``.
 
-    For ``method="resample"`` each batch gets one seeded `derangement` shared by all
-    conditions (drawn in batch order); a batch with a single sequence cannot be resampled and
-    raises ValueError. ``ranks``: the ranks of a torchrun launch
-    (`geomlens.runner.sharding.Ranks`): the batches are split over them and every rank gets
-    the whole table.
+    For ``method="resample"`` each batch of ``batch_size`` sequences gets one seeded
+    `derangement` shared by all conditions (drawn in batch order; `token_batches` drops a last
+    batch of one). ``ranks``: the ranks of a torchrun launch (`geomlens.runner.sharding.Ranks`):
+    the batches are split over them and every rank gets the whole table.
     """
-    batches = list(batches)
+    batches = token_batches(model, inputs, batch_size=batch_size, method=method)
     generator = torch.Generator().manual_seed(seed)
     perms = [derangement(len(tokens), generator=generator) if method == "resample" else None
              for tokens, _ in batches]
@@ -147,7 +181,7 @@ def ablation_table(
             bar.update()
 
         ranks.map(len(batches), compute, fold, to_all=True)
-    base = clean.row()
+    base = {**clean.row(), "n_sequences": sum(len(tokens) for tokens, _ in batches)}
     rows = []
     for cond, tot in zip(conditions, totals):
         r = tot.row()

@@ -13,23 +13,15 @@ The same config runs to a run directory with ``geomlens.run("analyze", cfg, "run
 
 from __future__ import annotations
 
-import dataclasses
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from geomlens.analysis.config import AnalyzeConfig
 from geomlens.analysis.pipeline import analyze_tokens
 from geomlens.analysis.result import AnalysisResult
-from geomlens.config.build import build_config
-from geomlens.data.inputs import as_sequences
-from geomlens.data.source import load_model_segments
+from geomlens.data.request import config_and_segments
 
 if TYPE_CHECKING:  # annotations only: TransformerLens 4 has no HookedTransformer
     from transformer_lens import HookedTransformer
-
-
-def _is_file(texts: Any) -> bool:
-    return isinstance(texts, (str, Path)) and (str(texts).endswith(".jsonl") or Path(texts).is_file())
 
 
 def analyze(
@@ -45,7 +37,8 @@ def analyze(
         texts: A text, a list of texts or token ids (`geomlens.data.inputs.as_sequences`): one
             segment each, named "0", "1", ... in the domain "text"; each is analysed whole
             unless ``max_tokens=`` is given (longer ones are then cut, with one warning line).
-            A path to a .jsonl file is the config's ``texts`` field (the CLI's ``--texts``).
+            A path to a .jsonl file is the config's ``texts`` field (the CLI's ``--texts``;
+            `geomlens.data.request`).
         overrides: Field values that replace ``cfg``'s (``n_segments=4``), validated by
             `geomlens.config.build_config` like CLI flags.
 
@@ -53,16 +46,6 @@ def analyze(
         The `AnalysisResult`: per-segment metrics, controls, its ``summary``, ``table()``,
         ``plot()`` and ``save(run_dir)``; ``result.cfg`` is the config used.
     """
-    if cfg is not None and not isinstance(cfg, AnalyzeConfig):
-        cfg, texts = None, cfg
-    if texts is not None and _is_file(texts):
-        overrides["texts"], texts = str(texts), None
-    base = {} if cfg is None else {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
-    cfg = build_config(AnalyzeConfig, {**base, **overrides})
-    if texts is None:
-        seqs, ids, domains = load_model_segments(cfg, model)
-    else:
-        cap = cfg.max_tokens if "max_tokens" in overrides else None
-        seqs = as_sequences(model, texts, where="analyze", max_tokens=cap)
-        ids, domains = [str(i) for i in range(len(seqs))], ["text"] * len(seqs)
+    cfg, seqs, ids, domains = config_and_segments(model, AnalyzeConfig, cfg, texts, where="analyze",
+                                                  **overrides)
     return analyze_tokens(model, seqs, cfg, segment_ids=ids, domains=domains)

@@ -26,10 +26,10 @@ from geomlens.analysis.figures import layer_ndcg_figure, metric_bar_figures
 from geomlens.analysis.headline import format_table, headline_rows, headline_score
 from geomlens.analysis.layer_summary import definition, layers_block, summarize_layer_lens
 from geomlens.analysis.summary import summarize, table_frame, table_markdown
-from geomlens.errors import InputError
 from geomlens.figures import save_figure
 from geomlens.geometry.figures import layer_curve_figures
 from geomlens.geometry.trajectory import summarize_layers
+from geomlens.result import Result
 
 #: figures `AnalysisResult.plot` draws, and the run-dir files `save` writes them to
 FIGURES: dict[str, str] = {
@@ -40,7 +40,7 @@ FIGURES: dict[str, str] = {
 
 
 @dataclass
-class AnalysisResult:
+class AnalysisResult(Result):
     """Everything `analyze_tokens` measured, with the config, model info and layer count it
     was measured with."""
 
@@ -145,14 +145,8 @@ class AnalysisResult:
             names.append("layers")
         return names
 
-    def plot(self, *names: str) -> plt.Figure | dict[str, plt.Figure]:
-        """Figures of the result (`figure_names`): one name -> that Figure; several or none ->
-        {name: Figure}. Nothing is written to disk."""
-        available = self.figure_names()
-        bad = [n for n in names if n not in available]
-        if bad:
-            raise InputError(f"plot: no figure {bad[0]!r} for this result; choose from {available}")
-        wanted = list(names) or available
+    def _figures(self, wanted: list[str]) -> dict[str, plt.Figure]:
+        """The figures ``wanted`` (and their siblings drawn with them), for `Result.plot`."""
         figs: dict[str, plt.Figure] = {}
         if {"metrics_by_score", "metrics_by_domain"} & set(wanted):
             figs.update(metric_bar_figures(self.per_segment, self.metrics))
@@ -161,9 +155,7 @@ class AnalysisResult:
         if "layers" in wanted:
             title = str(self.summary["model"].get("name"))
             figs["layers"] = layer_ndcg_figure(self.layer_table, title=title)
-        for name in [n for n in figs if n not in wanted]:
-            plt.close(figs.pop(name))
-        return figs[wanted[0]] if len(names) == 1 else {n: figs[n] for n in wanted}
+        return figs
 
     # ------------------------------------------------------------------ files
 

@@ -6,6 +6,7 @@ as TransformerLens's ``model.to_tokens`` would take it:
     as_sequences(model, "The capital of France is")         # [tensor([bos, ...])]
     as_sequences(model, ["one text", "another"])           # one 1-D tensor per text
     as_sequences(model, tokens)                            # [pos] or [batch, pos] ids, or a list of ints
+    as_sequences(model, [t1, t2])                          # a list of 1-D id tensors (any lengths)
     tokens, lengths = as_batch(model, ["a", "longer text"])  # right-padded [batch, pos] + lengths
 
 Texts are tokenized with the model's own tokenizer and BOS handling (``model.to_tokens``); a
@@ -30,7 +31,7 @@ from geomlens.errors import InputError
 logger = logging.getLogger(__name__)
 
 #: what `as_sequences` takes
-TextInput = Union[str, Sequence[str], Tensor, Sequence[int]]
+TextInput = Union[str, Sequence[str], Tensor, Sequence[int], Sequence[Tensor]]
 
 
 def _tokenize(model: Any, text: str, where: str) -> Int[Tensor, "pos"]:
@@ -44,8 +45,8 @@ def _tokenize(model: Any, text: str, where: str) -> Int[Tensor, "pos"]:
 
 def as_sequences(model: Any, inputs: Any, *, where: str = "input",
                  max_tokens: int | None = None) -> list[Int[Tensor, "pos"]]:
-    """text | list of texts | token ids ([pos], [batch, pos], a list of ints) -> 1-D long token
-    tensors on the CPU, one per sequence.
+    """text | list of texts | token ids ([pos], [batch, pos], a list of ints, a list of 1-D
+    tensors of any lengths) -> 1-D long token tensors on the CPU, one per sequence.
 
     Args:
         model: a HookedTransformer (its tokenizer, ``cfg.n_ctx``).
@@ -63,6 +64,9 @@ def as_sequences(model: Any, inputs: Any, *, where: str = "input",
         seqs = [inputs] if inputs.ndim == 1 else list(inputs)
     elif isinstance(inputs, (list, tuple)) and inputs and all(isinstance(t, int) for t in inputs):
         seqs = [torch.tensor(inputs)]
+    elif (isinstance(inputs, (list, tuple)) and inputs
+          and all(isinstance(t, Tensor) and t.ndim == 1 for t in inputs)):
+        seqs = list(inputs)
     elif isinstance(inputs, (list, tuple)) and inputs and all(isinstance(t, str) for t in inputs):
         for i, text in enumerate(inputs):
             if not text.strip():

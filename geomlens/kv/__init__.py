@@ -1,8 +1,9 @@
 """First-layer K/V (thesis §5.2): every layer attends to layer 0's keys and values.
 
 Hook patches for pretrained models (`patch_kv`), a KV cache that stores only the source layers
-(`shared_kv_cache`, `decode`), losses (`segment_losses`), training from scratch
-(`share_kv`) and the ``kv`` run (`KVConfig`, `validate_kv`, `run_kv`). See `geomlens.kv.patch`
+(`shared_kv_cache`, `decode`), losses (`segment_losses`; `kv_losses` -> `KVResult` for a
+notebook), training from scratch (`share_kv`) and the ``kv`` run (`KVConfig`, `validate_kv`,
+`run_kv`). See `geomlens.kv.patch`
 for the exact definition. Names are imported lazily, so that configs can import
 `geomlens.kv.layer_map` without loading TransformerLens.
 """
@@ -19,6 +20,7 @@ _EXPORTS = {
     "expected_cache_bytes": "cache",
     "decode": "decoding", "next_token": "decoding", "DecodeResult": "decoding",
     "segment_losses": "evaluate", "loss_rows": "evaluate", "ratio_ci": "evaluate",
+    "kv_losses": "api", "measure_kv": "api", "KVResult": "result",
     "share_kv": "training", "unused_kv_parameters": "training",
     "KVConfig": "config", "validate_kv": "command", "run_kv": "command",
 }

@@ -4,20 +4,22 @@
 ``model(tokens, past_kv_cache=cache, attention_mask=...)``: one prefill pass over the prompt,
 then one pass per new token. The cache comes from `geomlens.kv.cache.shared_kv_cache`; in
 ``prev`` mode the diagonal hooks of `geomlens.kv.patch` run as well (``share=False``: the cache
-already shares the K/V). Prompts in a batch have equal length (no padding).
+already shares the K/V). The prompt is a text, a list of texts or token ids
+(`geomlens.data.inputs.as_sequences`); prompts in a batch have equal length (no padding).
 """
 
 from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
 
+from geomlens.data.inputs import as_sequences
 from geomlens.errors import InputError
 from geomlens.kv.cache import shared_kv_cache
 from geomlens.kv.layer_map import LayerMap
@@ -57,7 +59,7 @@ def next_token(
 @torch.no_grad()
 def decode(
     model: HookedTransformer,
-    prompt: Int[Tensor, "batch pos"],
+    prompt: Any,
     layer_map: LayerMap | None = None,
     *,
     mode: str = "all",
@@ -66,14 +68,19 @@ def decode(
     top_k: int | None = None,
     generator: torch.Generator | None = None,
 ) -> DecodeResult:
-    """Generate ``max_new_tokens`` tokens after ``prompt`` with a cache holding only the
-    source layers of ``layer_map`` (None = a standard cache, every layer its own K/V)."""
-    if max_new_tokens < 1 or prompt.ndim != 2 or prompt.shape[1] < 1:
-        raise InputError("decode needs a [batch, pos] prompt with pos >= 1 and max_new_tokens >= 1.")
+    """Generate ``max_new_tokens`` tokens after ``prompt`` (a text, a list of texts of equal
+    token length, or token ids [pos] / [batch, pos]) with a cache holding only the source
+    layers of ``layer_map`` (None = a standard cache, every layer its own K/V)."""
+    if max_new_tokens < 1:
+        raise InputError(f"decode: max_new_tokens must be >= 1, got {max_new_tokens}.")
+    seqs = as_sequences(model, prompt, where="decode")
+    if len({len(s) for s in seqs}) > 1:
+        raise InputError(f"decode: the prompts have {sorted({len(s) for s in seqs})} tokens; "
+                         "a batch needs prompts of equal length (no padding).")
     layer_map = layer_map or LayerMap.none(model.cfg.n_layers)
     check_patchable(model, layer_map, mode)
     device = model.cfg.device
-    tokens = prompt.to(device)
+    tokens = torch.stack(seqs).to(device)
     cache = shared_kv_cache(model, layer_map, batch_size=tokens.shape[0])
     hooks = (patch_kv(model, layer_map, mode, share=False)
              if mode == "prev" and layer_map.consumers else contextlib.nullcontext())

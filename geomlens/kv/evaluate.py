@@ -12,16 +12,16 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from jaxtyping import Int
 from torch import Tensor
 
-from geomlens.data import batch_sequences
+from geomlens.data.batching import batch_sequences
+from geomlens.data.inputs import as_sequences
 from geomlens.kv.layer_map import LayerMap
 from geomlens.kv.patch import patch_kv
 from geomlens.runner.distributed import DistInfo
@@ -34,7 +34,7 @@ if TYPE_CHECKING:  # annotations only: TransformerLens 4 has no HookedTransforme
 @torch.no_grad()
 def segment_losses(
     model: HookedTransformer,
-    seqs: Sequence[Int[Tensor, "_pos"]],
+    inputs: Any,
     *,
     layer_map: LayerMap | None = None,
     mode: str = "all",
@@ -43,11 +43,13 @@ def segment_losses(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per segment: (sum of next-token cross-entropies in nats, number of predicted tokens).
 
-    ``layer_map`` None = the clean model. Batches are right-padded (causal: padding never
-    changes earlier positions) and the padded positions are masked out. ``ranks``: the ranks of
-    a torchrun launch (`geomlens.runner.sharding.Ranks`): the batches are split over them and
-    every rank gets every segment's numbers, in order.
+    ``inputs`` is a text, a list of texts or token ids (`geomlens.data.inputs.as_sequences`;
+    one segment each, never cut). ``layer_map`` None = the clean model. Batches are right-padded
+    (causal: padding never changes earlier positions) and the padded positions are masked out.
+    ``ranks``: the ranks of a torchrun launch (`geomlens.runner.sharding.Ranks`): the batches
+    are split over them and every rank gets every segment's numbers, in order.
     """
+    seqs = as_sequences(model, inputs, where="segment_losses")
     device = model.cfg.device
     ranks = ranks if ranks is not None else Ranks(DistInfo(), torch.device(device))
     batches = list(batch_sequences(seqs, batch_size=batch_size, pad_id=0))

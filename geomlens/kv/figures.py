@@ -1,17 +1,14 @@
-"""Seaborn figures of the ``kv`` run: losses by domain, per-layer sensitivity, the ≥m curve.
+"""Seaborn figures of the K/V losses: losses by domain, per-layer sensitivity, the ≥m curve.
 
-Each function writes one PNG, closes its figure and returns the path (headless).
+Each function returns a matplotlib Figure (shown inline in a notebook); `geomlens.kv.result.
+KVResult.save` writes them as PNGs through `geomlens.figures.save_figure`.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
-
-from geomlens.figures import save_figure
 
 
 def _bar_errors(ax, frame: pd.DataFrame, value: str) -> None:
@@ -23,7 +20,7 @@ def _bar_errors(ax, frame: pd.DataFrame, value: str) -> None:
                     color="black", capsize=3, lw=1)
 
 
-def plot_domain_losses(losses: pd.DataFrame, out_path: str | Path, *, title: str = "") -> Path:
+def domain_losses_figure(losses: pd.DataFrame, *, title: str = "") -> plt.Figure:
     """Clean vs patched loss per domain (and ``all``) with 95% bootstrap CIs."""
     long = pd.concat([
         losses.assign(condition=c, loss=losses[f"{c}_loss"], loss_low=losses[f"{c}_loss_low"],
@@ -35,10 +32,11 @@ def plot_domain_losses(losses: pd.DataFrame, out_path: str | Path, *, title: str
     order = pd.concat([long[long.condition == c] for c in ("clean", "patched")])
     _bar_errors(ax, order.reset_index(drop=True), "loss")
     ax.set(ylabel="loss (nats / token)", title=title or "Clean vs first-layer K/V")
-    return save_figure(fig, Path(out_path))
+    fig.tight_layout()
+    return fig
 
 
-def plot_layer_sensitivity(sweep: pd.DataFrame, out_path: str | Path, *, title: str = "") -> Path:
+def layer_sensitivity_figure(sweep: pd.DataFrame, *, title: str = "") -> plt.Figure:
     """Δloss when only layer l takes layer 0's K/V, per layer, with 95% CIs."""
     fig, ax = plt.subplots(figsize=(max(6.0, 0.28 * len(sweep) + 2), 4))
     sns.barplot(sweep, x="layer", y="delta_loss", color="tab:red", errorbar=None, ax=ax)
@@ -47,10 +45,11 @@ def plot_layer_sensitivity(sweep: pd.DataFrame, out_path: str | Path, *, title: 
     ax.set(xlabel="layer l (only l takes layer 0's K/V)", ylabel="Δ loss (nats / token)",
            title=title or "Per-layer sensitivity")
     ax.tick_params(axis="x", labelsize=7)
-    return save_figure(fig, Path(out_path))
+    fig.tight_layout()
+    return fig
 
 
-def plot_ge_m_curve(curve: pd.DataFrame, clean_loss: float, out_path: str | Path, *, title: str = "") -> Path:
+def ge_m_figure(curve: pd.DataFrame, clean_loss: float, *, title: str = "") -> plt.Figure:
     """Loss when every layer ≥ m takes layer 0's K/V, against m, with the clean loss."""
     fig, ax = plt.subplots(figsize=(7, 4))
     sns.lineplot(curve, x="m", y="patched_loss", marker="o", ax=ax, label="layers ≥ m share")
@@ -58,4 +57,5 @@ def plot_ge_m_curve(curve: pd.DataFrame, clean_loss: float, out_path: str | Path
     ax.axhline(clean_loss, color="grey", ls="--", lw=1, label="clean")
     ax.set(xlabel="m", ylabel="loss (nats / token)", title=title or "Layers ≥ m use layer 0's K/V")
     ax.legend()
-    return save_figure(fig, Path(out_path))
+    fig.tight_layout()
+    return fig

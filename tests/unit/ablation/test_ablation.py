@@ -1,6 +1,7 @@
 """Hook-level ablations and their metrics, on the tiny model."""
 
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 import torch
@@ -17,10 +18,10 @@ from geomlens.ablation import (
     sweep_conditions,
 )
 from geomlens.ablation.ablate import mean_setter, resample_setter
-from geomlens.ablation.command import conditions_for
 from geomlens.ablation.evaluate import agreement, next_token_ce
+from geomlens.ablation.figures import ablation_heatmap
+from geomlens.ablation.sweep import conditions_for
 from geomlens.errors import ConfigError, InputError
-from geomlens.ablation.figures import plot_ablation_heatmap
 
 
 def _tokens(batch=4, pos=7, seed=5):
@@ -156,9 +157,8 @@ def test_next_token_ce_matches_torch_distributions():
 
 def test_sweep_table_rows_and_clean_reference(tiny_model):
     tokens = _tokens(batch=3, pos=6)
-    lengths = torch.full((3,), 6)
     conds = sweep_conditions(range(tiny_model.cfg.n_layers))
-    table, clean = ablation_table(tiny_model, [(tokens, lengths)], conds, method="zero", k=10)
+    table, clean = ablation_table(tiny_model, tokens, conds, method="zero", k=10)
     assert len(table) == tiny_model.cfg.n_layers * 2
     assert list(table.columns) == ["layer", "component", "method", "loss", "delta_loss", "metric",
                                    "delta_metric", "top1_agree", "delta_top1_agree", "n_tokens"]
@@ -177,18 +177,19 @@ def test_sweep_table_rows_and_clean_reference(tiny_model):
     ref_ndcg = np.mean([ndcg_score(gains[i : i + 1], -d[i : i + 1], k=10) for i in range(len(d))])
     assert np.isclose(clean["metric"], ref_ndcg, rtol=1e-5) and clean["n_tokens"] == 18
     # the zero ablation is deterministic: a second run gives the same table
-    again, _ = ablation_table(tiny_model, [(tokens, lengths)], conds, method="zero", k=10)
+    again, _ = ablation_table(tiny_model, tokens, conds, method="zero", k=10)
     np.testing.assert_array_equal(table.loss, again.loss)
 
 
 def test_resample_and_mean_tables_and_seed(tiny_model):
-    batches = [(_tokens(batch=3, pos=6, seed=s), torch.tensor([6, 4, 5])) for s in (0, 1)]
+    seqs = [t[:n] for s in (0, 1) for t, n in zip(_tokens(batch=3, pos=6, seed=s), (6, 4, 5))]
     cond = [Condition((0, 1), "both")]
-    t1, _ = ablation_table(tiny_model, batches, cond, method="resample", seed=3)
-    t2, _ = ablation_table(tiny_model, batches, cond, method="resample", seed=3)
+    t1, _ = ablation_table(tiny_model, seqs, cond, method="resample", seed=3, batch_size=3)
+    t2, _ = ablation_table(tiny_model, seqs, cond, method="resample", seed=3, batch_size=3)
     assert t1.layer.tolist() == ["0,1"] and t1.loss.tolist() == t2.loss.tolist()
-    tm, clean = ablation_table(tiny_model, batches, cond, method="mean")
+    tm, clean = ablation_table(tiny_model, seqs, cond, method="mean", batch_size=3)
     assert tm.n_tokens.tolist() == [30] and clean["n_tokens"] == 30  # (6 + 4 + 5) x 2 batches
+    assert clean["n_sequences"] == 6
     assert np.isfinite(tm.loss).all() and np.isfinite(t1.metric).all()
 
 
@@ -211,12 +212,16 @@ def test_config_validation_and_conditions():
         conditions_for(AblateConfig(layers=[5]), 2)
 
 
-def test_heatmap_png(tiny_model, tmp_path):
+def test_heatmap_figure(tiny_model, tmp_path):
     tokens = _tokens(batch=2, pos=5)
-    table, _ = ablation_table(build_model(), [(tokens, torch.tensor([5, 5]))],
-                              sweep_conditions([0, 1]), method="zero")
+    table, _ = ablation_table(build_model(), tokens, sweep_conditions([0, 1]), method="zero")
     for value in ("delta_loss", "delta_metric"):
-        out = plot_ablation_heatmap(table, tmp_path / f"{value}.png", value=value)
-        assert out.read_bytes()[:4] == b"\x89PNG"
+        fig = ablation_heatmap(table, value=value)
+        ax = fig.axes[0]
+        assert ax.get_title() == value and [t.get_text() for t in ax.get_yticklabels()] == ["0", "1"]
+        annotated = sorted(float(t.get_text()) for t in ax.texts)
+        assert annotated == pytest.approx(sorted(table[value]), rel=1e-2, abs=1e-3)  # 3 significant digits
+        plt.close(fig)
+    assert list(tmp_path.iterdir()) == []  # a Figure, no file
     with pytest.raises(InputError):
-        plot_ablation_heatmap(table.drop(columns="component"), tmp_path / "x.png")
+        ablation_heatmap(table.drop(columns="component"))

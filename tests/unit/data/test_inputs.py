@@ -23,6 +23,8 @@ def test_every_input_form_gives_the_same_tokens():
     assert [s.tolist() for s in as_sequences(model, ids("abc"))] == [ids("abc")]
     two = as_sequences(model, torch.tensor([ids("abc"), ids("xyz")]))
     assert [s.tolist() for s in two] == [ids("abc"), ids("xyz")]
+    ragged = as_sequences(model, [torch.tensor(ids("abc")), torch.tensor(ids("de"))])
+    assert [s.tolist() for s in ragged] == [ids("abc"), ids("de")]
 
 
 def test_a_model_with_a_tokenizer_uses_to_tokens(monkeypatch):

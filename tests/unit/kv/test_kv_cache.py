@@ -82,5 +82,9 @@ def test_shared_entry_errors(kv_model):
 def test_decode_refuses(kv_model, tokens):
     with pytest.raises(InputError, match="above their consumers"):
         decode(kv_model, tokens, LayerMap.parse("lckv", 4))
-    with pytest.raises(InputError, match="max_new_tokens >= 1"):
+    with pytest.raises(InputError, match="max_new_tokens must be >= 1"):
         decode(kv_model, tokens, None, max_new_tokens=0)
+    with pytest.raises(InputError, match="equal length"):
+        decode(kv_model, [tokens[0, :3], tokens[1, :4]], None)
+    with pytest.raises(InputError, match="no tokens"):
+        decode(kv_model, tokens[:, :0], None)
