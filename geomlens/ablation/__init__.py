@@ -1,4 +1,8 @@
-"""Hook-level ablations of attention/MLP outputs and their effect on loss and geometry."""
+"""Hook-level ablations of attention/MLP outputs and their effect on loss and geometry.
+
+In a notebook: ``geomlens.ablate(model, texts, ...)`` (`geomlens.ablation.api`) returns an
+`AblationResult`; ``geomlens.ablation.ablate`` is the module of hooks and setters.
+"""
 
 from geomlens.ablation.ablate import (
     COMPONENTS,
@@ -9,7 +13,7 @@ from geomlens.ablation.ablate import (
     register_component,
     register_setter,
 )
-from geomlens.ablation.api import ablate, ablate_tokens
+from geomlens.ablation.api import ablate_tokens
 from geomlens.ablation.config import AblateConfig
 from geomlens.ablation.result import AblationResult
 from geomlens.ablation.sweep import Condition, ablation_table, conditions_for, sweep_conditions
@@ -20,7 +24,6 @@ __all__ = [
     "AblateConfig",
     "AblationResult",
     "Condition",
-    "ablate",
     "ablate_tokens",
     "ablation_hooks",
     "ablation_table",

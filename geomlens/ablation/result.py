@@ -83,10 +83,11 @@ class AblationResult(Result):
         shown = top[cols].rename(columns={"metric": self.metric, "delta_metric": f"Δ{self.metric}",
                                           "delta_loss": "Δloss", "delta_top1_agree": "Δtop1_agree"})
         c = self.clean
+        formats = {c: (lambda x: f"{x:+.4f}") if c.startswith("Δ") else (lambda x: f"{x:.4f}")
+                   for c in shown.columns if c not in ("layer", "component")}
         return (f"clean: loss {c['loss']:.4f} nats, {self.metric} {c['metric']:.4f}, top1_agree "
                 f"{c['top1_agree']:.4f}\nlargest Δloss ({min(HEADLINE_ROWS, len(self.table))} of "
-                f"{len(self.table)} conditions):\n"
-                + shown.to_string(index=False, float_format=lambda x: f"{x:+.4f}"))
+                f"{len(self.table)} conditions):\n" + shown.to_string(index=False, formatters=formats))
 
     def _repr_html_(self) -> str:
         name = html.escape(str(self.model_info.get("name")))
