@@ -33,12 +33,13 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from geomlens.analysis.agreement import reference, summary_metrics
+from geomlens.analysis.agreement import Reference, reference, summary_metrics
 from geomlens.analysis.layers import LENSES, LayerInputs, LensContext
 from geomlens.geometry.lens import apply_ln_final, ln_final_normalized
 from geomlens.geometry.trajectory import movement_stats
-from geomlens.metrics.divergence import js_divergence_fast
-from geomlens.metrics.selection import rank_summary
+from geomlens.fused import Fused
+from geomlens.metrics.divergence import js_divergence_and_lse
+from geomlens.metrics.selection import count_above, rank_summary
 
 if TYPE_CHECKING:  # annotations only: TransformerLens 4 has no HookedTransformer
     from transformer_lens import HookedTransformer
@@ -50,6 +51,8 @@ SUBLAYER_HOOKS = ("hook_resid_mid", "hook_attn_out", "hook_mlp_out")
 ROW_HOOK = "hook_resid_post"
 MEASURES = ("rank_final", "rank_next", "ndcg@10", "jsd", "step_norm", "attn_share")
 """The per-cell numbers the grid can be coloured by."""
+FUSED = Fused("auto", min_elements=1 << 20, dynamic_rows=True)
+"""The logit lens's JSD pass, compiled from a million entries up (eager where no compiler)."""
 
 
 @dataclass
@@ -87,20 +90,13 @@ def _lens_vector(ctx: LensContext, lens: str, h: Tensor) -> Tensor:
     return h
 
 
-def _targets_rank(scores: Tensor, targets: Int[Tensor, "n 2"]) -> Int[Tensor, "n 2"]:
-    """Tokens scoring strictly above each target (ties share the better rank, as in
-    `geomlens.geometry.lens`)."""
-    ref = scores.gather(1, targets)
-    return (scores[:, None, :] > ref[:, :, None]).sum(-1)
-
-
 @torch.no_grad()
 def score_cells(
-    ctx: LensContext, h: Float[Tensor, "n d_model"], final_logits: Float[Tensor, "n d_vocab"],
-    targets: Int[Tensor, "n 2"], lenses: Sequence[str],
+    ctx: LensContext, h: Float[Tensor, "n d_model"], ref: Reference,
+    targets: Int[Tensor, "n 2"], lenses: Sequence[str], fused: Fused,
 ) -> dict[str, Tensor]:
-    """Every lens's top-10, target ranks, NDCG@10 and JSD for ``n`` positions of one row."""
-    ref = reference(final_logits, topk=TOP_K, gain="exp2")
+    """Every lens's top-10, target ranks, NDCG@10 and JSD for ``n`` positions of one row
+    (``ref``: `reference` of the final logits at those positions)."""
     layer = LayerInputs(ctx, h.float())
     logp = ref.logits - ref.lse
     out: dict[str, list[Tensor]] = {k: [] for k in ("ids", "values", "ranks", "ndcg", "jsd")}
@@ -110,13 +106,15 @@ def score_cells(
         ndcg = summary_metrics(summary, ref, ks=[TOP_K])[f"ndcg@{TOP_K}"]
         ids = summary.top_indices
         if lens == "logit":
-            values = (scores.gather(1, ids) - scores.logsumexp(-1, keepdim=True)).exp()
-            jsd = js_divergence_fast(ref.p, logp, scores)
+            jsd, lse = fused(js_divergence_and_lse, ref.p, logp, scores,
+                             n_elements=scores.numel())
+            values = (summary.top_values - lse).exp()
         else:
             x = _lens_vector(ctx, lens, layer.h)
             values = (x[:, None, :] - ctx.W_E[ids]).norm(dim=-1)
             jsd = torch.full_like(ndcg, float("nan"))
-        for key, v in zip(out, (ids, values, _targets_rank(scores, targets), ndcg, jsd)):
+        ranks = count_above(scores, scores.gather(1, targets))
+        for key, v in zip(out, (ids, values, ranks, ndcg, jsd)):
             out[key].append(v)
     return {k: torch.stack(v, 1) for k, v in out.items()}
 
@@ -135,7 +133,7 @@ def _movement(cache, n_layers: int) -> tuple[Tensor, Tensor]:
     """step_norm, attn_share [layer, pos] from `movement_stats`."""
     norms, shares, prev = [], [], None
     for layer in range(n_layers):
-        block = {h: cache[f"blocks.{layer}.{h}"][0] for h in
+        block = {h: cache[f"blocks.{layer}.{h}"][0].float() for h in
                  ("hook_resid_pre", "hook_resid_post", "hook_attn_out", "hook_mlp_out")}
         stats, prev = movement_stats(block, prev)
         norms.append(stats["step_norm"])
@@ -153,6 +151,7 @@ def compute_grid(
     fwd_hooks: Sequence[tuple[str, Callable]] = (),
     module_hooks: Sequence[tuple[torch.nn.Module, Callable]] = (),
     vocab_budget: int = VOCAB_BUDGET,
+    fused: Fused | None = None,
 ) -> Grid:
     """The cells of one sequence (module doc), from one forward pass with ``fwd_hooks``
     (an intervention changes p too, so every row is rescored against the new p)."""
@@ -173,12 +172,13 @@ def compute_grid(
     rows = row_hooks(n_layers, sublayers)
     ctx = LensContext.of(model)
     chunk = max(1, vocab_budget // model.cfg.d_vocab)
-    per_row = []
-    for r, (layer, hook) in enumerate(rows):
-        h = cache[hook][0]
-        parts = [score_cells(ctx, h[s:s + chunk], final_logits[s:s + chunk], targets[s:s + chunk],
-                             lenses) for s in range(0, n_pos, chunk)]
-        per_row.append({k: torch.cat([p[k] for p in parts]) for k in parts[0]})
+    parts: list[list[dict[str, Tensor]]] = [[] for _ in rows]
+    for s in range(0, n_pos, chunk):  # the reference once per chunk, for every row
+        ref = reference(final_logits[s:s + chunk], topk=TOP_K, gain="exp2")
+        for r, (_, hook) in enumerate(rows):
+            parts[r].append(score_cells(ctx, cache[hook][0, s:s + chunk], ref,
+                                        targets[s:s + chunk], lenses, fused or FUSED))
+    per_row = [{k: torch.cat([p[k] for p in row]) for k in row[0]} for row in parts]
     step_norm, attn_share = _movement(cache, n_layers)
     layer_of = [layer for layer, _ in rows]
     grid = _assemble(tokens, rows, tuple(lenses), final_top1, per_row)

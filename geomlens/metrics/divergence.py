@@ -102,9 +102,23 @@ def js_divergence_fast(
     reductions only, so `torch.compile` fuses it (tested against
     `js_divergence_from_logprobs`).
     """
-    z = q_logits - q_logits.amax(-1, keepdim=True)
+    return js_divergence_and_lse(p, logp, q_logits, base=base)[0]
+
+
+def js_divergence_and_lse(
+    p: Float[Tensor, "n_positions d_vocab"],
+    logp: Float[Tensor, "n_positions d_vocab"],
+    q_logits: Float[Tensor, "n_positions d_vocab"],
+    *,
+    base: Base = "nats",
+) -> tuple[Float[Tensor, "n_positions"], Float[Tensor, "n_positions 1"]]:
+    """`js_divergence_fast` and q's log-normalizer log Σ exp(q_logits) (so that q's own
+    probabilities, exp(q_logits − lse), need no second pass)."""
+    top = q_logits.amax(-1, keepdim=True)
+    z = q_logits - top
     e = z.exp()
     norm = e.sum(-1, keepdim=True)
     q = e / norm
     logq = z - norm.log()
-    return jsd_terms(p, p * logp, q, logq).sum(-1).clamp(0.0, LN2) * base_scale(base)
+    jsd = jsd_terms(p, p * logp, q, logq).sum(-1).clamp(0.0, LN2) * base_scale(base)
+    return jsd, top + norm.log()

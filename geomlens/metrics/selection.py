@@ -1,5 +1,6 @@
 """Per-row top-K selection and the tail buckets that bracket NDCG@full.
 
+`count_above(values, thresholds)` counts the entries above given values (exact ranks).
 `rank_summary(values, gains, k=K)` gives, for every row of a ``[n_positions, d_vocab]`` matrix,
 the K best entries (best first) and the tail buckets: ``n_buckets`` equal-width bins of the
 values between the row minimum and the K-th best value, with the exact number of entries and
@@ -146,6 +147,27 @@ def _native(lib, values: Tensor, gains: Tensor, k: int, n_buckets: int) -> RankS
         *map(native.ptr, outs)), n)
     return RankSummary(top_values, top_indices, low, scale, count.float(),
                        _minus_top(g_sum, top_values, top_indices, gains, low, scale, n_buckets))
+
+
+def count_above(
+    values: Float[Tensor, "n_positions d_vocab"], thresholds: Float[Tensor, "n_positions n_thresholds"]
+) -> Int[Tensor, "n_positions n_thresholds"]:
+    """The number of entries of each row strictly above each of its thresholds (the 0-based
+    rank of a token whose value is the threshold, ties sharing the better rank): one native read
+    per row where available, else ``(values > thresholds[:, t:t+1]).sum(-1)`` (the same
+    integers). At most 8 thresholds per row."""
+    lib = native.library("rank")
+    n, n_t = thresholds.shape
+    thresholds = thresholds.to(values.dtype).contiguous()
+    if lib is None or values.dtype != torch.float32 or n_t > 8 \
+            or not native.usable(values, thresholds):
+        return torch.stack([(values > thresholds[:, t:t + 1]).sum(-1) for t in range(n_t)], -1)
+    out = torch.empty(n, n_t, dtype=torch.int64)
+    i64 = ctypes.c_int64
+    native.run_rows(lambda r0, r1: lib.count_above_rows(
+        native.ptr(values), i64(r0), i64(r1), i64(values.shape[1]), i64(n_t),
+        native.ptr(thresholds), native.ptr(out)), n)
+    return out
 
 
 def bucket_bounds(

@@ -110,7 +110,7 @@ def _layer_rows(model, parts, step, direction, layer, top, n_tokens, T) -> pd.Da
     _, ids = vector_topk(U[torch.as_tensor(chosen)], T, n_tokens)
     labels = token_map(model).labels(ids.reshape(-1).tolist())
     is_head = chosen < n_heads
-    act = parts["mlp_act"].cpu().numpy()
+    act = parts["mlp_act"].float().cpu().numpy()
     return pd.DataFrame({
         "layer": layer,
         "component": np.where(is_head, "attn", "mlp"),

@@ -10,6 +10,7 @@ from helpers import build_model
 from scipy.spatial.distance import jensenshannon
 
 from geomlens.explorer.compute import MEASURES, compute_grid, row_hooks
+from geomlens.fused import Fused
 from geomlens.geometry.lens import ln_final_normalized
 
 TOKENS = torch.tensor([3, 17, 5, 42, 8, 8, 21, 0, 33, 12])
@@ -116,3 +117,16 @@ def test_position_chunks_give_the_same_cells(model, grid):
         assert np.array_equal(getattr(small, name), getattr(grid, name)), name
     for name in ("top_values", "ndcg", "step_norm"):
         np.testing.assert_allclose(getattr(small, name), getattr(grid, name), rtol=1e-5)
+
+
+def test_compiled_jsd_changes_only_the_summation_order(model, grid):
+    """The logit lens's JSD pass compiled (what a large vocabulary gets) against eager: the
+    same cells; the JSD and the logit lens's probabilities (through q's log-sum-exp) to float32
+    summation order."""
+    compiled = compute_grid(model, TOKENS, sublayers=True, fused=Fused("compile", dynamic_rows=True))
+    eager = compute_grid(model, TOKENS, sublayers=True, fused=Fused("eager"))
+    for name in ("top_ids", "rank_final", "rank_next", "ndcg"):
+        assert np.array_equal(getattr(compiled, name), getattr(eager, name)), name
+    np.testing.assert_allclose(compiled.top_values, eager.top_values, rtol=1e-6)  # p: its lse
+    np.testing.assert_allclose(compiled.jsd, eager.jsd, atol=1e-6, equal_nan=True)
+    np.testing.assert_allclose(grid.jsd, eager.jsd, atol=1e-6, equal_nan=True)

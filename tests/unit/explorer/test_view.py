@@ -130,3 +130,11 @@ def test_compare(ex):
     assert list(table.index) == [0, 1]
     assert table.loc[1, "token_changed"] == str(ex.changed[0].top_ids[1, -1, 0, 0])
     assert table.loc[1, "token_original"] == str(ex.grids[0].top_ids[1, -1, 0, 0])
+
+
+def test_bfloat16_model(model):
+    """A bf16 model's view opens: every number is read in float32 (numpy has no bfloat16)."""
+    half = build_model().to(torch.bfloat16)
+    frame = Explorer(half, torch.tensor([3, 17, 5, 42, 8])).frame()
+    assert len(frame) and np.isfinite(frame["step_norm"]).all()
+    assert frame["token"].map(type).eq(str).all()

@@ -10,6 +10,7 @@ from torch.distributions import Categorical, kl_divergence
 
 from geomlens.metrics.divergence import (
     js_divergence,
+    js_divergence_and_lse,
     js_divergence_fast,
     js_divergence_from_logprobs,
 )
@@ -68,3 +69,11 @@ def test_xlogx_is_xlogy_of_x_and_x():
 
     x = torch.tensor([0.0, 1e-45, 1e-30, 0.5, 1.0, 3.0, float("inf"), float("nan")])
     torch.testing.assert_close(xlogx(x), torch.xlogy(x, x), equal_nan=True, rtol=0, atol=0)
+
+
+def test_jsd_and_lse_gives_the_fast_jsd_and_torch_logsumexp():
+    a, b = _logits(8, 5000, scale=3.0), _logits(8, 5000, scale=3.0, seed=4)
+    logp = torch.log_softmax(a, -1)
+    jsd, lse = js_divergence_and_lse(logp.exp(), logp, b)
+    assert torch.equal(jsd, js_divergence_fast(logp.exp(), logp, b))
+    torch.testing.assert_close(lse, torch.logsumexp(b, -1, keepdim=True), atol=1e-5, rtol=1e-6)

@@ -80,3 +80,33 @@ def test_bucket_codes_are_the_bucket_indices_as_bytes():
     want = selection.bucket_index(values, s.low, s.scale)
     assert torch.equal(codes.long(), want)
     assert int(codes.max()) == selection.N_BUCKETS - 1 and int(codes.min()) == 0
+
+
+@pytest.mark.parametrize("use_native", [True, False])
+def test_count_above_is_the_rank_by_a_direct_count(use_native, monkeypatch):
+    """count_above[r, t] = #{v: values[r, v] > thresholds[r, t]} (ties share the better rank),
+    native and torch the same integers; a threshold taken from the row gives that token's
+    0-based rank."""
+    if use_native and native.library("rank") is None:
+        pytest.skip("no native code")
+    if not use_native:
+        monkeypatch.setattr(native, "library", lambda name: None)
+    values, _ = _rows(d_vocab=3001)
+    cols = torch.tensor([[7, 0], [3, 5], [0, 2999], [1, 1], [2, 4], [5, 6], [9, 8]])
+    thresholds = values.gather(1, cols)
+    counts = selection.count_above(values, thresholds)
+    for r in range(values.shape[0]):
+        for t in range(2):
+            assert counts[r, t] == sum(float(v) > float(thresholds[r, t]) for v in values[r])
+    assert counts[0, 0] == counts[0, 1]  # tied values share a rank
+    assert counts[1].tolist() == [0, 0]  # a constant row: nothing above
+
+
+def test_count_above_native_equals_torch_on_large_rows():
+    if native.library("rank") is None:
+        pytest.skip("no native code")
+    g = torch.Generator().manual_seed(1)
+    values = torch.randn(33, 49152, generator=g)
+    thresholds = torch.randn(33, 3, generator=g)
+    torch_counts = torch.stack([(values > thresholds[:, t:t + 1]).sum(-1) for t in range(3)], -1)
+    assert torch.equal(selection.count_above(values, thresholds), torch_counts)
