@@ -88,7 +88,7 @@ KILLED = textwrap.dedent("""
 
 def _torchrun(tmp: Path, script: str, *args: str) -> subprocess.CompletedProcess:
     (tmp / "script.py").write_text(script)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "GEOMLENS_RANK_TIMEOUT": "60",
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "GEOMLENS_RANK_TIMEOUT": "120",
            "PYTHONPATH": str(ROOT), "MPLBACKEND": "Agg"}
     return subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
@@ -177,7 +177,7 @@ def test_a_failing_rank_fails_the_run(runs, name, message):
 def test_no_rank_waited_out_the_timeout(runs):
     _, _, logs, seconds = runs
     assert "no word from the other ranks" not in logs[0] + logs[1]
-    assert seconds < 240, seconds  # 7 jobs; one timeout alone would take 60 s
+    assert seconds < 300, seconds  # 7 jobs, about 45 s at load 4
 
 
 def test_progress_bar_on_rank_0_only(runs):
@@ -204,7 +204,7 @@ def test_a_rank_killed_without_a_word_fails_the_run(runs, tmp_path):
     proc = _torchrun(tmp_path, KILLED, *ANALYZE, "--model", str(model), "--out",
                      str(tmp_path / "run"))
     assert proc.returncode != 0
-    assert time.monotonic() - start < 120  # well before GEOMLENS_RANK_TIMEOUT x 2
+    assert time.monotonic() - start < 110  # torchrun stopped rank 0 before its timeout
     failed = tmp_path / "run" / "failed"
     assert failed.exists() and "interrupted (SIGTERM)" in failed.read_text()
     assert not (tmp_path / "run" / "done").exists()
