@@ -30,6 +30,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from geomlens.geometry import distances
+from geomlens.metrics.selection import count_above
 
 if TYPE_CHECKING:  # annotations only: TransformerLens 4 has no HookedTransformer
     from transformer_lens import HookedTransformer
@@ -92,9 +93,7 @@ def _ranks_from_chunks(
         width = s.shape[1]
         inside = (targets >= start) & (targets < start + width)
         own = s.gather(1, (targets - start).clamp(0, width - 1))
-        for j in range(k):
-            ref = target_scores[:, j : j + 1]
-            ranks[:, j] += torch.count_nonzero(s < ref if lower_is_better else s > ref, dim=-1)
+        ranks += count_above(s.contiguous(), target_scores, below=lower_is_better)
         own_better = own < target_scores if lower_is_better else own > target_scores
         ranks -= (inside & own_better).long()
         val, arg = s.min(-1) if lower_is_better else s.max(-1)

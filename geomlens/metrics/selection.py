@@ -150,23 +150,27 @@ def _native(lib, values: Tensor, gains: Tensor, k: int, n_buckets: int) -> RankS
 
 
 def count_above(
-    values: Float[Tensor, "n_positions d_vocab"], thresholds: Float[Tensor, "n_positions n_thresholds"]
+    values: Float[Tensor, "n_positions d_vocab"],
+    thresholds: Float[Tensor, "n_positions n_thresholds"],
+    *,
+    below: bool = False,
 ) -> Int[Tensor, "n_positions n_thresholds"]:
-    """The number of entries of each row strictly above each of its thresholds (the 0-based
-    rank of a token whose value is the threshold, ties sharing the better rank): one native read
-    per row where available, else ``(values > thresholds[:, t:t+1]).sum(-1)`` (the same
-    integers). At most 8 thresholds per row."""
+    """The number of entries of each row strictly above each of its thresholds (strictly below
+    with ``below``): the 0-based rank of a token whose value is the threshold, ties sharing the
+    better rank. One native read per row and threshold where available, else
+    ``(values > thresholds[:, t:t+1]).sum(-1)`` (the same integers). At most 8 thresholds."""
     lib = native.library("rank")
     n, n_t = thresholds.shape
     thresholds = thresholds.to(values.dtype).contiguous()
     if lib is None or values.dtype != torch.float32 or n_t > 8 \
             or not native.usable(values, thresholds):
-        return torch.stack([(values > thresholds[:, t:t + 1]).sum(-1) for t in range(n_t)], -1)
+        beyond = torch.lt if below else torch.gt
+        return torch.stack([beyond(values, thresholds[:, t:t + 1]).sum(-1) for t in range(n_t)], -1)
     out = torch.empty(n, n_t, dtype=torch.int64)
     i64 = ctypes.c_int64
     native.run_rows(lambda r0, r1: lib.count_above_rows(
         native.ptr(values), i64(r0), i64(r1), i64(values.shape[1]), i64(n_t),
-        native.ptr(thresholds), native.ptr(out)), n)
+        native.ptr(thresholds), i64(int(below)), native.ptr(out)), n)
     return out
 
 

@@ -267,18 +267,21 @@ extern "C" int rank_rows(const float *values, const float *gains, int64_t r0, in
     });
 }
 
-/* counts[r, t] = the number of entries of row r strictly above thresholds[r, t], for T
- * thresholds per row, in one read of the row (an exact integer: the same as torch's
- * (values > thresholds[:, t:t+1]).sum(-1)). */
+/* counts[r, t] = the number of entries of row r strictly above thresholds[r, t] (strictly
+ * below when `below` is non-zero), for T thresholds per row, in one read of the row per
+ * threshold (an exact integer: the same as torch's (values > thresholds[:, t:t+1]).sum(-1)). */
 static int count_range(const float *values, int64_t r0, int64_t r1, int64_t V, int64_t T,
-                       const float *thresholds, int64_t *counts) {
+                       const float *thresholds, int64_t below, int64_t *counts) {
     if (T < 1 || T > 8) return 2;
     for (int64_t r = r0; r < r1; r++) {
         const float *row = values + r * V;
         for (int64_t t = 0; t < T; t++) {
             float th = thresholds[r * T + t];
             int64_t c = 0;
-            for (int64_t v = 0; v < V; v++) c += row[v] > th;  /* vectorized */
+            if (below)
+                for (int64_t v = 0; v < V; v++) c += row[v] < th;  /* vectorized */
+            else
+                for (int64_t v = 0; v < V; v++) c += row[v] > th;  /* vectorized */
             counts[r * T + t] = c;
         }
     }
@@ -286,8 +289,9 @@ static int count_range(const float *values, int64_t r0, int64_t r1, int64_t V, i
 }
 
 extern "C" int count_above_rows(const float *values, int64_t r0, int64_t r1, int64_t V,
-                                int64_t T, const float *thresholds, int64_t *counts) {
+                                int64_t T, const float *thresholds, int64_t below,
+                                int64_t *counts) {
     return split_rows(r0, r1, [&](int64_t a, int64_t b) {
-        return count_range(values, a, b, V, T, thresholds, counts);
+        return count_range(values, a, b, V, T, thresholds, below, counts);
     });
 }

@@ -95,9 +95,11 @@ def test_count_above_is_the_rank_by_a_direct_count(use_native, monkeypatch):
     cols = torch.tensor([[7, 0], [3, 5], [0, 2999], [1, 1], [2, 4], [5, 6], [9, 8]])
     thresholds = values.gather(1, cols)
     counts = selection.count_above(values, thresholds)
+    lower = selection.count_above(values, thresholds, below=True)
     for r in range(values.shape[0]):
         for t in range(2):
             assert counts[r, t] == sum(float(v) > float(thresholds[r, t]) for v in values[r])
+            assert lower[r, t] == sum(float(v) < float(thresholds[r, t]) for v in values[r])
     assert counts[0, 0] == counts[0, 1]  # tied values share a rank
     assert counts[1].tolist() == [0, 0]  # a constant row: nothing above
 
@@ -108,5 +110,6 @@ def test_count_above_native_equals_torch_on_large_rows():
     g = torch.Generator().manual_seed(1)
     values = torch.randn(33, 49152, generator=g)
     thresholds = torch.randn(33, 3, generator=g)
-    torch_counts = torch.stack([(values > thresholds[:, t:t + 1]).sum(-1) for t in range(3)], -1)
-    assert torch.equal(selection.count_above(values, thresholds), torch_counts)
+    for below, op in ((False, torch.gt), (True, torch.lt)):
+        torch_counts = torch.stack([op(values, thresholds[:, t:t + 1]).sum(-1) for t in range(3)], -1)
+        assert torch.equal(selection.count_above(values, thresholds, below=below), torch_counts)
