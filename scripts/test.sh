@@ -15,8 +15,12 @@ export GEOMLENS_PARITY_DIR="${GEOMLENS_PARITY_DIR:-$ROOT/.parity}"
 if [ "${GEOMLENS_SKIP_TL4:-0}" != 1 ]; then
   (
     source "$ROOT/scripts/setup_env_tl4.sh"
-    # only the modules that import under TransformerLens 4 (the rest import HookedTransformer)
-    python -m pytest tests/unit/models/backend/test_tl4.py tests/unit/models/backend/test_version.py \
-      tests/integration/test_backend_parity.py -m tl4 -p no:cacheprovider -q
+    # only the modules that import under TransformerLens 4 (the rest import HookedTransformer):
+    # the bridge unit tests (tiny models) and the parity tests, which compare with the figures
+    # the first stage left in $GEOMLENS_PARITY_DIR
+    python -m pytest tests/unit/backend/test_tl4.py tests/unit/backend/test_version.py \
+      tests/unit/kv/test_kv_patch_bridge.py tests/unit/projection/test_projection_bridge.py \
+      tests/unit/explorer/test_explorer_bridge.py tests/integration/test_backend_parity.py \
+      -m tl4 -p no:cacheprovider -q
   )
 fi

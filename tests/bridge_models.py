@@ -49,7 +49,7 @@ def tokenizer():
 
 def bridge_and_reference(kind: str):
     """(bridge, an untouched copy of the same transformers model, hf model wrapped by the bridge)."""
-    from geomlens.models.backend.tl4 import boot_bridge
+    from geomlens.backend.tl4 import boot_bridge
 
     hf, name = hf_model(kind)
     reference = copy.deepcopy(hf)

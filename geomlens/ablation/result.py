@@ -62,6 +62,7 @@ class AblationResult(Result):
         layer = worst["layer"]
         return {
             "model": str(self.model_info.get("name")),
+            "model_info": self.model_info,
             "method": self.cfg.method,
             "metric": self.metric,
             "n_sequences": int(self.clean["n_sequences"]),

@@ -35,7 +35,7 @@ from geomlens.ablation.evaluate import agreement, next_token_ce
 from geomlens.data.batching import batch_sequences
 from geomlens.data.inputs import as_sequences
 from geomlens.errors import InputError
-from geomlens.models.backend import view_of
+from geomlens.backend import view_of
 from geomlens.models.inputs import check_layers
 from geomlens.runner.distributed import DistInfo
 from geomlens.runner.sharding import Ranks

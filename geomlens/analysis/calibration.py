@@ -51,6 +51,7 @@ from geomlens.analysis.config import AnalyzeConfig
 from geomlens.analysis.fused import parts_from_dot, reference_terms
 from geomlens.analysis.sampling import rows_in_batch, sample_sorted, seeded
 from geomlens.analysis.scoring import Targets
+from geomlens.backend import view_of
 from geomlens.fused import Fused
 from geomlens.geometry.scores import get_score
 from geomlens.metrics.divergence import js_divergence_fast
@@ -110,11 +111,10 @@ def recompute_logits(
 ) -> Float[Tensor, "n_positions d_vocab"]:
     """The LM logits from the LM head's input, as the forward computes them (``unembed``, then
     the model's output-logit soft-cap), in float32."""
-    from transformer_lens.utilities.activation_functions import apply_softcap
-
-    x = unembed_in.to(model.W_U.dtype)[None]
-    logits = apply_softcap(model.unembed(x), getattr(model.cfg, "output_logits_soft_cap", -1.0))
-    return logits[0].float()
+    view = view_of(model)
+    logits = model.unembed(unembed_in.to(view.W_U.dtype)[None])[0].float()
+    cap = view.softcap
+    return logits if cap is None else cap * torch.tanh(logits / cap)
 
 
 def uniform_jsd(logits: Float[Tensor, "n_positions d_vocab"], base: str) -> Float[Tensor, "n_positions"]:

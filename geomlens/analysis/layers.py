@@ -46,12 +46,12 @@ from torch import Tensor
 
 from geomlens.analysis.agreement import rank_metrics, reference
 from geomlens.analysis.sampling import SEED_OFFSETS, rows_in_batch, sample_sorted
+from geomlens.backend import view_of
 from geomlens.data.batching import ValidPositions
 from geomlens.data.inputs import TextInput, as_batch
 from geomlens.errors import InputError
 from geomlens.geometry.distances import row_sq_norms, sq_distance_chunks
 from geomlens.geometry.lens import apply_ln_final, ln_final_normalized, logit_chunks
-from geomlens.models.backend import view_of
 from geomlens.models.weights import weights_tied
 from geomlens.registry import Registry
 

@@ -24,10 +24,10 @@ from geomlens.analysis.agreement import Metrics, Reference, ScoredPair, pair_met
 from geomlens.analysis.capture import CapturedBatch
 from geomlens.analysis.config import AnalyzeConfig
 from geomlens.analysis.permutation import PermutationNull
+from geomlens.backend import view_of
 from geomlens.fused import Fused
 from geomlens.geometry.distances import row_sq_norms
 from geomlens.metrics.stats import random_matrix_like
-from geomlens.models.backend import view_of
 from geomlens.models.weights import weights_tied
 
 if TYPE_CHECKING:  # annotations only: TransformerLens 4 has no HookedTransformer
@@ -54,10 +54,10 @@ def is_unembedding(model: HookedTransformer, matrix: Float[Tensor, "d_vocab d_mo
     """True when h·e with this matrix *is* the LM logits for h = ln_final: the matrix equals
     W_U.T bitwise, b_U is 0, the logits are not soft-capped and the model computes in float32
     (checked once per run)."""
-    W_U = model.W_U.detach()
-    softcap = getattr(model.cfg, "output_logits_soft_cap", -1.0) or -1.0
-    return (W_U.dtype == torch.float32 and softcap <= 0 and matrix.shape == W_U.T.shape
-            and bool((model.b_U == 0).all()) and _is_W_U_T(model, matrix))
+    view = view_of(model)
+    W_U = view.W_U.detach()
+    return (W_U.dtype == torch.float32 and view.softcap is None and matrix.shape == W_U.T.shape
+            and bool((view.b_U == 0).all()) and _is_W_U_T(model, matrix))
 
 
 def _is_W_U_T(model: HookedTransformer, matrix: Tensor) -> bool:

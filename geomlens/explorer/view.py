@@ -16,13 +16,13 @@ import pandas as pd
 import torch
 
 from geomlens.analysis.layers import LENSES
+from geomlens.backend import view_of
 from geomlens.data.inputs import as_sequences as text_sequences
 from geomlens.data.token_map import token_map
 from geomlens.errors import InputError
 from geomlens.explorer import movement, paths, payload
 from geomlens.explorer.compute import MEASURES, Grid, compute_grid
 from geomlens.explorer.interventions import Intervention
-from geomlens.models.backend import view_of
 
 if TYPE_CHECKING:  # annotations only: TransformerLens 4 has no HookedTransformer
     from transformer_lens import HookedTransformer

@@ -14,6 +14,7 @@ import torch
 from jaxtyping import Int
 from torch import Tensor
 
+from geomlens.backend import view_of
 from geomlens.data.inputs import as_sequences
 from geomlens.errors import InputError
 from geomlens.figures import save_figure
@@ -123,7 +124,7 @@ def pca_trajectory_figure(
     tokens = seqs[0]
     traj = trajectory(model, tokens).float()  # [layer pos d_model]
     positions = list(range(max(0, len(tokens) - n_tokens), len(tokens)))
-    W_E = model.W_E
+    W_E = view_of(model).W_E
     neighbors: list[int] = []
     for p in positions:  # [1, d_vocab] squared distances, computed in vocabulary chunks
         sq = sq_distances(traj[-1, p][None], W_E, vocab_chunk=8192)[0]

@@ -29,6 +29,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from geomlens.backend import view_of
 from geomlens.geometry import distances
 from geomlens.metrics.selection import count_above
 
@@ -59,7 +60,7 @@ def apply_ln_final(
     model: HookedTransformer, resid: Float[Tensor, "batch pos d_model"]
 ) -> Float[Tensor, "batch pos d_model"]:
     """``ln_final(resid)`` including its gain/bias (the input of ``unembed``)."""
-    return model.ln_final(resid)
+    return view_of(model).ln_final(resid)
 
 
 def sq_distance_chunks(
@@ -138,7 +139,7 @@ def logit_chunks(
 ) -> Iterator[tuple[int, Float[Tensor, "n_positions chunk"]]]:
     """Yield ``(start, x @ W_U[:, chunk] + b_U[chunk])`` for an already-normalised ``x``."""
     x = x.float()
-    W_U, b_U = model.W_U, model.b_U
+    W_U, b_U = view_of(model).W_U, view_of(model).b_U
     for start in range(0, W_U.shape[1], chunk_size):
         w = W_U[:, start : start + chunk_size].to(x.device, torch.float32)
         b = b_U[start : start + chunk_size].to(x.device, torch.float32)
@@ -157,8 +158,8 @@ def logit_ranks(
     Returns ``(ranks, top1)`` where ``top1`` is the arg-max token of the lens.
     """
     x = apply_ln_final(model, resid[None]).squeeze(0).float()
-    W_U = model.W_U.to(x.device, torch.float32)
-    b_U = model.b_U.to(x.device, torch.float32)
+    W_U = view_of(model).W_U.to(x.device, torch.float32)
+    b_U = view_of(model).b_U.to(x.device, torch.float32)
     w_t = W_U.T[targets]  # [n_positions k d_model]
     target_logits = einops.einsum(x, w_t, "n_positions d_model, n_positions k d_model -> n_positions k")
     target_logits = target_logits + b_U[targets]
@@ -183,7 +184,7 @@ def lens_ranks(
     ``logit_rank`` [n_positions k].
     """
     h = ln_final_normalized(model, resid[None]).squeeze(0) if normalize else resid
-    d_rank, near_d, near_t = distance_ranks(h, model.W_E, targets, chunk_size=chunk_size)
+    d_rank, near_d, near_t = distance_ranks(h, view_of(model).W_E, targets, chunk_size=chunk_size)
     l_rank, _ = logit_ranks(model, resid, targets, chunk_size=chunk_size)
     return {
         "dlens_rank": d_rank,

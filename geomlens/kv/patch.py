@@ -10,7 +10,7 @@ Modes:
 ``prev``  eq. 5.16: the query at position i reads the source layer's K/V at positions j < i and
           layer l's *own* K/V at j = i.
 
-Recipes, chosen from the model's view (`geomlens.models.backend.ModelView`, never from the
+Recipes, chosen from the model's view (`geomlens.backend.ModelView`, never from the
 model's name); the same on TransformerLens 3 and 4:
 - no qk-norm (Llama, SmolLM2): copy the source's ``blocks.{s}.attn.hook_k`` and ``hook_v`` into
   layer l's. Exact.
@@ -46,9 +46,9 @@ import torch
 from jaxtyping import Float
 from torch import Tensor, nn
 
+from geomlens.backend import ModelView, view_of
 from geomlens.errors import InputError
 from geomlens.kv.layer_map import MODES, LayerMap
-from geomlens.models.backend import ModelView, view_of
 
 if TYPE_CHECKING:  # annotations only: TransformerLens 4 has no HookedTransformer
     from transformer_lens import HookedTransformer

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from geomlens.models.backend import require_tl3
+from geomlens.backend import require_tl3
 from geomlens.paths import cache_root
 
 if TYPE_CHECKING:  # annotations only: TransformerLens 4 has no HookedTransformer

@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from geomlens.backend import require_tl3, resolve_backend, view_of
 from geomlens.device import resolve_device
 from geomlens.errors import InputError, UnknownModelError
-from geomlens.models.backend import require_tl3, resolve_backend, view_of
 from geomlens.models.cache import load_from_cache, save_to_cache, set_native_tokenizer
 from geomlens.models.convert import CONVERTERS
 from geomlens.models.gguf import load_hf_from_gguf
@@ -81,7 +81,7 @@ def load_model(
     backend: str = "auto",
 ) -> Any:
     """Load a pretrained model in eval mode: a `HookedTransformer` (TransformerLens 3) or a
-    ``TransformerBridge`` (TransformerLens 4); `geomlens.models.backend.view_of` reads either.
+    ``TransformerBridge`` (TransformerLens 4); `geomlens.backend.view_of` reads either.
 
     Args:
         name: an offline model (``"smollm2-135m"``, ``"gemma3-270m"``), a run directory
@@ -103,7 +103,7 @@ def load_model(
 
     The backend and the processing actually applied are recorded in
     ``model_info(model)["backend"]`` and ``["processing"]``. ``W_E`` of the view is the same
-    matrix on both backends (`geomlens.models.backend.view`).
+    matrix on both backends (`geomlens.backend.view`).
     """
     check_not_legacy(name)
     if resolve_backend(backend) == "tl4":
@@ -149,7 +149,7 @@ def _offline_on_device(name: str, dev: torch.device, dtype: torch.dtype | None,
 def _bridge_model(name, *, device, dtype, processing: bool) -> Any:
     """TransformerLens 4: GGUF -> transformers model -> ``TransformerBridge`` (no hub) for the
     offline models, ``boot_transformers(name)`` for hub names; raw weights only."""
-    from geomlens.models.backend.tl4 import boot_bridge, boot_hub
+    from geomlens.backend.tl4 import boot_bridge, boot_hub
 
     if processing:
         raise InputError("Weight processing (fold_ln, centring) is TransformerLens 3 only; "

@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from geomlens.backend import require_tl3
 from geomlens.errors import UnknownModelError
-from geomlens.models.backend import require_tl3
 
 if TYPE_CHECKING:  # annotations only: TransformerLens 4 has no HookedTransformer
     from transformer_lens import HookedTransformerConfig

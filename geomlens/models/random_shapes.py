@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from geomlens.backend import require_tl3
 from geomlens.errors import UnknownModelError
-from geomlens.models.backend import require_tl3
 
 if TYPE_CHECKING:  # annotations only: TransformerLens 4 has no HookedTransformer
     from transformer_lens import HookedTransformer, HookedTransformerConfig

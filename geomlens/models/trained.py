@@ -37,11 +37,11 @@ import torch
 from jaxtyping import Int
 from torch import Tensor
 
+from geomlens.backend import require_tl3
 from geomlens.data.token_map import ATTRIBUTE, TokenMap
 from geomlens.device import resolve_device
 from geomlens.errors import InputError, LegacyRunError
 from geomlens.heads import install_head
-from geomlens.models.backend import require_tl3
 from geomlens.models.cache import config_from_json, config_to_json, set_native_tokenizer
 from geomlens.models.tokenizer import load_tokenizer
 

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from geomlens.models.backend import view_of
+from geomlens.backend import view_of
 
 if TYPE_CHECKING:  # annotations only: TransformerLens 4 has no HookedTransformer
     from transformer_lens import HookedTransformer

@@ -161,7 +161,7 @@ def check_model_name(name: str) -> OfflineModel | None:
 def known_hub_name(name: str) -> bool:
     """A TransformerLens 3 official name; under TransformerLens 4 (no official list) any
     ``owner/name`` Hugging Face id."""
-    from geomlens.models.backend import installed_backend
+    from geomlens.backend import installed_backend
 
     if installed_backend() == "tl4":
         return "/" in name

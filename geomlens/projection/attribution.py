@@ -32,9 +32,9 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from geomlens.backend import ModelView, view_of
 from geomlens.data.token_map import token_map
 from geomlens.errors import InputError
-from geomlens.models.backend import ModelView, view_of
 from geomlens.projection.kinds import token_matrix
 from geomlens.projection.topk import vector_topk
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import pandas as pd
 
-from geomlens.models import load_model
+from geomlens.models import load_model, model_info
 from geomlens.projection.api import align, project
 from geomlens.projection.config import (
     AlignConfig,
@@ -54,7 +54,7 @@ def run_project(cfg: ProjectConfig, run_dir: Path) -> dict[str, Any]:
                      k=cfg.k, pair_tokens=cfg.pair_tokens)
     t_project = time.perf_counter() - t1
     summary = result.save(run_dir)
-    return {**summary, "model": cfg.model,
+    return {**summary, "model": cfg.model, "model_info": model_info(model),
             "tying_note": getattr(model, "geomlens_info", {}).get("tying_note"),
             "n_layers_projected": len(layers or range(model.cfg.n_layers)),
             "load_s": round(t_load, 2), "project_s": round(t_project, 2)}
@@ -75,6 +75,7 @@ def run_align(cfg: AlignConfig, run_dir: Path) -> dict[str, Any]:
     t_align = time.perf_counter() - t0 - t_load
     summary = result.save(run_dir)
     return {**summary, "model_a": cfg.model_a, "model_b": cfg.model_b,
+            "model_a_info": model_info(model_a), "model_b_info": model_info(model_b),
             "load_s": round(t_load, 2), "align_s": round(t_align, 2)}
 
 

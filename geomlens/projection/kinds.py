@@ -37,8 +37,8 @@ import numpy as np
 from jaxtyping import Float
 from torch import Tensor
 
+from geomlens.backend import view_of
 from geomlens.errors import InputError
-from geomlens.models.backend import view_of
 from geomlens.registry import Registry
 
 if TYPE_CHECKING:  # annotations only: TransformerLens 4 has no HookedTransformer

@@ -28,6 +28,8 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from geomlens.backend import view_of
+
 if TYPE_CHECKING:  # annotations only: TransformerLens 4 has no HookedTransformer
     from transformer_lens import HookedTransformer
 
@@ -66,7 +68,7 @@ def segment_features(
     out = []
     for tokens, lengths in batch_sequences(sequences, batch_size=batch_size):
         resid = model(tokens.to(model.cfg.device), stop_at_layer=model.cfg.n_layers)
-        h = model.ln_final(resid)  # [batch, pos, d_model]
+        h = view_of(model).ln_final(resid)  # [batch, pos, d_model]
         mask = (torch.arange(tokens.shape[1])[None, :] < lengths[:, None]).to(h)
         out.append(((h * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)).double().cpu())
     return torch.cat(out).numpy()

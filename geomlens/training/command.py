@@ -12,9 +12,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from geomlens.backend import require_tl3
 from geomlens.errors import InputError
 from geomlens.heads.registry import check_head_kwargs
-from geomlens.models.backend import require_tl3
 from geomlens.models.inputs import check_memory
 from geomlens.models.micro import MICRO_SIZES, SMOLLM2_VOCAB
 from geomlens.registry import closest

@@ -24,9 +24,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from geomlens.backend import require_tl3
 from geomlens.errors import InputError, UnsafeFileError
 from geomlens.heads import install_head
-from geomlens.models.backend import require_tl3
 from geomlens.models.cache import config_from_json, config_to_json
 from geomlens.models.tokens import load_token_stream
 from geomlens.models.trained import TRAINED_TOKENIZER, save_trained, save_weights

@@ -30,10 +30,10 @@ import torch.nn.functional as F
 from jaxtyping import Int
 from torch import Tensor
 
+from geomlens.backend import require_tl3
 from geomlens.device import resolve_device
 from geomlens.errors import InputError
 from geomlens.heads import install_head
-from geomlens.models.backend import require_tl3
 from geomlens.models.cache import config_to_json
 from geomlens.models.tokens import load_token_stream
 from geomlens.models.trained import save_trained, save_weights

@@ -19,7 +19,7 @@ from geomlens.data import tokenize_segments
 from geomlens.errors import InputError
 from geomlens.kv import LayerMap, segment_losses
 from geomlens.models import load_model
-from geomlens.models.backend import installed_backend, view_of
+from geomlens.backend import installed_backend, view_of
 
 pytestmark = [pytest.mark.integration, pytest.mark.tl4]
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 from bridge_models import KINDS, bridge_and_reference
 
-from geomlens.models.backend import installed_backend, view_of
+from geomlens.backend import installed_backend, view_of
 
 pytestmark = [pytest.mark.tl4,
               pytest.mark.skipif(installed_backend() != "tl4", reason="needs TransformerLens 4")]

@@ -86,7 +86,7 @@ def test_bad_input_exits_2(tmp_path, capsys):
 
 
 def test_train_under_transformerlens_4_names_the_install_in_one_line(tmp_path, capsys, monkeypatch):
-    from geomlens.models import backend
+    from geomlens import backend
 
     monkeypatch.setattr(backend, "tl_major", lambda: 4)
     monkeypatch.setattr("importlib.metadata.version", lambda name: "4.3.0")

@@ -10,8 +10,8 @@ from torch import Tensor, nn
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 from transformer_lens.loading_from_pretrained import POST_NORM_ARCHITECTURES
 
+from geomlens.backend.view import ModelView
 from geomlens.errors import InputError
-from geomlens.models.backend.view import ModelView
 
 __all__ = ["HookedTransformer", "HookedTransformerConfig", "HookedView"]
 

@@ -3,7 +3,7 @@ already-built Hugging Face model (the offline GGUF path: no hub).
 
 The bridge is booted with ``enable_compatibility_mode(no_processing=True)``: raw weights (as
 geomlens loads them on TransformerLens 3) plus the legacy hook names (``hook_resid_post``,
-``attn.hook_k`` ...) that `geomlens.models.backend.view.BlockHooks` gives.
+``attn.hook_k`` ...) that `geomlens.backend.view.BlockHooks` gives.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import torch
 from jaxtyping import Float
 from torch import Tensor, nn
 
+from geomlens.backend.view import ModelView
 from geomlens.errors import InputError
-from geomlens.models.backend.view import ModelView
 
 
 def boot_bridge(hf_model: Any, tokenizer: Any, *, name: str, device: str = "cpu") -> Any:

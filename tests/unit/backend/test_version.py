@@ -2,9 +2,9 @@
 
 import pytest
 
+from geomlens.backend import version
 from geomlens.errors import InputError, MissingPackageError
-from geomlens.models import backend
-from geomlens.models.backend import version
+from geomlens import backend
 
 pytestmark = pytest.mark.tl4  # runs under both majors
 

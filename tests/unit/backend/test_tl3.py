@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from geomlens.models.backend import installed_backend, view_of
+from geomlens.backend import installed_backend, view_of
 
 pytestmark = pytest.mark.skipif(installed_backend() != "tl3", reason="needs TransformerLens 3")
 

@@ -9,19 +9,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from geomlens.errors import MissingPackageError
-from geomlens.models.backend.version import (
+from geomlens.backend.version import (
     BACKENDS,
     INSTALL,
     installed_backend,
     resolve_backend,
     tl_major,
 )
-from geomlens.models.backend.view import BlockHooks, ModelView
+from geomlens.backend.view import BlockHooks, ModelView
+from geomlens.errors import MissingPackageError
 
 
 def require_tl3(feature: str) -> Any:
-    """The TransformerLens 3 module `geomlens.models.backend.tl3` (it re-exports
+    """The TransformerLens 3 module `geomlens.backend.tl3` (it re-exports
     ``HookedTransformer`` and ``HookedTransformerConfig``), or a one-line error naming the
     install command when TransformerLens 4 is installed."""
     if tl_major() >= 4:
@@ -30,7 +30,7 @@ def require_tl3(feature: str) -> Any:
         raise MissingPackageError(
             f"{feature} needs TransformerLens 3 (HookedTransformer); transformer-lens "
             f"{version('transformer-lens')} is installed: {INSTALL['tl3']}")
-    from geomlens.models.backend import tl3
+    from geomlens.backend import tl3
 
     return tl3
 
@@ -45,10 +45,10 @@ def view_of(model: Any) -> ModelView:
     if isinstance(model, ModelView):
         return model
     if is_bridge(model):
-        from geomlens.models.backend.tl4 import BridgeView
+        from geomlens.backend.tl4 import BridgeView
 
         return BridgeView(model)
-    from geomlens.models.backend.tl3 import HookedView
+    from geomlens.backend.tl3 import HookedView
 
     return HookedView(model)
 

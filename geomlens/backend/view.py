@@ -3,8 +3,8 @@
 A view wraps a loaded model (a TransformerLens 3 ``HookedTransformer`` or a TransformerLens 4
 ``TransformerBridge``) and answers the questions geomlens asks: the full hook names of each block,
 ``ln_final`` as a function, ``W_E`` / ``W_U`` / ``b_U``, the logit soft-cap, the GQA layout,
-qk-norm, each layer's rotary base and the config numbers. Only `geomlens.models.backend.tl3` and
-`geomlens.models.backend.tl4` know which TransformerLens they talk to.
+qk-norm, each layer's rotary base and the config numbers. Only `geomlens.backend.tl3` and
+`geomlens.backend.tl4` know which TransformerLens they talk to.
 
 ``W_E`` means one matrix on both backends: the token embedding *as it enters the residual
 stream* (``hook_embed``). For Gemma that is √d_model times the stored embedding (TransformerLens 3
