@@ -45,6 +45,17 @@ def _local_vocab(grids: Sequence[Grid], more: Sequence[np.ndarray]) -> np.ndarra
     return np.unique(np.concatenate([*parts, *[np.asarray(m).ravel() for m in more]]).astype(np.int64))
 
 
+F16_MAX = float(np.finfo(np.float16).max)
+
+
+def _compact(values: np.ndarray) -> np.ndarray:
+    """float16 (half the bytes) when every finite value fits its range, else float32 (a large
+    model's raw-stream distances can exceed 65,504)."""
+    finite = values[np.isfinite(values)]
+    return values.astype(np.float16 if not finite.size or np.abs(finite).max() < F16_MAX
+                         else np.float32)
+
+
 def encode(
     grids: Sequence[Grid], labels: Any, *, extra: dict[str, Any] | None = None,
     more_ids: Sequence[np.ndarray] = (),
@@ -59,7 +70,7 @@ def encode(
     for g in grids:
         arrays = {
             "top_ids": pack.add(local(g.top_ids)),
-            "top_values": pack.add(g.top_values.astype(np.float16)),
+            "top_values": pack.add(_compact(g.top_values)),
             "rank_final": pack.add(g.rank_final.astype(np.int32)),
             "rank_next": pack.add(g.rank_next.astype(np.int32)),
             "ndcg": pack.add(g.ndcg.astype(np.float16)),

@@ -1,5 +1,7 @@
 """The Python side of the explorer: inputs, the view's messages, the payload and frame()."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -138,3 +140,13 @@ def test_bfloat16_model(model):
     frame = Explorer(half, torch.tensor([3, 17, 5, 42, 8])).frame()
     assert len(frame) and np.isfinite(frame["step_norm"]).all()
     assert frame["token"].map(type).eq(str).all()
+
+
+def test_payload_keeps_values_beyond_float16(ex):
+    """Distances past float16's 65,504 travel as float32 (no inf in the view)."""
+    grid = ex.grids[0]
+    big = dataclasses.replace(grid, top_values=grid.top_values * 1e5)
+    _, seqs = payload.decode(payload.encode([big], lambda ids: [str(i) for i in ids])[0])
+    assert seqs[0]["top_values"].dtype == np.float32
+    assert np.isfinite(seqs[0]["top_values"]).all()
+    np.testing.assert_array_equal(seqs[0]["top_values"], big.top_values)
