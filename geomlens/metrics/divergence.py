@@ -118,7 +118,10 @@ def js_divergence_and_lse(
     z = q_logits - top
     e = z.exp()
     norm = e.sum(-1, keepdim=True)
-    q = e / norm
-    logq = z - norm.log()
-    jsd = jsd_terms(p, p * logp, q, logq).sum(-1).clamp(0.0, LN2) * base_scale(base)
-    return jsd, top + norm.log()
+    q = e.div_(norm)
+    logq = z.sub_(norm.log())
+    # `jsd_terms` entry for entry (the same roundings, tested), in 6 temporaries instead of 14
+    m = (p + q).mul_(0.5)
+    terms = (p * logp).add_(q.mul_(logq)).mul_(0.5)
+    terms.sub_(m.log().mul_(m).masked_fill_(m <= 0, 0.0))  # xlogx(m)
+    return terms.sum(-1).clamp(0.0, LN2) * base_scale(base), top + norm.log()

@@ -77,3 +77,20 @@ def test_jsd_and_lse_gives_the_fast_jsd_and_torch_logsumexp():
     jsd, lse = js_divergence_and_lse(logp.exp(), logp, b)
     assert torch.equal(jsd, js_divergence_fast(logp.exp(), logp, b))
     torch.testing.assert_close(lse, torch.logsumexp(b, -1, keepdim=True), atol=1e-5, rtol=1e-6)
+
+
+@pytest.mark.parametrize("scale", [0.5, 3.0, 20.0])
+def test_in_place_jsd_equals_jsd_terms_bit_for_bit(scale):
+    """The in-place arithmetic of `js_divergence_and_lse` rounds entry for entry like
+    `jsd_terms` (the definition the compiled passes use), underflowed q included."""
+    from geomlens.metrics.divergence import LN2, jsd_terms
+
+    a, b = _logits(6, 40000, scale=scale), _logits(6, 40000, scale=scale, seed=5)
+    b[:, :50] = -1e30  # q = 0 there
+    logp = torch.log_softmax(a, -1)
+    p = logp.exp()
+    z = b - b.amax(-1, keepdim=True)
+    norm = z.exp().sum(-1, keepdim=True)
+    q, logq = z.exp() / norm, z - norm.log()
+    expected = jsd_terms(p, p * logp, q, logq).sum(-1).clamp(0.0, LN2)
+    assert torch.equal(js_divergence_and_lse(p, logp, b)[0], expected)
