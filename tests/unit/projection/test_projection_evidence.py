@@ -97,3 +97,17 @@ def test_evidence_figure_and_config(tmp_path, gqa_model):
         EvidenceConfig(n_positions=0)
     with pytest.raises(InputError):
         EvidenceConfig(pairs=["kq"])
+
+
+@torch.no_grad()
+def test_batched_activations_equal_one_sequence_at_a_time(gqa_model):
+    # segments of different lengths: right padding never reaches an earlier position
+    g = torch.Generator().manual_seed(3)
+    seqs = [torch.randint(0, 50, (n,), generator=g) for n in (5, 12, 3, 9, 12, 7)]
+    one = collect_activations(gqa_model, seqs, [0, 1], n_positions=25, n_active=3, seed=2, batch_size=1)
+    many = collect_activations(gqa_model, seqs, [0, 1], n_positions=25, n_active=3, seed=2, batch_size=4)
+    assert one.n_positions == many.n_positions == 25
+    for key in one.active:
+        assert torch.equal(one.active[key].sort(-1).values, many.active[key].sort(-1).values), key
+    for layer in (0, 1):
+        assert torch.equal(one.hidden_top[layer], many.hidden_top[layer])
