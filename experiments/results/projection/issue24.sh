@@ -38,13 +38,16 @@ stitch() {
 }
 
 align() {   # the paper's six kinds (K = mlp_in, V = mlp_out, W_Q, W_K, W_V, W_O); 999 token permutations,
-            # 999 coordinate permutations for the raw d_model baseline, 999 for the neuron-level null
-  for pair in "0 1" "1 2" "0 2"; do
-    set -- $pair
-    $LOCK geomlens align --model-a "$(micro $1)" --model-b "$(micro $2)" \
-      --kinds mlp_in mlp_out q k v o --n-permutations 999 --raw-permutations 999 --n-neuron-null 999 \
-      --out $R/align_micro$1_micro$2
-  done
+            # 999 coordinate permutations for the raw d_model baseline, 999 for the neuron-level null;
+            # the three seed pairs in parallel (one thread each) under one hold of the lock
+  $LOCK bash -c '
+    for pair in "0 1" "1 2" "0 2"; do
+      set -- $pair
+      OMP_NUM_THREADS=1 geomlens align --model-a "'"$MICRO"'/seed=$1,head=tied" --model-b "'"$MICRO"'/seed=$2,head=tied" \
+        --kinds mlp_in mlp_out q k v o --n-permutations 999 --raw-permutations 999 --n-neuron-null 999 \
+        --out "'"$R"'/align_micro$1_micro$2" &
+    done
+    wait'
 }
 
 copy() {
