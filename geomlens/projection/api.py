@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -37,7 +38,9 @@ if TYPE_CHECKING:  # annotations only: TransformerLens 4 has no HookedTransforme
 
 
 def _name(model: HookedTransformer) -> str:
-    return str(model_info(model).get("name"))
+    """The model's name; a run directory by its last component."""
+    name = str(model_info(model).get("name"))
+    return Path(name).name if "/" in name and Path(name).exists() else name
 
 
 def project(

@@ -9,6 +9,7 @@ objects of `geomlens.projection.result`) and written by `geomlens.figures.save_f
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -116,6 +117,23 @@ def stitch_figure(table: pd.DataFrame, *, title: str = "") -> plt.Figure:
     return fig
 
 
+@functools.cache
+def _font_codepoints() -> frozenset[int]:
+    """Code points the default matplotlib font can draw."""
+    from matplotlib.font_manager import FontProperties, findfont
+    from matplotlib.ft2font import FT2Font
+
+    return frozenset(FT2Font(findfont(FontProperties())).get_charmap())
+
+
+def token_label(token: str) -> str:
+    """``repr(token)`` with every character the default font cannot draw written as an escape
+    (``\\uXXXX``), so a label never loses a character silently."""
+    have = _font_codepoints()
+    return "".join(c if ord(c) in have or ord(c) < 128 else c.encode("unicode_escape").decode()
+                   for c in repr(token))
+
+
 def top_tokens_figure(table: pd.DataFrame, *, n: int = 8, max_panels: int = 6) -> plt.Figure:
     """Bars of the top-``n`` scores (direction ``top``) of the first ``max_panels`` parameters of
     a projection table (`geomlens.projection.project.COLUMNS`), labelled by token text."""
@@ -128,9 +146,9 @@ def top_tokens_figure(table: pd.DataFrame, *, n: int = 8, max_panels: int = 6) -
     for ax, (key, df) in zip(axes.flat, groups):
         df = df.sort_values("rank").head(n)
         if df["src_token"].notna().any():
-            labels = [f"{s!r}→{t!r}" for s, t in zip(df["src_token"], df["token"])]
+            labels = [f"{token_label(s)}→{token_label(t)}" for s, t in zip(df["src_token"], df["token"])]
         else:
-            labels = [repr(t) for t in df["token"]]
+            labels = [token_label(t) for t in df["token"]]
         ax.barh(np.arange(len(df))[::-1], df["score"], color="C0")
         ax.set_yticks(np.arange(len(df))[::-1], labels, fontsize=7)
         kind, layer, head, neuron, through = key

@@ -230,11 +230,13 @@ class StitchResult(_Figures):
                 "corpus": self.inputs, "by_direction": self.by_direction}
 
     def headline(self) -> str:
-        """Per direction: mean [t 95% CI] over split seeds of every accuracy, and the p range."""
+        """Per direction: mean [t 95% CI] over split seeds of every accuracy (no interval from
+        one split), and the p range."""
         lines = []
         for direction, entry in self.by_direction.items():
             df = self.table[self.table["direction"] == direction]
-            parts = [f"{k} {v['mean']:.3f} [{v['ci_low']:.3f}, {v['ci_high']:.3f}]"
+            parts = [f"{k} {v['mean']:.3f}" + ("" if np.isnan(v["ci_low"]) else
+                                               f" [{v['ci_low']:.3f}, {v['ci_high']:.3f}]")
                      for k, v in entry.items() if k != "p"]
             lines.append(f"{direction}: " + "; ".join(parts)
                          + f"; p {df['p'].min():.4g}-{df['p'].max():.4g}; chance {df['chance'].iloc[0]:.2f}")

@@ -97,3 +97,13 @@ def test_alignment_result_layers_plot_save(one_thread, tmp_path):
     S = res.alignment.scores["mean"]
     np.testing.assert_allclose(obs.sort_values(["layer_a", "layer_b"])["score"], S.reshape(-1))
     assert set(summary["layer_matching"]) == {"embedding", "raw"}
+
+
+def test_token_label_escapes_only_what_the_font_cannot_draw():
+    from geomlens.projection.figures import _font_codepoints, token_label
+
+    for ch in ("信", "é", "→"):
+        label = token_label(f" a{ch}")
+        drawable = ord(ch) in _font_codepoints()
+        assert (ch in label) == drawable
+        assert label == repr(f" a{ch}") if drawable else label == repr(f" a{ch}").replace(ch, ch.encode("unicode_escape").decode())
