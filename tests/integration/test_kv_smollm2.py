@@ -53,3 +53,19 @@ def test_run_kv_writes_tables(smollm2, tmp_path):
     json.dumps(summary, default=str)
     for name in ("losses.csv", "per_segment.csv", "figures/losses_by_domain.png"):
         assert (tmp_path / name).exists()
+
+
+def test_text_in_equals_token_in(smollm2, tmp_path):
+    import geomlens
+
+    texts = ["The capital of France is Paris.", "Once upon a time there was a small cat."]
+    by_text = segment_losses(smollm2, texts)
+    by_ids = segment_losses(smollm2, [smollm2.to_tokens(t)[0] for t in texts])
+    np.testing.assert_array_equal(by_text[0], by_ids[0])
+    np.testing.assert_array_equal(by_text[1], [len(smollm2.to_tokens(t)[0]) - 1 for t in texts])
+    res = geomlens.kv_losses(smollm2, texts, n_bootstrap=50)
+    np.testing.assert_array_equal(res.per_segment.clean_ce_sum, by_text[0])
+    assert res.summary["patched_loss"] > res.summary["clean_loss"]
+    assert res.summary["model"] == "smollm2-135m" and res.summary["cache_reduction"] == 30
+    prompt = decode(smollm2, texts[0], max_new_tokens=2)
+    assert torch.equal(prompt.tokens[0, :-2], smollm2.to_tokens(texts[0])[0])
