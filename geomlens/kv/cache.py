@@ -26,6 +26,7 @@ from torch import Tensor
 from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
 from transformer_lens.cache.key_value_cache_entry import TransformerLensKeyValueCacheEntry
 
+from geomlens.backend import require_tl3
 from geomlens.errors import InputError
 from geomlens.kv.layer_map import LayerMap
 from geomlens.kv.patch import check_patchable
@@ -73,7 +74,9 @@ class SharedKVEntry:
 def shared_kv_cache(
     model: HookedTransformer, layer_map: LayerMap, *, batch_size: int = 1
 ) -> TransformerLensKeyValueCache:
-    """An empty cache for ``model`` in which only ``layer_map.sources`` store K/V."""
+    """An empty cache for ``model`` in which only ``layer_map.sources`` store K/V (TransformerLens
+    3's cache; under TransformerLens 4 a one-line error names the install command)."""
+    require_tl3("A KV cache holding only the source layers (geomlens.kv.decode)")
     cfg = model.cfg
     check_patchable(model, layer_map, "all")
     if cfg.ungroup_grouped_query_attention:

@@ -89,3 +89,13 @@ def test_prev_mode_diagonal(models, tokens, spec):
     torch.testing.assert_close(own, clean, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(prev[:, 0], clean[:, 0], rtol=1e-5, atol=1e-5)
     assert (prev - every).abs().max() > 1e-3 and (prev - clean).abs().max() > 1e-3
+
+
+def test_decoding_with_a_shared_cache_names_the_install(models):
+    """The first-layer KV cache is TransformerLens 3's cache class: one line, no traceback."""
+    from geomlens.errors import MissingPackageError
+    from geomlens.kv import LayerMap, decode
+
+    bridge, _, _ = models
+    with pytest.raises(MissingPackageError, match=r"transformer-lens>=3.9,<4"):
+        decode(bridge, torch.randint(4, 64, (1, 5)), LayerMap.parse("all", 3), max_new_tokens=2)
