@@ -65,3 +65,22 @@ def test_every_block_hook_fires_and_is_writable(pair):
             # affine, not a pure scale: a norm (Gemma's resid_mid -> ln2) ignores a scale
             out = bridge.run_with_hooks(tokens, fwd_hooks=[(name, lambda x, hook: x * 0.5 + 0.1)])
             assert not torch.allclose(out, clean), name
+
+
+def test_every_module_but_tl3_imports_under_transformerlens_4():
+    """Nothing outside geomlens.backend.tl3 imports HookedTransformer at module level."""
+    import importlib
+    import pkgutil
+
+    import geomlens
+
+    skip = {"geomlens.backend.tl3", "geomlens.__main__"}
+    names = [m.name for m in pkgutil.walk_packages(geomlens.__path__, "geomlens.")
+             if m.name not in skip]
+    failed = []
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            failed.append(f"{name}: {exc}")
+    assert len(names) > 100 and failed == []
