@@ -32,10 +32,10 @@ from tqdm.auto import tqdm
 
 from geomlens.ablation.ablate import ablation_hooks, derangement
 from geomlens.ablation.evaluate import agreement, next_token_ce
+from geomlens.backend import view_of
 from geomlens.data.batching import batch_sequences
 from geomlens.data.inputs import as_sequences
 from geomlens.errors import InputError
-from geomlens.backend import view_of
 from geomlens.models.inputs import check_layers
 from geomlens.runner.distributed import DistInfo
 from geomlens.runner.sharding import Ranks

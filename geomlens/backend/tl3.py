@@ -29,6 +29,12 @@ class HookedView(ModelView):
         return self.model.W_E
 
     @property
+    def embed_scale(self) -> float:
+        """√d_model for Gemma (TransformerLens 3 and geomlens's converter fold it into W_E)."""
+        arch = str(getattr(self.cfg, "original_architecture", "") or "")
+        return float(self.d_model) ** 0.5 if arch.startswith("Gemma") else 1.0
+
+    @property
     def qk_norm(self) -> bool:
         return bool(getattr(self.cfg, "use_qk_norm", False))
 

@@ -72,14 +72,16 @@ class BridgeView(ModelView):
 
     backend = "tl4"
 
-    def _embed_scale(self) -> float:
+    @property
+    def embed_scale(self) -> float:
+        """The embedding module's ``embed_scale`` (Gemma: √d_model), else 1."""
         module = self.model.original_model.get_input_embeddings()
         scale = getattr(module, "embed_scale", None)
         return float(scale) if scale is not None else 1.0
 
     @property
     def W_E(self) -> Float[Tensor, "d_vocab d_model"]:
-        raw, scale = self.model.W_E, self._embed_scale()
+        raw, scale = self.model.W_E, self.embed_scale
         if scale == 1.0:
             return raw
         key = (raw.data_ptr(), raw._version, scale)  # one scaled copy per weight version
@@ -159,4 +161,4 @@ class BridgeView(ModelView):
 
 def embed_scale_ok(view: BridgeView) -> bool:
     """Gemma's scale is √d_model (a check for the tests)."""
-    return math.isclose(view._embed_scale(), math.sqrt(view.d_model), rel_tol=1e-3)
+    return math.isclose(view.embed_scale, math.sqrt(view.d_model), rel_tol=1e-3)

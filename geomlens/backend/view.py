@@ -133,6 +133,17 @@ class ModelView(ABC):
         """Token embedding as it enters the residual stream (module docstring)."""
 
     @property
+    @abstractmethod
+    def embed_scale(self) -> float:
+        """The factor between the stored embedding and `W_E` (Gemma: √d_model, else 1)."""
+
+    def W_E_definition(self) -> str:
+        """Which matrix `W_E` is, in words (recorded in every result)."""
+        centred = bool(self.processing().get("center_writing_weights"))
+        return (f"token embedding as added to the residual stream (hook_embed): the stored "
+                f"embedding x {self.embed_scale:.6g}, {'centred' if centred else 'not centred'}")
+
+    @property
     def W_U(self) -> Float[Tensor, "d_model d_vocab"]:
         """Unembedding (``model.W_U`` on both backends)."""
         return self.model.W_U
@@ -209,5 +220,5 @@ class ModelView(ABC):
             "block_layout": self.block_layout,
             "rotary_bases": sorted({b for b in self.rotary_bases() if b is not None}),
             "processing": self.processing(),
-            "W_E": "token embedding as added to the residual stream (hook_embed)",
+            "W_E": self.W_E_definition(),
         }

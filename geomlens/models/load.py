@@ -176,7 +176,7 @@ def _annotate(model, *, name, tied, processing, source) -> None:
     model.geomlens_info = {
         "name": name, "tied_embeddings": tied, "processing": dict(processing), "source": source,
         "backend": view_of(model).backend,
-        "W_E": "token embedding as added to the residual stream (hook_embed)",
+        "W_E": view_of(model).W_E_definition(),
         "d_vocab": model.cfg.d_vocab, "n_layers": model.cfg.n_layers, "d_model": model.cfg.d_model,
     }
 
