@@ -20,7 +20,8 @@ if [ "${GEOMLENS_SKIP_TL4:-0}" != 1 ]; then
     # the first stage left in $GEOMLENS_PARITY_DIR
     python -m pytest tests/unit/backend/test_tl4.py tests/unit/backend/test_version.py \
       tests/unit/kv/test_kv_patch_bridge.py tests/unit/projection/test_projection_bridge.py \
-      tests/unit/explorer/test_explorer_bridge.py tests/integration/test_backend_parity.py \
+      tests/unit/explorer/test_explorer_bridge.py tests/unit/analysis/test_analysis_bridge.py \
+      tests/integration/test_backend_parity.py \
       -m tl4 -p no:cacheprovider -q
   )
 fi

@@ -4,6 +4,7 @@ every valid position (flattened in (sequence, position) order)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Callable, Sequence
 
 from jaxtyping import Float, Int
@@ -55,12 +56,14 @@ def capture_batch(
     hooks = hidden_hook_names(model.cfg.n_layers)
     store: dict[str, Tensor] = {}
 
-    def save(tensor: Tensor, *, hook) -> Tensor:
-        store[hook.name] = tensor.detach()
+    def save(tensor: Tensor, *, hook, name: str) -> Tensor:
+        # keyed by the name asked for: TransformerLens 4 passes the canonical hook
+        # (blocks.l.hook_out) for an alias (blocks.l.hook_resid_post)
+        store[name] = tensor.detach()
         return tensor
 
-    logits = model.run_with_hooks(tokens, fwd_hooks=[(hooks[name], save) for name in hidden]
-                                + list(extra_hooks))
+    logits = model.run_with_hooks(tokens, fwd_hooks=[(hooks[name], partial(save, name=hooks[name]))
+                                                     for name in hidden] + list(extra_hooks))
     positions = ValidPositions.of(tokens, lengths.to(tokens.device))
     rows = positions.batch_idx * tokens.shape[1] + positions.pos
     return CapturedBatch(

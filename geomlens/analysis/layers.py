@@ -36,6 +36,7 @@ CI over segments per (layer, lens, metric) by `geomlens.analysis.layer_summary`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
@@ -270,11 +271,12 @@ class LayerLensCapture:
             return []
         at = (valid.batch_idx[self._rows], valid.pos[self._rows])
 
-        def keep(tensor: Tensor, *, hook) -> Tensor:
-            self._pending[hook.name] = tensor[at].detach().float()
+        def keep(tensor: Tensor, *, hook, name: str) -> Tensor:
+            # keyed by the name asked for (TransformerLens 4 passes the canonical hook)
+            self._pending[name] = tensor[at].detach().float()
             return tensor
 
-        return [(name, keep) for name in self.hook_names.values()]
+        return [(name, partial(keep, name=name)) for name in self.hook_names.values()]
 
     def add(self, logits: Float[Tensor, "n_positions d_vocab"], segments: Sequence[str],
             domains: Sequence[str], pos: Sequence[int] | np.ndarray) -> None:
