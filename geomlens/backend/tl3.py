@@ -69,6 +69,9 @@ class HookedView(ModelView):
             raise InputError(f"{name} is a {type(norm).__name__}; only RMSNorm gains are read.")
         return norm.w
 
+    def attn_types(self) -> list[str]:
+        return [str(block.attn.attn_type) for block in self.model.blocks]
+
     def rotary_bases(self) -> list[float | None]:
         if self.cfg.positional_embedding_type != "rotary":
             return [None] * self.n_layers

@@ -145,6 +145,11 @@ class BridgeView(ModelView):
         offset = bool(getattr(self.cfg, "rmsnorm_uses_offset", False))
         return hf.weight + 1.0 if offset else hf.weight
 
+    def attn_types(self) -> list[str]:
+        """From the Hugging Face config's ``layer_types`` (``sliding_attention`` is local)."""
+        types = getattr(_hf_config(self.model), "layer_types", None) or ["full_attention"] * self.n_layers
+        return ["local" if "sliding" in t else "global" for t in types]
+
     def rotary_bases(self) -> list[float | None]:
         hc = _hf_config(self.model)
         rope = getattr(hc, "rope_parameters", None) or {}

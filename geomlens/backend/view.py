@@ -204,6 +204,10 @@ class ModelView(ABC):
         return out[0], out[1]
 
     @abstractmethod
+    def attn_types(self) -> list[str]:
+        """Each layer's attention type: ``"local"`` (sliding window) or ``"global"``."""
+
+    @abstractmethod
     def rotary_bases(self) -> list[float | None]:
         """Each layer's rotary base (None for a model without rotary embeddings)."""
 

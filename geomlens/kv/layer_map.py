@@ -30,6 +30,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from geomlens.backend import view_of
 from geomlens.errors import InputError
 
 NAMED_SPECS = ("all", "none", "cla", "lckv", "first_of_type")
@@ -104,9 +105,10 @@ class LayerMap:
 
     @classmethod
     def for_model(cls, spec: str, model) -> LayerMap:
-        """`parse` for a `HookedTransformer`: its depth and its layers' attention types."""
-        types = [block.attn.attn_type for block in model.blocks]
-        return cls.parse(spec, model.cfg.n_layers, attn_types=types)
+        """`parse` for a loaded model (either backend): its depth and its layers' attention
+        types (`geomlens.backend.ModelView.attn_types`)."""
+        view = view_of(model)
+        return cls.parse(spec, view.n_layers, attn_types=view.attn_types())
 
     @classmethod
     def parse(cls, spec: str, n_layers: int, *, attn_types: Sequence[str] | None = None) -> LayerMap:

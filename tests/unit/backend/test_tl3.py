@@ -36,6 +36,7 @@ def test_gemma_like_layout():
     view = view_of(_gemma_like())
     assert view.qk_norm
     assert view.rotary_bases() == [1e4, 1e4, 1e6, 1e4]
+    assert view.attn_types() == ["local", "local", "global", "local"]
     assert [b.attn._rotary_base() for b in view.model.blocks] == view.rotary_bases()
 
 

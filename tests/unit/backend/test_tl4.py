@@ -48,8 +48,10 @@ def test_view_layout(pair):
     torch.testing.assert_close(view.W_U, hf.lm_head.weight.T)
     if kind == "gemma":
         assert view.rotary_bases() == [1e4, 1e6, 1e4]
+        assert view.attn_types() == ["local", "global", "local"]
     else:
         assert view.rotary_bases() == [1e4] * 3
+        assert view.attn_types() == ["global"] * 3
     assert view.describe()["processing"]["compatibility_mode"] == "no_processing"
 
 

@@ -99,3 +99,12 @@ def test_decoding_with_a_shared_cache_names_the_install(models):
     bridge, _, _ = models
     with pytest.raises(MissingPackageError, match=r"transformer-lens>=3.9,<4"):
         decode(bridge, torch.randint(4, 64, (1, 5)), LayerMap.parse("all", 3), max_new_tokens=2)
+
+
+def test_first_of_type_map_follows_the_attention_types(models):
+    """``first_of_type`` on the bridge: Gemma's global layer keeps its own K/V."""
+    from geomlens.kv import LayerMap
+
+    bridge, _, kind = models
+    lm = LayerMap.for_model("first_of_type", bridge)
+    assert lm.source == ((0, 1, 0) if kind == "gemma" else (0, 0, 0))
