@@ -4,8 +4,8 @@ h = ln_final against W_U is the model's own logits, so its NDCG@full is 1 and it
 
 import pytest
 import torch
-
 from bridge_models import KINDS, bridge_and_reference
+
 from geomlens.backend import installed_backend
 
 pytestmark = [pytest.mark.tl4,
