@@ -21,7 +21,7 @@ if [ "${GEOMLENS_SKIP_TL4:-0}" != 1 ]; then
     python -m pytest tests/unit/backend/test_tl4.py tests/unit/backend/test_version.py \
       tests/unit/kv/test_kv_patch_bridge.py tests/unit/projection/test_projection_bridge.py \
       tests/unit/explorer/test_explorer_bridge.py tests/unit/analysis/test_analysis_bridge.py \
-      tests/integration/test_backend_parity.py \
+      tests/integration/test_backend_parity.py tests/integration/test_backend_cli.py \
       -m tl4 -p no:cacheprovider -q
   )
 fi
