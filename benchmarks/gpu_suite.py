@@ -214,12 +214,15 @@ def bench_kv(a, device: str) -> dict:
             r = decode(model, prompt[:, :64], lm, max_new_tokens=1)
             per_token_bytes = cache_bytes(r.cache) / 64
             dt = full["min"] - prefill["min"]
+            # None when the decode time is below the timing noise (a loaded CPU, tiny shapes)
+            rate = a.kv_new / dt if dt > 0 else None
             res[name] = {"prefill_s": prefill, "prefill_plus_decode_s": full,
-                         "decode_tokens_per_s": a.kv_new / dt,
+                         "decode_tokens_per_s": rate,
                          "cache_bytes_at_context": per_token_bytes * a.kv_context}
-            log(f"  {shape} {name}: {a.kv_new / dt:.1f} tok/s decode at {a.kv_context} context")
+            log(f"  {shape} {name}: {rate and round(rate, 1)} tok/s decode at {a.kv_context} context")
+        rates = [res[k]["decode_tokens_per_s"] for k in ("first_layer", "standard")]
         res["decode_tokens_per_s_ratio_first_layer_over_standard"] = (
-            res["first_layer"]["decode_tokens_per_s"] / res["standard"]["decode_tokens_per_s"])
+            rates[0] / rates[1] if None not in rates else None)
         res["cache_bytes_ratio_standard_over_first_layer"] = (
             res["standard"]["cache_bytes_at_context"] / res["first_layer"]["cache_bytes_at_context"])
         out[shape] = res
@@ -244,7 +247,7 @@ def settings(dry_run: bool) -> dict:
                     repeats=1, compile=False, explorer_shape="random-llama-3.2-1b", explorer_tokens=4,
                     heads_model="micro-1m", heads_vocab=512, heads_batch=2, heads_seq=16,
                     heads_rounds=1, heads=["neg_dist"], precisions=["float32", "bf16"],
-                    kv_shapes=["random-llama-3.2-1b"], kv_context=32, kv_new=2)
+                    kv_shapes=["random-llama-3.2-1b"], kv_context=32, kv_new=16)
     return dict(shapes=["random-llama-3.2-1b", "random-llama-3.1-8b"], layers=None, d_model=None,
                 n_seq=8, seq_len=512, repeats=3, compile=False, explorer_shape="random-llama-3.1-8b",
                 explorer_tokens=128,
