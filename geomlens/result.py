@@ -39,9 +39,8 @@ class Result:
         """Draw (at least) the figures ``names``; extra ones are closed by `plot`."""
         raise NotImplementedError
 
-    def plot(self, *names: str) -> plt.Figure | dict[str, plt.Figure]:
-        """Figures of the result (`figure_names`): one name -> that Figure; several or none ->
-        {name: Figure}. Nothing is written to disk."""
+    def _drawn(self, names: Sequence[str]) -> dict[str, plt.Figure]:
+        """{name: Figure} for ``names`` (none = every one), checked against `figure_names`."""
         available = self.figure_names()
         bad = [n for n in names if n not in available]
         if bad:
@@ -50,12 +49,18 @@ class Result:
         figs = self._figures(wanted)
         for name in [n for n in figs if n not in wanted]:
             plt.close(figs.pop(name))
-        return figs[wanted[0]] if len(names) == 1 else {n: figs[n] for n in wanted}
+        return {n: figs[n] for n in wanted}
+
+    def plot(self, *names: str) -> plt.Figure | dict[str, plt.Figure]:
+        """Figures of the result (`figure_names`): one name -> that Figure; several or none ->
+        {name: Figure}. Nothing is written to disk."""
+        figs = self._drawn(names)
+        return figs[names[0]] if len(names) == 1 else figs
 
     def save_figures(self, run_dir: str | Path) -> list[str]:
         """Draw every figure, write each to its ``FIGURES`` file under ``run_dir`` (PNG, through
         `geomlens.figures.save_figure`) and return those relative paths, in order."""
-        figs = self.plot()
+        figs = self._drawn(())
         written = []
         for name, fig in figs.items():
             save_figure(fig, Path(run_dir) / self.FIGURES[name])

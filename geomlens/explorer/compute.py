@@ -35,9 +35,9 @@ from torch import Tensor
 
 from geomlens.analysis.agreement import Reference, reference, summary_metrics
 from geomlens.analysis.layers import LENSES, LayerInputs, LensContext
+from geomlens.fused import Fused
 from geomlens.geometry.lens import apply_ln_final, ln_final_normalized
 from geomlens.geometry.trajectory import movement_stats
-from geomlens.fused import Fused
 from geomlens.metrics.divergence import js_divergence_and_lse
 from geomlens.metrics.selection import count_above, rank_summary
 

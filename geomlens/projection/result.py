@@ -23,8 +23,6 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from geomlens.errors import InputError
-from geomlens.figures import save_figure
 from geomlens.projection.alignment import Alignment
 from geomlens.projection.figures import (
     alignment_heatmap_figure,
@@ -34,38 +32,17 @@ from geomlens.projection.figures import (
 )
 from geomlens.projection.project import headline_examples, top_tokens_table
 from geomlens.projection.stitch import seed_summary
+from geomlens.result import Result
 
 
-class _Figures:
-    """``plot(*names)`` over ``figure_names()``; subclasses draw in ``_figures(names)``."""
-
-    FIGURES: ClassVar[dict[str, str]] = {}
-    """Figure name -> the file (relative to a run directory) ``save`` writes it to."""
-
-    def figure_names(self) -> list[str]:
-        """The names `plot` takes for this result."""
-        return list(self.FIGURES)
-
-    def _figures(self, names: list[str]) -> dict[str, plt.Figure]:
-        raise NotImplementedError
+class _Figures(Result):
+    """`Result`, except that ``plot()`` of a result with one figure returns that Figure."""
 
     def plot(self, *names: str) -> plt.Figure | dict[str, plt.Figure]:
         """One name -> that Figure; none -> the only Figure, or {name: Figure} when there are
         several. Nothing is written to disk."""
-        available = self.figure_names()
-        bad = [n for n in names if n not in available]
-        if bad:
-            raise InputError(f"plot: no figure {bad[0]!r} for this result; choose from {available}")
-        wanted = list(names) or available
-        figs = self._figures(wanted)
-        return figs[wanted[0]] if len(wanted) == 1 else {n: figs[n] for n in wanted}
-
-    def _save_figures(self, run_dir: Path) -> list[str]:
-        figs = self.plot(*self.figure_names())
-        figs = figs if isinstance(figs, dict) else {self.figure_names()[0]: figs}
-        for name, fig in figs.items():
-            save_figure(fig, run_dir / self.FIGURES[name])
-        return [self.FIGURES[n] for n in figs]
+        figs = self._drawn(names)
+        return next(iter(figs.values())) if len(figs) == 1 else figs
 
 
 def _html(title: str, text: str, tables: list[str], figures: list[str]) -> str:
@@ -131,7 +108,7 @@ class ProjectionResult(_Figures):
         self.table.to_parquet(run_dir / "projection.parquet", index=False)
         self.table.to_csv(run_dir / "projection.csv", index=False)
         return {**self.summary, "tables": ["projection.parquet", "projection.csv"],
-                "figures": self._save_figures(run_dir)}
+                "figures": self.save_figures(run_dir)}
 
 
 # ---------------------------------------------------------------------------------- evidence
@@ -197,7 +174,7 @@ class EvidenceResult(_Figures):
         run_dir = Path(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         self.table.to_csv(run_dir / "evidence.csv", index=False)
-        return {**self.summary, "tables": ["evidence.csv"], "figures": self._save_figures(run_dir)}
+        return {**self.summary, "tables": ["evidence.csv"], "figures": self.save_figures(run_dir)}
 
 
 # ---------------------------------------------------------------------------------- stitch
@@ -259,7 +236,7 @@ class StitchResult(_Figures):
         run_dir = Path(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         self.table.to_csv(run_dir / "stitch.csv", index=False)
-        return {**self.summary, "tables": ["stitch.csv"], "figures": self._save_figures(run_dir)}
+        return {**self.summary, "tables": ["stitch.csv"], "figures": self.save_figures(run_dir)}
 
 
 # ---------------------------------------------------------------------------------- align
@@ -362,4 +339,4 @@ class AlignmentResult(_Figures):
         self.neurons.to_csv(run_dir / "alignment_neurons.csv", index=False)
         self.scores.to_csv(run_dir / "alignment_scores.csv", index=False)
         tables = ["alignment_layers.csv", "alignment_neurons.csv", "alignment_scores.csv"]
-        return {**self.summary, "tables": tables, "figures": self._save_figures(run_dir)}
+        return {**self.summary, "tables": tables, "figures": self.save_figures(run_dir)}
