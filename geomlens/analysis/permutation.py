@@ -164,7 +164,8 @@ class PermutationNull:
         for first, count, (permT, pinvT) in self._tables(d_vocab):
             for key, rows in groups.items():
                 for metric, values in self._block(ref, rows, permT, pinvT).items():
-                    sums[key][metric][first:first + count] = values[:, :count].double().sum(0).numpy()
+                    total = values[:, :count].double().sum(0)
+                    sums[key][metric][first:first + count] = total.cpu().numpy()
         del permT, pinvT
         self.ref, self.groups = _Rows(), {}
         for (hidden, target, group), s in sums.items():
