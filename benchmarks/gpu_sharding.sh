@@ -6,8 +6,9 @@
 # Trains a tiny run (the test suite's `train_tiny_run`, on the CPU), then runs each command once
 # in one process on cuda:0 and once under `torchrun --nproc_per_node=NPROC` (NCCL, one GPU per
 # rank), and compares the two run directories with benchmarks/compare_runs.py: summary.json
-# equal up to the clocks, and the tables byte for byte. With NPROC=1 it exercises the NCCL process
-# group, the gathers and the rank-0 writing on one GPU; with NPROC>=2 it splits the segments too.
+# equal up to the clocks, and the tables byte for byte. NCCL needs NPROC >= 2 GPUs: torchrun with
+# one rank starts no process group (`init_distributed`), so on one GPU the check covers the
+# commands on CUDA and the torchrun launch, not the NCCL gathers.
 # Needs the SmolLM2 tokenizer in $GEOMLENS_CACHE (scripts/gpu_pack.sh packs it).
 set -uo pipefail
 cd "$(dirname "$0")/.."
