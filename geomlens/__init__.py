@@ -10,6 +10,8 @@ The names a notebook needs, imported lazily (``import geomlens`` stays fast)::
     geomlens.kv_losses(model, ["..."], layers="all")  # clean vs first-layer-K/V loss with CIs
     geomlens.summarize_layer_lens(geomlens.layer_ndcg(model, tokens))  # NDCG per layer and lens
     geomlens.project(model, ["mlp_out"], layers=[20])   # parameters in embedding space: .plot()
+    trainer = geomlens.Trainer(geomlens.TrainConfig(head="hybrid"), "runs/x"); trainer.train()
+    trainer.result()                  # TrainingResult: headline, .metrics, .plot("loss"), .save(dir)
     run_dir, summary = geomlens.run("analyze", geomlens.AnalyzeConfig(n_segments=4), "runs/a")
 
 Deep imports (``geomlens.geometry.lens``...) are for internals and extensions.
@@ -48,6 +50,7 @@ _EXPORTS: dict[str, str] = {
     # thread 2: LM heads and training
     "install_head": "geomlens.heads.registry", "list_heads": "geomlens.heads.registry",
     "TrainConfig": "geomlens.training.config", "Trainer": "geomlens.training.loop",
+    "TrainingResult": "geomlens.training.result", "nearest_vs_probable": "geomlens.geometry.nearest",
     # thread 3: first-layer K/V
     "kv_losses": "geomlens.kv.api", "KVResult": "geomlens.kv.result", "KVConfig": "geomlens.kv.config",
     # thread 4: parameters in embedding space

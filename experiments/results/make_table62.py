@@ -22,11 +22,12 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 import torch  # noqa: E402
-from scipy.stats import spearmanr  # noqa: E402
 from transformer_lens import HookedTransformerConfig  # noqa: E402
 from transformer_lens.components import Embed  # noqa: E402
 
 from geomlens.heads import build_head, list_heads  # noqa: E402
+from geomlens.training.figures import draw_sigma_vs_frequency  # noqa: E402
+from geomlens.training.result import sigma_count_spearman  # noqa: E402
 
 HERE = Path(__file__).parent
 #: the thesis's validation losses (different model sizes, data and budgets: not comparable).
@@ -65,12 +66,13 @@ def load_runs(root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def sigma_correlations(root: Path) -> dict[str, tuple[float, int]]:
-    """Spearman ρ between learned σ_v and training count, mean over seeds, per σ head."""
+    """Spearman ρ between learned σ_v and training count (`sigma_count_spearman`), mean over
+    seeds, per σ head."""
     out: dict[str, list[float]] = {}
     for kernel_path in sorted(root.glob("*/kernel.pt")):
         head = json.loads((kernel_path.parent / "config.json").read_text())["head"]
         k = torch.load(kernel_path, weights_only=True)
-        out.setdefault(head, []).append(float(spearmanr(k["sigma"].numpy(), k["counts"].numpy()).statistic))
+        out.setdefault(head, []).append(sigma_count_spearman(k["sigma"], k["counts"]))
     return {h: (float(np.mean(v)), len(v)) for h, v in out.items()}
 
 
@@ -141,10 +143,7 @@ def main(root: Path) -> None:
         for ax, path in zip(axes[0], kernels):
             head = json.loads((path.parent / "config.json").read_text())["head"]
             k = torch.load(path, weights_only=True)
-            sns.scatterplot(x=k["counts"].numpy() + 1, y=k["sigma"].numpy(), s=4, alpha=0.3,
-                            linewidth=0, ax=ax)
-            ax.set(xscale="log", xlabel="training count + 1", ylabel="learned σ_v",
-                   title=f"{head} (ρ={rho[head][0]:+.2f})")
+            draw_sigma_vs_frequency(ax, k["sigma"], k["counts"], title=f"{head} (ρ={rho[head][0]:+.2f})")
         fig.tight_layout()
         fig.savefig(HERE / "table62_cpu_sigma_vs_frequency.png", dpi=120)
     print((HERE / "table62_cpu.md").read_text())

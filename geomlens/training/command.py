@@ -27,10 +27,13 @@ from geomlens.training.loop import Trainer
 
 def run_training(cfg: TrainConfig, run_dir: Path) -> dict[str, Any]:
     """Train (or resume) one model into ``run_dir``; returns the summary (final val loss,
-    perplexity, accuracy, head/total params, tokens/s, device)."""
+    perplexity, accuracy, head/total params, tokens/s, device; with per-token scales the
+    Spearman ρ of σ_v vs training count) after the main process wrote the figures through
+    `geomlens.training.result.TrainingResult.save` (the code a notebook's ``save`` runs)."""
     trainer = Trainer(cfg, run_dir)
     try:
-        return trainer.train()
+        summary = trainer.train()
+        return trainer.result().save(run_dir) if trainer.dist.is_main else summary
     finally:
         ddp.shutdown(trainer.dist)
 
@@ -83,7 +86,8 @@ def run_convert(args: argparse.Namespace) -> int:
 
 
 def headline(summary: dict, run_dir: Path) -> str:
-    keys = ("val_loss", "val_perplexity", "val_accuracy", "head_params", "tokens_per_s")
+    keys = ("val_loss", "val_perplexity", "val_accuracy", "head_params", "tokens_per_s",
+            "sigma_count_spearman")
     return json.dumps({k: summary[k] for k in keys if k in summary}, indent=2)
 
 

@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import pandas as pd
 import torch
 import torch.nn.functional as F
 from jaxtyping import Int
@@ -41,6 +42,7 @@ from geomlens.runner import distributed as ddp
 from geomlens.training import checkpoint as ckpt
 from geomlens.training.config import TrainConfig
 from geomlens.training.data import TokenData, eval_windows, get_batch
+from geomlens.training.result import KERNEL_FILE, TrainingResult
 from geomlens.training.schedule import get_lr
 
 if TYPE_CHECKING:  # annotations only: TransformerLens 4 has no HookedTransformer
@@ -359,9 +361,23 @@ class Trainer:
             return None
         return float((self.val_y == self.model_cfg.d_vocab - 1).float().mean())
 
-    def _save_kernel(self) -> None:
+    def token_scales(self) -> dict[str, Tensor]:
+        """{"sigma": σ_v, "counts": training count of each id} for a head with per-token scales
+        (what kernel.pt holds, on the CPU); {} for other heads."""
         head = self.model.unembed
-        if self.dist.is_main and getattr(head, "has_token_scales", False):
-            counts = torch.bincount(self.data.train, minlength=self.model_cfg.d_vocab)
-            torch.save({"sigma": head.sigma().detach().cpu(), "counts": counts.cpu()},
-                       self.run_dir / "kernel.pt")
+        if not getattr(head, "has_token_scales", False):
+            return {}
+        counts = torch.bincount(self.data.train, minlength=self.model_cfg.d_vocab)
+        return {"sigma": head.sigma().detach().cpu(), "counts": counts.cpu()}
+
+    def _save_kernel(self) -> None:
+        scales = self.token_scales()
+        if self.dist.is_main and scales:
+            torch.save(scales, self.run_dir / KERNEL_FILE)
+
+    def result(self) -> TrainingResult:
+        """The run as a notebook object (`geomlens.training.result.TrainingResult`): the
+        summary, the metrics rows as a DataFrame, σ_v and the training counts. Call it after
+        `train`; the trained model is read back from ``run_dir`` when it is first needed."""
+        return TrainingResult(summary=self.summary(), metrics=pd.DataFrame(self.metrics, columns=METRIC_COLUMNS),
+                              cfg=self.cfg, **self.token_scales(), run_dir=self.run_dir)
