@@ -1,8 +1,9 @@
 """`Result`: what every thread's result object shares in a notebook (style rule 21).
 
 A thread's result (`geomlens.analysis.result.AnalysisResult`, `geomlens.ablation.result.
-AblationResult`, `geomlens.kv.result.KVResult`) holds its tables as DataFrames, and its
-config and model info, so that nothing is asked for twice. It draws its figures in
+AblationResult`, `geomlens.kv.result.KVResult`, `geomlens.training.result.TrainingResult`, the
+projection results) holds its tables as DataFrames, and its config and model info, so that
+nothing is asked for twice. It draws its figures in
 ``_figures(names)``; this base gives all of them the same ``plot``:
 
     result.plot()               # {name: Figure} for every figure the result has
