@@ -15,6 +15,7 @@ The texts are the first 5 bundled segments, each cut to its first 32 tokens. Thr
 (--threads, default 2); the load average is printed before and after.
 
     flock /tmp/geomlens-heavy.lock python benchmarks/bench_notebook.py [--repeats 3] [--profile out.prof]
+    ... bench_notebook.py --without layer_lens,trajectories   # the main table's statistics alone
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ from geomlens.data.source import load_model_segments
 def run_once(model, seqs, cfg, info) -> dict:
     result = analyze_tokens(model, seqs, cfg)
     summary = summarize(result, cfg, model_info=info, n_layers=model.cfg.n_layers)
-    summarize_layer_lens(result.layers, n_bootstrap=cfg.n_bootstrap, seed=cfg.seed)
+    if cfg.layer_lens:
+        summarize_layer_lens(result.layers, n_bootstrap=cfg.n_bootstrap, seed=cfg.seed)
     return summary
 
 
@@ -47,13 +49,20 @@ def main() -> None:
     ap.add_argument("--texts", type=int, default=5)
     ap.add_argument("--tokens", type=int, default=32)
     ap.add_argument("--profile", help="write a cProfile of the first call to this file")
+    ap.add_argument("--without", default="",
+                    help="comma-separated views to switch off, of: layer_lens, trajectories "
+                         "(what the main table's statistics alone cost)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     print("code", geomlens.__file__)
     print("loadavg_before", os.getloadavg())
     model = geomlens.load_model("smollm2-135m")
     info = geomlens.model_info(model)
-    cfg = AnalyzeConfig(n_segments=args.texts, max_tokens=args.tokens)
+    off = {name: False for name in filter(None, args.without.split(","))}
+    if set(off) - {"layer_lens", "trajectories"}:
+        ap.error(f"--without takes layer_lens and trajectories, got {args.without!r}")
+    cfg = AnalyzeConfig(n_segments=args.texts, max_tokens=args.tokens, **off)
+    print("views off", sorted(off) or "none")
     seqs, _, _ = load_model_segments(cfg, model)
     seqs = seqs[: args.texts]
     print("positions", sum(len(s) for s in seqs))
