@@ -129,8 +129,8 @@ def full_grid() -> pd.DataFrame:
 def full_markdown(grid: pd.DataFrame) -> str:
     """The full grid, one row per (run, hidden, distinct target, rank group): the rank metrics
     once, the JSDs (raw / calibrated, temperature) of each score of the group in one cell."""
-    from geomlens.analysis.headline import cell
     from geomlens.analysis.agreement import rank_groups
+    from geomlens.analysis.headline import cell
 
     if grid.empty:
         return "no runs\n"

@@ -62,8 +62,8 @@ def _run(name: str, cfg, fn) -> dict:
 
 
 def train() -> None:
-    from geomlens.training.config import TrainConfig
     from geomlens.training.command import run_training
+    from geomlens.training.config import TrainConfig
 
     settings = yaml.safe_load((ROOT / "experiments/configs/knn_heads_cpu.yaml").read_text())["config"]
     long = {"steps": 480, "warmup": 48, "eval_every": 160, "checkpoint_every": 240}

@@ -2,9 +2,9 @@
 
 import pytest
 
+from geomlens import backend
 from geomlens.backend import version
 from geomlens.errors import InputError, MissingPackageError
-from geomlens import backend
 
 pytestmark = pytest.mark.tl4  # runs under both majors
 

@@ -11,9 +11,9 @@ from helpers import ToyConfig, read_summary, write_configs
 
 from geomlens.cli import COMMANDS, main
 from geomlens.errors import InputError
+from geomlens.rundir import failure, is_done
 from geomlens.runner.command import Command
 from geomlens.runner.lifecycle import execute
-from geomlens.rundir import failure, is_done
 
 TIMING = ("per_s", "time", "seconds")
 

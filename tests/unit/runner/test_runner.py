@@ -8,9 +8,9 @@ import pytest
 from helpers import CALLS, FAIL_ENV, read_summary, toy_env, write_configs
 
 from geomlens.cli import main
+from geomlens.rundir import is_done
 from geomlens.runner.runner import Runner, config_differences, plan
 from geomlens.runner.spec import load_experiment
-from geomlens.rundir import is_done
 
 SWEEP = "  seed: [0, 1]\n  mode: [sgd, sign]\n"
 
