@@ -6,7 +6,7 @@ projection results) holds its tables as DataFrames, and its config and model inf
 nothing is asked for twice. It draws its figures in
 ``_figures(names)``; this base gives all of them the same ``plot``:
 
-    result.plot()               # {name: Figure} for every figure the result has
+    result.plot()               # {name: Figure} for every figure (the Figure when only one)
     result.plot("delta_loss")   # one Figure (shown inline); nothing is written to disk
     result.save(run_dir)        # the files the CLI writes (each thread's own ``save``)
 
@@ -53,10 +53,11 @@ class Result:
         return {n: figs[n] for n in wanted}
 
     def plot(self, *names: str) -> plt.Figure | dict[str, plt.Figure]:
-        """Figures of the result (`figure_names`): one name -> that Figure; several or none ->
-        {name: Figure}. Nothing is written to disk."""
+        """Figures of the result (`figure_names`): one name -> that Figure; several -> {name:
+        Figure}; none -> every figure, the Figure itself when the result has only one. Nothing
+        is written to disk."""
         figs = self._drawn(names)
-        return figs[names[0]] if len(names) == 1 else figs
+        return next(iter(figs.values())) if len(figs) == 1 else figs
 
     def save_figures(self, run_dir: str | Path) -> list[str]:
         """Draw every figure, write each to its ``FIGURES`` file under ``run_dir`` (PNG, through

@@ -32,30 +32,13 @@ from geomlens.projection.figures import (
 )
 from geomlens.projection.project import headline_examples, top_tokens_table
 from geomlens.projection.stitch import seed_summary
-from geomlens.result import Result
-
-
-class _Figures(Result):
-    """`Result`, except that ``plot()`` of a result with one figure returns that Figure."""
-
-    def plot(self, *names: str) -> plt.Figure | dict[str, plt.Figure]:
-        """One name -> that Figure; none -> the only Figure, or {name: Figure} when there are
-        several. Nothing is written to disk."""
-        figs = self._drawn(names)
-        return next(iter(figs.values())) if len(figs) == 1 else figs
-
-
-def _html(title: str, text: str, tables: list[str], figures: list[str]) -> str:
-    return (f"<div>{title}<br><pre>{html.escape(text)}</pre>Tables: "
-            + ", ".join(f"<code>{html.escape(t)}</code>" for t in tables)
-            + f"; figures: <code>result.plot()</code> ({html.escape(', '.join(figures))})</div>")
-
+from geomlens.result import Result, headline_html
 
 # ---------------------------------------------------------------------------------- project
 
 
 @dataclass(repr=False)
-class ProjectionResult(_Figures):
+class ProjectionResult(Result):
     """Projected parameters (`geomlens.projection.project.project_parameters`)."""
 
     table: pd.DataFrame
@@ -93,7 +76,8 @@ class ProjectionResult(_Figures):
     def _repr_html_(self) -> str:
         title = (f"<b>project</b> {html.escape(self.model_name)}: {len(self.table)} rows "
                  f"({html.escape(', '.join(self.summary['kinds']))}); first parameter of each kind")
-        return _html(title, self.headline(), ["result.table", "result.top_tokens(n)"], self.figure_names())
+        return headline_html(title, self.headline(), tables=["result.table", "result.top_tokens(n)"],
+                             figures=self.figure_names())
 
     def __repr__(self) -> str:
         return f"ProjectionResult({self.model_name}, {len(self.table)} rows)\n{self.headline()}"
@@ -115,7 +99,7 @@ class ProjectionResult(_Figures):
 
 
 @dataclass(repr=False)
-class EvidenceResult(_Figures):
+class EvidenceResult(Result):
     """Dar et al.'s evidence table (`geomlens.projection.evidence.evidence_table`)."""
 
     table: pd.DataFrame
@@ -161,7 +145,8 @@ class EvidenceResult(_Figures):
         title = (f"<b>evidence</b> {html.escape(self.model_name)}: {len(self.layers)} layer(s), "
                  f"{self.n_permutations} permutations (smallest p {self.p_min:.2g}); means over layers, "
                  f"layers_p_below = layers with p &lt; {self.P_LEVEL:g}")
-        return _html(title, self.headline(), ["result.table", "result.by_kind()"], self.figure_names())
+        return headline_html(title, self.headline(), tables=["result.table", "result.by_kind()"],
+                             figures=self.figure_names())
 
     def __repr__(self) -> str:
         return f"EvidenceResult({self.model_name}, {len(self.layers)} layers)\n{self.headline()}"
@@ -181,7 +166,7 @@ class EvidenceResult(_Figures):
 
 
 @dataclass(repr=False)
-class StitchResult(_Figures):
+class StitchResult(Result):
     """A classifier carried from model A into model B (`geomlens.projection.stitch_command`)."""
 
     table: pd.DataFrame
@@ -223,7 +208,8 @@ class StitchResult(_Figures):
         title = (f"<b>stitch</b> a = {html.escape(self.model_a)}, b = {html.escape(self.model_b)} "
                  f"({html.escape(self.shared_vocab)}); {self.table['split_seed'].nunique()} split(s), "
                  f"{int(self.table['n_permutations'].iloc[0])} permutations")
-        return _html(title, self.headline(), ["result.table", "result.by_direction"], self.figure_names())
+        return headline_html(title, self.headline(), tables=["result.table", "result.by_direction"],
+                             figures=self.figure_names())
 
     def __repr__(self) -> str:
         return f"StitchResult({self.model_a} -> {self.model_b})\n{self.headline()}"
@@ -259,7 +245,7 @@ NEURON_COLUMNS = ("neuron_corr", "neuron_corr_null", "neuron_corr_raw", "neuron_
 
 
 @dataclass(repr=False)
-class AlignmentResult(_Figures):
+class AlignmentResult(Result):
     """Two models' parameters aligned in embedding space (`geomlens.projection.alignment`)."""
 
     alignment: Alignment
@@ -313,8 +299,8 @@ class AlignmentResult(_Figures):
         title = (f"<b>align</b> {html.escape(self.name_a)} vs {html.escape(self.name_b)} "
                  f"({html.escape(al.shared.note)}); kinds {html.escape(', '.join(al.kinds))}, "
                  f"|corr| reduced by {html.escape(al.reduce)}; the kinds' mean")
-        return _html(title, self.headline(), ["result.layers", "result.neurons", "result.scores"],
-                     self.figure_names())
+        return headline_html(title, self.headline(), tables=["result.layers", "result.neurons", "result.scores"],
+                             figures=self.figure_names())
 
     def __repr__(self) -> str:
         return f"AlignmentResult({self.name_a} vs {self.name_b})\n{self.headline()}"
