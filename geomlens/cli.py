@@ -58,7 +58,8 @@ def _populate(p: argparse.ArgumentParser, cmd) -> None:
         "(default: %(default)s)"))
     if cmd.resumable:
         group.add_argument("--resume", action="store_true", help=(
-            "continue the run in --out from its latest checkpoint (its config must match)"))
+            "continue the unfinished run in --out from what it saved (train: its latest "
+            "checkpoint; analyze: its batch records); its config must match"))
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:

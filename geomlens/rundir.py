@@ -301,14 +301,14 @@ def os_message(exc: OSError) -> str:
     return f"{exc.strerror or exc}{where}: " + hints.get(exc.errno, "check the path")
 
 
-def atomic_write(path: str | Path, text: str) -> None:
-    """Write ``text`` to a unique temporary file next to ``path``, then rename it over ``path``:
-    readers see the old file or the new one, never half of one, and two writers never share
-    a temporary file."""
+def atomic_write(path: str | Path, text: str | bytes) -> None:
+    """Write ``text`` (or bytes) to a unique temporary file next to ``path``, then rename it
+    over ``path``: readers see the old file or the new one, never half of one, and two writers
+    never share a temporary file."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w") as f:
+        with os.fdopen(fd, "wb" if isinstance(text, bytes) else "w") as f:
             f.write(text)
         os.replace(tmp, path)
     except BaseException:

@@ -45,6 +45,7 @@ from geomlens.errors import InputError
 from geomlens.fused import Fused
 from geomlens.models.load import model_info
 from geomlens.runner.distributed import DistInfo
+from geomlens.runner.record_log import RecordLog
 from geomlens.runner.sharding import Ranks
 
 if TYPE_CHECKING:  # annotations only: TransformerLens 4 has no HookedTransformer
@@ -126,6 +127,7 @@ def analyze_tokens(
     domains: Sequence[str] | None = None,
     per_token_path: str | Path | None = None,
     ranks: Ranks | None = None,
+    records: str | Path | None = None,
 ) -> AnalysisResult | None:
     """Run the analysis on token sequences (no tokenizer needed).
 
@@ -139,6 +141,10 @@ def analyze_tokens(
         ranks: the ranks of a torchrun launch (`geomlens.runner.sharding.Ranks`; every rank
             passes the same sequences): the batches are split over them, rank 0 returns the
             result and the others None. None = this process alone.
+        records: keep the record of every batch in this folder (`geomlens.runner.record_log`);
+            a call given a folder that holds the records of batches 0..k-1 (from an
+            interrupted call with the same arguments) folds them instead of computing them, so
+            it resumes exactly. None = keep nothing.
     """
     if not seqs:
         raise InputError("analyze_tokens needs at least one token sequence")
@@ -149,14 +155,15 @@ def analyze_tokens(
     starts = [0, *accumulate(int(lengths.sum()) for _, lengths in batches)]
     with ranks.together(), tqdm(total=len(batches), desc="analyze", unit="batch",
                                 disable=not ranks.is_main) as bar:
+        log = None if records is None else RecordLog(Path(records), RECORD_TYPES)
         run = _AnalysisState.start(model, seqs, cfg, segment_ids, domains,
-                                   per_token_path if ranks.is_main else None, ranks)
+                                   per_token_path if ranks.is_main else None, ranks, log)
 
         def fold(b: int, record: BatchRecord) -> None:
             run.fold(record)
             bar.update()
 
-        ranks.map(len(batches), lambda b: run.compute(b, *batches[b], starts[b]), fold)
+        ranks.map(len(batches), lambda b: run.compute(b, *batches[b], starts[b]), fold, log=log)
     return run.result(len(seqs)) if ranks.is_main else None
 
 
@@ -175,6 +182,10 @@ class BatchRecord:
     lens: LensRows | None = None
     """The layer lens's sampled rows (scored when folded, in chunks across batches)."""
     trajectory: pd.DataFrame | None = None
+
+
+RECORD_TYPES = (BatchRecord, CalibrationBatch)
+"""The dataclasses a stored `BatchRecord` may hold (`geomlens.runner.records`)."""
 
 
 @dataclass
@@ -201,7 +212,7 @@ class _AnalysisState:
     @classmethod
     def start(cls, model: HookedTransformer, seqs: Sequence[Tensor], cfg: AnalyzeConfig,
               segment_ids: list[str], domains: list[str], per_token_path,
-              ranks: Ranks) -> _AnalysisState:
+              ranks: Ranks, log: RecordLog | None = None) -> _AnalysisState:
         device = next(model.parameters()).device
         d_vocab = model.cfg.d_vocab_out
         targets = Targets.load(model, cfg.target, device)
@@ -211,7 +222,7 @@ class _AnalysisState:
             model, cfg, segment_ids, domains, targets,
             plan=ControlPlan.create(cfg, targets, d_vocab, device),
             fused=Fused(_compile(cfg, n_total), dynamic_rows=True),
-            position_chunk=ranks.agree_min(chunk),  # every rank scores in the same chunks
+            position_chunk=_agreed_chunk(chunk, ranks, log),
             acc=Accumulator(metric_names(cfg.ks, spearman=cfg.spearman),
                             per_token_path=per_token_path, keep_per_token=cfg.keep_per_token),
             sampled=spearman_sample(cfg, n_total),
@@ -281,6 +292,15 @@ class _AnalysisState:
                 self.model, self.targets, self.fused, self.position_chunk),
             cfg=self.cfg, model_info=model_info(self.model), n_layers=self.model.cfg.n_layers,
         )
+
+
+def _agreed_chunk(chunk: int, ranks: Ranks, log: RecordLog | None) -> int:
+    """The position chunk every rank scores with (the smallest), and a resumed run with the
+    one it started with (the chunk fitted to the free memory may differ by then)."""
+    chunk = ranks.agree_min(chunk)
+    if log is None:
+        return chunk
+    return ranks.from_main(log.setting("position_chunk", chunk) if ranks.is_main else chunk)
 
 
 def _info(cfg: AnalyzeConfig, acc: Accumulator, *, n_seqs: int, d_vocab: int,

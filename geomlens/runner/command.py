@@ -49,7 +49,8 @@ class Command:
     validate: ValidateFn | None = None
     """Checks the config's inputs before a run directory is created (raise `InputError`)."""
     resumable: bool = False
-    """True if ``run`` resumes from checkpoints found in ``run_dir``."""
+    """True if ``run`` resumes from what it saved in ``run_dir`` (checkpoints, batch records:
+    `geomlens.runner.record_log`)."""
     headline: HeadlineFn = _no_headline
     """The few lines printed when the run is done."""
     help: str = ""

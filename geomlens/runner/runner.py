@@ -293,7 +293,7 @@ class Runner:
         if failure(run_dir):
             logger.info("%s: an earlier attempt failed (%s); running it again", name, failure(run_dir))
         if planned.status == "partial":
-            how = "resuming from its checkpoints" if self.kind.resumable else "rerunning from scratch"
+            how = "resuming from what it saved" if self.kind.resumable else "rerunning from scratch"
             logger.info("%s: unfinished run found in %s; %s", name, run_dir, how)
         else:
             logger.info("%s: running in %s", name, run_dir)

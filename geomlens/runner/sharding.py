@@ -16,7 +16,12 @@ sum, statistic and file equals a single-process run's. In one process `Ranks.map
 Rounds: in round r rank k computes batch ``r·W + k``; the ranks then exchange their status (ok
 or failed) and the records go to rank 0, which folds them before the next round. Records
 cross processes as CPU data, pickled by the computing rank inside its error handling, so rank 0
-holds at most W records at a time.
+holds at most W records at a time. Rounds start at the round's first batch: ``first, first + 1,
+...`` for ``first = k, k + W, ...``.
+
+Resume: with a `RecordLog` (``log=``, `geomlens.runner.record_log`) rank 0 counts the stored
+records of batches 0..k-1, every rank learns k (`Ranks.from_main`), rank 0 folds those records
+from disk and the rounds start at batch k; rank 0 stores the record of every batch it folds.
 
 Failures: a rank whose compute or fold raises says so in the next status exchange, and every
 rank raises: the failing rank its own error, the others `RankFailed` naming it, so rank 0 marks
@@ -36,13 +41,16 @@ import dataclasses
 import pickle
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import torch
 import torch.distributed as dist
 
 from geomlens.errors import GeomlensError
 from geomlens.runner.distributed import DistInfo, init_distributed, rank_timeout, shutdown
+
+if TYPE_CHECKING:
+    from geomlens.runner.record_log import RecordLog
 
 POLL_S = 0.005
 """Seconds between two looks at a pending collective."""
@@ -94,16 +102,37 @@ class Ranks:
         return min(self._exchange(value, None))
 
     def map(self, n: int, compute: Callable[[int], Any], fold: Callable[[int, Any], None], *,
-            to_all: bool = False) -> None:
+            to_all: bool = False, log: RecordLog | None = None) -> None:
         """``fold(i, compute(i))`` for i in range(n), the computes spread over the ranks and the
-        folds in order on rank 0 (every rank with ``to_all``); see the module docstring."""
+        folds in order on rank 0 (every rank with ``to_all``); see the module docstring.
+
+        ``log``: the run's batch records (`geomlens.runner.record_log`): rank 0 folds the
+        stored records of batches 0..k-1 instead of computing them (every rank skips them) and
+        stores the record of every batch it folds."""
+        done = 0
+        if log is not None:
+            if to_all and self.info.enabled:
+                raise NotImplementedError("batch records of a fold on every rank")
+            done = self.from_main(log.count(n) if self.is_main else 0)
+            if self.is_main:
+                log.replay(done, fold)
+                fold = log.keeping(fold)
         if not self.info.enabled:
-            for i in range(n):
+            for i in range(done, n):
                 fold(i, compute(i))
             return
+        self._rounds(done, n, compute, fold, to_all)
+
+    def from_main(self, value: int) -> int:
+        """Rank 0's ``value`` on every rank."""
+        return value if not self.info.enabled else self._exchange(value, None)[0]
+
+    def _rounds(self, done: int, n: int, compute: Callable[[int], Any],
+                fold: Callable[[int, Any], None], to_all: bool) -> None:
+        """Batches done..n-1 in rounds of one batch per rank (the module docstring)."""
         world, rank = self.info.world_size, self.info.rank
         error: Exception | None = None
-        for first in range(0, n, world):
+        for first in range(done, n, world):
             payload = None
             if error is None and first + rank < n:
                 try:

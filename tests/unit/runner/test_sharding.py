@@ -44,6 +44,12 @@ DRIVER = textwrap.dedent("""
     compute, fold, segments = (pipeline._AnalysisState.compute, pipeline._AnalysisState.fold,
                                command.load_model_segments)
 
+    seen = []
+
+    def counting_compute(self, b, *args):
+        seen.append(b)
+        return compute(self, b, *args)
+
     def failing_compute(self, b, *args):
         if rank == 1 and b == 1:
             raise RuntimeError("planted failure computing batch 1")
@@ -59,13 +65,16 @@ DRIVER = textwrap.dedent("""
             raise OSError("planted failure reading the text")
         return segments(cfg, model)
 
-    codes = {}
+    codes, batches = {}, {}
     for name, args, fault in json.load(open(sys.argv[1])):
-        pipeline._AnalysisState.compute = failing_compute if fault == "compute" else compute
+        pipeline._AnalysisState.compute = failing_compute if fault == "compute" else counting_compute
         pipeline._AnalysisState.fold = failing_fold if fault == "fold" else fold
         command.load_model_segments = failing_segments if fault == "setup" else segments
+        seen.clear()
         codes[name] = main(args)
+        batches[name] = list(seen)
     json.dump(codes, open(sys.argv[2] + f".{rank}", "w"))
+    json.dump(batches, open(sys.argv[2] + f".batches.{rank}", "w"))
 """)
 
 
@@ -109,7 +118,10 @@ def runs(tmp_path_factory):
             for name, args, fault in [
                 ("analyze", ANALYZE, None), ("kv", KV, None), ("ablate", ABLATE, None),
                 ("compute", ANALYZE, "compute"), ("fold", ANALYZE, "fold"),
-                ("setup", ANALYZE, "setup"), ("after", KV, None)]]
+                ("setup", ANALYZE, "setup"), ("after", KV, None), ("refold", ANALYZE, "fold")]]
+    # a run that failed folding batch 1 resumes: its record of batch 0 is folded from disk
+    jobs.append(("resume", [*ANALYZE, "--model", str(model), "--out", str(tmp / "refold-2"),
+                            "--resume"], None))
     (tmp / "jobs.json").write_text(json.dumps(jobs))
     start = time.monotonic()
     proc = _torchrun(tmp, DRIVER, str(tmp / "jobs.json"), str(tmp / "codes"))
@@ -172,6 +184,21 @@ def test_a_failing_rank_fails_the_run(runs, name, message):
     assert codes[0][name] != 0 and codes[1][name] != 0  # both ranks stopped
     # and neither waited for the other: the next job of the same process group ran
     assert codes[0]["after"] == codes[1]["after"] == 0 and (tmp / "after-2" / "done").exists()
+
+
+def test_a_failed_run_resumes_on_two_ranks(runs):
+    tmp, codes, _, _ = runs
+    assert codes[0]["resume"] == codes[1]["resume"] == 0
+    resumed, whole = tmp / "refold-2", tmp / "analyze-1"
+    computed = [json.loads((tmp / f"codes.batches.{rank}").read_text()) for rank in (0, 1)]
+    assert (computed[0]["refold"], computed[1]["refold"]) == ([0], [1])
+    assert (computed[0]["resume"], computed[1]["resume"]) == ([1], [2])  # batch 0 read back
+    assert (resumed / "done").exists() and not (resumed / "failed").exists()
+    assert not (resumed / "records").exists()
+    assert _summary(resumed) == _summary(whole)
+    for table in ["per_segment.csv", "controls.csv", "layers.csv", "calibration_per_segment.csv",
+                  "per_layer.csv", "table61.md"]:
+        assert (resumed / table).read_text() == (whole / table).read_text(), table
 
 
 def test_no_rank_waited_out_the_timeout(runs):
