@@ -59,7 +59,11 @@ def _populate(p: argparse.ArgumentParser, cmd) -> None:
     if cmd.resumable:
         group.add_argument("--resume", action="store_true", help=(
             "continue the unfinished run in --out from what it saved (train: its latest "
-            "checkpoint; analyze: its batch records); its config must match"))
+            "checkpoint; analyze, kv, ablate: their batch records); its config must match"))
+    if cmd.keeps_records:
+        group.add_argument("--keep-records", action="store_true", help=(
+            "keep OUT/records (every batch's record, what an interrupted run resumes from) "
+            "after the run is done; by default it is deleted then"))
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
@@ -88,7 +92,8 @@ def run_command(cmd: Command, ns: argparse.Namespace) -> int:
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1  # torchrun: one dir for all ranks
     mode = "resume" if resume else ("error" if distributed else "new")
     is_main = int(os.environ.get("RANK", "0")) == 0
-    run_dir, summary = execute(cmd, cfg, ns.out, mode=mode, is_main=is_main)
+    run_dir, summary = execute(cmd, cfg, ns.out, mode=mode, is_main=is_main,
+                               keep_records=getattr(ns, "keep_records", False))
     if is_main:
         print(cmd.headline(summary, Path(run_dir)))
         print(f"wrote {run_dir}")

@@ -15,6 +15,7 @@ through `ablate_tokens`.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from geomlens.ablation.config import AblateConfig
@@ -31,16 +32,20 @@ logger = logging.getLogger(__name__)
 
 
 def ablate_tokens(
-    model: HookedTransformer, inputs: Any, cfg: AblateConfig, *, ranks: Ranks | None = None
+    model: HookedTransformer, inputs: Any, cfg: AblateConfig, *, ranks: Ranks | None = None,
+    records: str | Path | None = None,
 ) -> AblationResult:
     """The ablations ``cfg`` asks for (its conditions, method, k, seed, batch size) on
     ``inputs`` (a text, a list of texts or token ids), as an `AblationResult`. ``ranks``: the
-    ranks of a torchrun launch, which split the batches (`geomlens.runner.sharding`)."""
+    ranks of a torchrun launch, which split the batches (`geomlens.runner.sharding`).
+    ``records``: keep every batch's numbers in this folder (`geomlens.runner.record_log`); a
+    call given the folder of an interrupted call with the same arguments resumes from it."""
     conditions = conditions_for(cfg, model.cfg.n_layers)
     if ranks is None or ranks.is_main:
         logger.info("ablate: %d conditions (%s)", len(conditions), cfg.method)
     table, clean = ablation_table(model, inputs, conditions, method=cfg.method, k=cfg.k, seed=cfg.seed,
-                                  chunk_size=cfg.chunk_size, batch_size=cfg.batch_size, ranks=ranks)
+                                  chunk_size=cfg.chunk_size, batch_size=cfg.batch_size, ranks=ranks,
+                                  records=records)
     return AblationResult(table=table, clean=clean, cfg=cfg, model_info=model_info(model))
 
 

@@ -20,6 +20,7 @@ from geomlens.device import resolve_device
 from geomlens.models import load_model
 from geomlens.models.inputs import check_model_inputs
 from geomlens.runner.command import Command
+from geomlens.runner.record_log import RECORDS_DIR
 from geomlens.runner.sharding import Ranks
 
 if TYPE_CHECKING:  # annotations only: TransformerLens 4 has no HookedTransformer
@@ -31,22 +32,24 @@ def run_ablation(cfg: AblateConfig, run_dir: Path, *, model: HookedTransformer |
 
     ``model`` (optional) is used instead of loading ``cfg.model``; it needs a tokenizer. Under
     torchrun the batches are split over the ranks (`geomlens.runner.sharding`) and rank 0
-    writes the run directory.
+    writes the run directory. Rank 0 keeps every batch's record in ``run_dir/records`` (a
+    resumed run reads them back; the lifecycle deletes them once the run is done).
     """
     ranks = Ranks.start(resolve_device(cfg.device))
     with ranks.together():
-        result = _measure(cfg, model, ranks)
+        result = _measure(cfg, model, ranks, Path(run_dir) / RECORDS_DIR)
     if not ranks.is_main:
         return {}
     return result.save(run_dir)
 
 
-def _measure(cfg: AblateConfig, model: HookedTransformer | None, ranks: Ranks) -> AblationResult:
+def _measure(cfg: AblateConfig, model: HookedTransformer | None, ranks: Ranks,
+             records: Path) -> AblationResult:
     """The `AblationResult` of ``cfg``, on every rank."""
     if model is None:
         model = load_model(cfg.model, device=ranks.device)
     seqs, _, _ = load_model_segments(cfg, model)
-    return ablate_tokens(model, seqs, cfg, ranks=ranks)
+    return ablate_tokens(model, seqs, cfg, ranks=ranks, records=records)
 
 
 def validate_ablation(cfg: AblateConfig) -> None:
@@ -61,4 +64,5 @@ def headline(summary: dict, run_dir: Path) -> str:
 
 COMMANDS = (Command(
     "ablate", AblateConfig, run_ablation, validate=validate_ablation, headline=headline,
+    resumable=True, keeps_records=True,
     help="zero/mean/resample ablation of attention/MLP outputs: delta loss and delta NDCG@k"),)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 import pandas as pd
@@ -38,6 +39,7 @@ from geomlens.data.inputs import as_sequences
 from geomlens.errors import InputError
 from geomlens.models.inputs import check_layers
 from geomlens.runner.distributed import DistInfo
+from geomlens.runner.record_log import RecordLog
 from geomlens.runner.sharding import Ranks
 
 if TYPE_CHECKING:  # annotations only: TransformerLens 4 has no HookedTransformer
@@ -145,6 +147,7 @@ def ablation_table(
     chunk_size: int = 8192,
     batch_size: int = 8,
     ranks: Ranks | None = None,
+    records: str | Path | None = None,
 ) -> tuple[pd.DataFrame, dict[str, int | float]]:
     """Evaluate the clean model and each condition on ``inputs`` (a text, a list of texts or
     token ids: `geomlens.data.inputs.as_sequences`); returns ``(table, clean)`` where ``clean``
@@ -153,7 +156,9 @@ def ablation_table(
     For ``method="resample"`` each batch of ``batch_size`` sequences gets one seeded
     `derangement` shared by all conditions (drawn in batch order; `token_batches` drops a last
     batch of one). ``ranks``: the ranks of a torchrun launch (`geomlens.runner.sharding.Ranks`):
-    the batches are split over them and every rank gets the whole table.
+    the batches are split over them and every rank gets the whole table. ``records``: keep
+    every batch's numbers in this folder, and fold those already there instead of computing
+    them (`geomlens.runner.record_log`: an interrupted call resumes).
     """
     batches = token_batches(model, inputs, batch_size=batch_size, method=method)
     generator = torch.Generator().manual_seed(seed)
@@ -180,7 +185,8 @@ def ablation_table(
                 tot.add(part)
             bar.update()
 
-        ranks.map(len(batches), compute, fold, to_all=True)
+        ranks.map(len(batches), compute, fold, to_all=True,
+                  log=None if records is None else RecordLog(Path(records)))
     base = {**clean.row(), "n_sequences": sum(len(tokens) for tokens, _ in batches)}
     rows = []
     for cond, tot in zip(conditions, totals):

@@ -5,8 +5,8 @@ when trajectories are on, layers.csv + figures/layers.png when the layer lens is
 (`geomlens.analysis.layers`), calibration_per_segment.csv (the calibrated JSD per evaluation
 segment, `geomlens.analysis.calibration`) when calibration is on, figures/*.png, table61.md, and
 the returned summary (summary.json). While it runs, records/ holds every folded batch's record,
-which a resumed run reads back (`geomlens.runner.record_log`); it is deleted at the end unless
-``keep_records``.
+which a resumed run reads back (`geomlens.runner.record_log`); it is deleted once the run is
+done unless ``--keep-records``.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from geomlens.device import resolve_device
 from geomlens.models import load_model
 from geomlens.models.inputs import check_model_inputs
 from geomlens.runner.command import Command
-from geomlens.runner.record_log import RECORDS_DIR, RecordLog
+from geomlens.runner.record_log import RECORDS_DIR
 from geomlens.runner.sharding import Ranks
 
 logger = logging.getLogger(__name__)
@@ -39,8 +39,8 @@ def run_analysis(cfg: AnalyzeConfig, run_dir: Path) -> dict[str, Any]:
 
     Rank 0 keeps each folded batch's record in ``run_dir/records``
     (`geomlens.runner.record_log`): a resumed run (``--resume``, or `geomlens run` on an
-    unfinished point) folds those and computes only the rest. The folder is deleted once the
-    results are written (kept with ``keep_records``)."""
+    unfinished point) folds those and computes only the rest. The lifecycle deletes the folder
+    once the run is done (kept with ``--keep-records``)."""
     run_dir = Path(run_dir)
     ranks = Ranks.start(resolve_device(cfg.device))
     with ranks.together():
@@ -49,16 +49,10 @@ def run_analysis(cfg: AnalyzeConfig, run_dir: Path) -> dict[str, Any]:
     if ranks.is_main:
         logger.info("analyze: %d segments, %d tokens, %d rank(s)", len(seqs),
                     sum(len(s) for s in seqs), ranks.info.world_size)
-    records = RecordLog(run_dir / RECORDS_DIR)
     result = analyze_tokens(model, seqs, cfg, segment_ids=ids, domains=domains,
                             per_token_path=run_dir / "per_token.parquet", ranks=ranks,
-                            records=records.directory)
-    if result is None:
-        return {}
-    summary = result.save(run_dir)
-    if not cfg.keep_records:
-        records.remove()
-    return summary
+                            records=run_dir / RECORDS_DIR)
+    return result.save(run_dir) if result is not None else {}
 
 
 def validate_analysis(cfg: AnalyzeConfig) -> None:
@@ -110,4 +104,4 @@ def _notes(summary: dict, run_dir: Path) -> list[str]:
 
 COMMANDS = (Command(
     "analyze", AnalyzeConfig, run_analysis, validate=validate_analysis, headline=headline,
-    resumable=True, help="distance vs probability (Table 6.1): NDCG@k, JSD, Spearman, top-k; bootstrap CIs, controls"),)
+    resumable=True, keeps_records=True, help="distance vs probability (Table 6.1): NDCG@k, JSD, Spearman, top-k; bootstrap CIs, controls"),)

@@ -108,9 +108,6 @@ class AnalyzeConfig(TextSource):
     positions; falls back to eager, with the same numbers, when compilation is unavailable)."""
     keep_per_token: bool = False
     """Keep the per-token table in memory (for notebooks/tests); files stream it anyway."""
-    keep_records: bool = False
-    """Keep ``records/`` (every batch's record, what an interrupted run resumes from) in the run
-    directory after the run has finished; by default it is deleted then."""
     device: str | None = None
     """Torch device (None = cuda if available, else cpu)."""
     dtype: str = field(default="float32", metadata=choices(DTYPE_CHOICES))

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -45,10 +46,15 @@ SWEEP_COLUMNS = ("patched_loss", "patched_loss_low", "patched_loss_high",
                  "delta_loss", "delta_loss_low", "delta_loss_high")
 
 
+def _pass(records: str | Path | None, name: str) -> Path | None:
+    """The folder of one pass's batch records (None: none kept)."""
+    return None if records is None else Path(records) / name
+
+
 def _condition(model, seqs, counts, clean, layer_map: LayerMap, cfg: KVConfig, ranks: Ranks | None,
-               **labels) -> dict[str, Any]:
+               records: Path | None, **labels) -> dict[str, Any]:
     sums, _ = segment_losses(model, seqs, layer_map=layer_map, mode=cfg.mode, batch_size=cfg.batch_size,
-                             ranks=ranks)
+                             ranks=ranks, records=records)
     row = loss_rows(clean, sums, counts, n_bootstrap=cfg.n_bootstrap, seed=cfg.seed).iloc[0]
     if ranks is None or ranks.is_main:
         logger.info("kv sweep %s: loss %.4f (delta %+.4f)", labels, row["patched_loss"], row["delta_loss"])
@@ -57,17 +63,18 @@ def _condition(model, seqs, counts, clean, layer_map: LayerMap, cfg: KVConfig, r
 
 def sweep_tables(
     model: HookedTransformer, seqs: Sequence[Tensor], counts: np.ndarray, clean: np.ndarray, cfg: KVConfig,
-    ranks: Ranks | None = None,
+    ranks: Ranks | None = None, records: str | Path | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(per-layer sensitivity: only layer l takes layer 0's K/V, l = 1..L−1; the ≥m curve:
-    layers ≥ m take it, m = 1..L−1), each condition's loss and Δ with 95% CIs."""
+    layers ≥ m take it, m = 1..L−1), each condition's loss and Δ with 95% CIs. ``records``:
+    each pass keeps its batch records in a folder of its own in there (`measure_kv`)."""
     n = model.cfg.n_layers
     per_layer = pd.DataFrame([
         _condition(model, seqs, counts, clean, LayerMap.only(layer, n), cfg, ranks,
-                   layer=layer) for layer in range(1, n)])
+                   _pass(records, f"layer-{layer}"), layer=layer) for layer in range(1, n)])
     ge_m = pd.DataFrame([
         _condition(model, seqs, counts, clean, LayerMap.parse(f">={m}", n), cfg, ranks,
-                   m=m, n_shared=n - m)
+                   _pass(records, f"ge-{m}"), m=m, n_shared=n - m)
         for m in range(1, n)])
     return per_layer, ge_m
 
@@ -82,13 +89,16 @@ def _cache_sizes(model: HookedTransformer, layer_map: LayerMap) -> dict[str, Any
 def measure_kv(
     model: HookedTransformer, inputs: Any, cfg: KVConfig, *,
     segment_ids: Sequence[str] | None = None, domains: Sequence[str] | None = None,
-    ranks: Ranks | None = None,
+    ranks: Ranks | None = None, records: str | Path | None = None,
 ) -> KVResult:
     """Clean vs first-layer-K/V loss of ``model`` on ``inputs`` (a text, a list of texts or
     token ids; one segment each) for ``cfg``'s layer map and mode, with the sweeps when
     ``cfg.sweep``. ``segment_ids``/``domains`` label the segments (default "0", "1"... in the
     domain "text"). ``ranks``: the ranks of a torchrun launch, which split the batches of every
-    pass (`geomlens.runner.sharding`); every rank gets the whole result."""
+    pass (`geomlens.runner.sharding`); every rank gets the whole result. ``records``: a folder
+    in which every pass (clean, patched, each sweep condition) keeps its batch records
+    (`geomlens.runner.record_log`); a call given the folder of an interrupted call with the same
+    arguments reads those back instead of computing them."""
     t0 = time.perf_counter()
     layer_map = LayerMap.for_model(cfg.layers, model)
     check_patchable(model, layer_map, cfg.mode)
@@ -100,13 +110,15 @@ def measure_kv(
     if ranks is None or ranks.is_main:
         logger.info("kv: %d segments, %d tokens, map %s", len(seqs), sum(len(s) for s in seqs),
                     layer_map.layer_types)
-    clean, counts = segment_losses(model, seqs, batch_size=cfg.batch_size, ranks=ranks)
+    clean, counts = segment_losses(model, seqs, batch_size=cfg.batch_size, ranks=ranks,
+                                   records=_pass(records, "clean"))
     patched, _ = segment_losses(model, seqs, layer_map=layer_map, mode=cfg.mode, batch_size=cfg.batch_size,
-                                ranks=ranks)
+                                ranks=ranks, records=_pass(records, "patched"))
     per_segment = pd.DataFrame({"segment_id": ids, "domain": domains, "n_predicted": counts,
                                 "clean_ce_sum": clean, "patched_ce_sum": patched})
     losses = loss_rows(clean, patched, counts, domains, n_bootstrap=cfg.n_bootstrap, seed=cfg.seed)
-    sweeps = sweep_tables(model, seqs, counts, clean, cfg, ranks) if cfg.sweep else (None, None)
+    sweeps = (sweep_tables(model, seqs, counts, clean, cfg, ranks, records) if cfg.sweep
+              else (None, None))
     return KVResult(per_segment=per_segment, losses=losses, cfg=cfg, layer_types=layer_map.layer_types,
                     key_recipe=key_recipe(model), n_layers=model.cfg.n_layers,
                     cache_sizes=_cache_sizes(model, layer_map), model_info=model_info(model),

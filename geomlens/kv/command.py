@@ -31,6 +31,7 @@ from geomlens.models import load_model
 from geomlens.models.inputs import check_model_inputs
 from geomlens.models.zoo import check_model_name
 from geomlens.runner.command import Command
+from geomlens.runner.record_log import RECORDS_DIR
 from geomlens.runner.sharding import Ranks
 
 logger = logging.getLogger(__name__)
@@ -49,7 +50,7 @@ def validate_kv(cfg: KVConfig) -> None:
         LayerMap.parse(cfg.layers, entry.n_layers)
 
 
-def _measure(cfg: KVConfig, model, ranks: Ranks) -> KVResult:
+def _measure(cfg: KVConfig, model, ranks: Ranks, records: Path) -> KVResult:
     """The `KVResult` of ``cfg``, on every rank."""
     if model is None:
         model = load_model(cfg.model, device=ranks.device)
@@ -58,19 +59,22 @@ def _measure(cfg: KVConfig, model, ranks: Ranks) -> KVResult:
     seqs, ids, domains = load_model_segments(cfg, model)
     if not seqs:
         raise InputError("No segments to evaluate; check domains/texts/n_segments.")
-    return measure_kv(model, seqs, cfg, segment_ids=ids, domains=domains, ranks=ranks)
+    return measure_kv(model, seqs, cfg, segment_ids=ids, domains=domains, ranks=ranks,
+                      records=records)
 
 
 def run_kv(cfg: KVConfig, run_dir: Path, *, model=None) -> dict[str, Any]:
     """Measure clean vs first-layer-K/V loss (and the sweeps); write tables/figures to
     ``run_dir`` and return the summary. ``model`` (optional, with a tokenizer) is used instead
     of loading ``cfg.model``. Under torchrun the batches of every pass are split over the ranks
-    (`geomlens.runner.sharding`) and rank 0 writes the run directory."""
+    (`geomlens.runner.sharding`) and rank 0 writes the run directory. Rank 0 keeps every
+    pass's batch records in ``run_dir/records`` (a resumed run reads them back; the lifecycle
+    deletes them once the run is done)."""
     validate_kv(cfg)
     torch.manual_seed(cfg.seed)
     ranks = Ranks.start(resolve_device(cfg.device))
     with ranks.together():
-        result = _measure(cfg, model, ranks)
+        result = _measure(cfg, model, ranks, Path(run_dir) / RECORDS_DIR)
     if not ranks.is_main:
         return {}
     return result.save(run_dir)
@@ -93,5 +97,6 @@ def headline(summary: dict, run_dir: Path) -> str:
 
 
 COMMANDS = (Command(
-    "kv", KVConfig, run_kv, validate=validate_kv, headline=headline,
+    "kv", KVConfig, run_kv, validate=validate_kv, headline=headline, resumable=True,
+    keeps_records=True,
     help="first-layer-only K/V on a pretrained model: clean vs patched loss, layer sweeps"),)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -25,6 +26,7 @@ from geomlens.data.inputs import as_sequences
 from geomlens.kv.layer_map import LayerMap
 from geomlens.kv.patch import patch_kv
 from geomlens.runner.distributed import DistInfo
+from geomlens.runner.record_log import RecordLog
 from geomlens.runner.sharding import Ranks
 
 if TYPE_CHECKING:  # annotations only: TransformerLens 4 has no HookedTransformer
@@ -40,6 +42,7 @@ def segment_losses(
     mode: str = "all",
     batch_size: int = 8,
     ranks: Ranks | None = None,
+    records: str | Path | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per segment: (sum of next-token cross-entropies in nats, number of predicted tokens).
 
@@ -47,7 +50,9 @@ def segment_losses(
     one segment each, never cut). ``layer_map`` None = the clean model. Batches are right-padded
     (causal: padding never changes earlier positions) and the padded positions are masked out.
     ``ranks``: the ranks of a torchrun launch (`geomlens.runner.sharding.Ranks`): the batches
-    are split over them and every rank gets every segment's numbers, in order.
+    are split over them and every rank gets every segment's numbers, in order. ``records``:
+    keep every batch's numbers in this folder, and fold those already there instead of
+    computing them (`geomlens.runner.record_log`: an interrupted pass resumes).
     """
     seqs = as_sequences(model, inputs, where="segment_losses")
     device = model.cfg.device
@@ -68,7 +73,8 @@ def segment_losses(
 
     ctx = patch_kv(model, layer_map, mode) if layer_map is not None else contextlib.nullcontext()
     with ctx:
-        ranks.map(len(batches), compute, fold, to_all=True)
+        ranks.map(len(batches), compute, fold, to_all=True,
+                  log=None if records is None else RecordLog(Path(records)))
     return torch.cat([p[0] for p in parts]).numpy(), torch.cat([p[1] for p in parts]).numpy()
 
 

@@ -51,6 +51,10 @@ class Command:
     resumable: bool = False
     """True if ``run`` resumes from what it saved in ``run_dir`` (checkpoints, batch records:
     `geomlens.runner.record_log`)."""
+    keeps_records: bool = False
+    """True if ``run`` keeps its batch records in ``run_dir/records``
+    (`geomlens.runner.record_log`): the lifecycle deletes them once the run is done, unless
+    ``--keep-records``."""
     headline: HeadlineFn = _no_headline
     """The few lines printed when the run is done."""
     help: str = ""

@@ -7,9 +7,10 @@
               hold the same config;
     seed      python, numpy and torch, from the config's ``seed``, the same way every time;
     run       the command's ``run(cfg, run_dir)``;
-    finish    ``summary.json`` and the ``done`` marker; on an error (or Ctrl-C, SIGTERM, a full
-              disk) a ``failed`` marker holding the message instead, so `geomlens run` reruns
-              or resumes it.
+    finish    ``summary.json`` and the ``done`` marker, then the batch records of a command
+              that keeps them are deleted (unless ``keep_records``); on an error (or Ctrl-C,
+              SIGTERM, a full disk) a ``failed`` marker holding the message instead, so
+              `geomlens run` reruns or resumes it.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from geomlens.rundir import (
 )
 from geomlens.runner.command import Command, get_command
 from geomlens.runner.locks import run_lock
+from geomlens.runner.record_log import RECORDS_DIR, RecordLog
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +78,8 @@ def validate_inputs(kind: Command, cfg: Any, out: str | Path | None = None) -> s
 
 
 def execute(
-    kind: str | Command, cfg: Any, out: str | Path, *, mode: RunMode = "new", is_main: bool = True
+    kind: str | Command, cfg: Any, out: str | Path, *, mode: RunMode = "new", is_main: bool = True,
+    keep_records: bool = False,
 ) -> tuple[Path, dict]:
     """Validate, create the run dir, seed, run, then write summary.json + done (or failed).
 
@@ -92,6 +95,8 @@ def execute(
         mode: "new" (a fresh sibling if ``out`` is used), "resume" (reuse ``out`` if it holds
             the same config), "error" (refuse a used ``out``).
         is_main: False on torchrun ranks > 0, which neither create nor mark the directory.
+        keep_records: Keep ``run_dir/records`` of a command that keeps batch records
+            (`Command.keeps_records`) once the run is done; by default it is deleted then.
 
     Returns:
         (the run directory used, the summary).
@@ -101,23 +106,26 @@ def execute(
         raise TypeError(f"command {kind.name!r} takes a {kind.config_cls.__name__}")
     device = validate_inputs(kind, cfg, out if is_main else None)
     if not is_main:
-        return _run(kind, cfg, Path(out), is_main=False)
+        return _run(kind, cfg, Path(out), is_main=False, keep_records=True)
     with contextlib.ExitStack() as stack:
         if mode != "new":
             stack.enter_context(run_lock(out))
         run_dir = create_run_dir(out, config=cfg, seed=getattr(cfg, "seed", None),
                                  device=device, mode=mode)
         clear_failed(run_dir)
-        return _run(kind, cfg, run_dir, is_main=True)
+        return _run(kind, cfg, run_dir, is_main=True, keep_records=keep_records)
 
 
-def _run(kind: Command, cfg: Any, run_dir: Path, *, is_main: bool) -> tuple[Path, dict]:
+def _run(kind: Command, cfg: Any, run_dir: Path, *, is_main: bool,
+         keep_records: bool) -> tuple[Path, dict]:
     try:
         seed_everything(getattr(cfg, "seed", None))
         summary = kind.run(cfg, run_dir) or {}
         if is_main:
             write_json(run_dir / "summary.json", summary)
             mark_done(run_dir)
+            if kind.keeps_records and not keep_records:
+                RecordLog(run_dir / RECORDS_DIR).remove()
     except BaseException as exc:
         if is_main:
             try:

@@ -1,9 +1,10 @@
 """The records of a run's folded batches, kept in its run directory so that an interrupted run
-resumes exactly.
+resumes exactly. A command that keeps records (`geomlens.runner.command.Command.keeps_records`) keeps
+them in ``run_dir/records``; the lifecycle deletes that folder once the run is marked ``done``
+(the run directory holds results, not a cache) unless ``--keep-records``.
 
     log = RecordLog(run_dir / "records", types=(BatchRecord, CalibrationBatch))
     ranks.map(n_batches, compute, fold, log=log)   # replays 0..k-1, computes k..n-1
-    log.remove()                                    # after the results are written
 
 `geomlens.runner.sharding.Ranks.map` writes the record of batch i (``batch-000123.safetensors``,
 `geomlens.runner.records`) once ``fold`` has taken it, to a temporary name renamed into place;

@@ -21,7 +21,8 @@ holds at most W records at a time. Rounds start at the round's first batch: ``fi
 
 Resume: with a `RecordLog` (``log=``, `geomlens.runner.record_log`) rank 0 counts the stored
 records of batches 0..k-1, every rank learns k (`Ranks.from_main`), rank 0 folds those records
-from disk and the rounds start at batch k; rank 0 stores the record of every batch it folds.
+from disk (and, with ``to_all``, sends each to the other ranks, which fold it too) and the
+rounds start at batch k; rank 0 stores the record of every batch it folds.
 
 Failures: a rank whose compute or fold raises says so in the next status exchange, and every
 rank raises: the failing rank its own error, the others `RankFailed` naming it, so rank 0 marks
@@ -111,17 +112,33 @@ class Ranks:
         stores the record of every batch it folds."""
         done = 0
         if log is not None:
-            if to_all and self.info.enabled:
-                raise NotImplementedError("batch records of a fold on every rank")
             done = self.from_main(log.count(n) if self.is_main else 0)
-            if self.is_main:
+            if to_all and self.info.enabled:
+                self._replay_to_all(log, done, fold)
+            elif self.is_main:
                 log.replay(done, fold)
+            if self.is_main:
                 fold = log.keeping(fold)
         if not self.info.enabled:
             for i in range(done, n):
                 fold(i, compute(i))
             return
         self._rounds(done, n, compute, fold, to_all)
+
+    def _replay_to_all(self, log: RecordLog, done: int, fold: Callable[[int, Any], None]) -> None:
+        """Every rank folds the stored records of batches 0..done-1, which rank 0 reads and
+        sends (a record it cannot read fails every rank at the status exchange)."""
+        for i in range(done):
+            payload, error = None, None
+            if self.is_main:
+                try:
+                    payload = pickle.dumps(log.read(i))
+                except Exception as exc:  # noqa: BLE001  (announced below, then raised)
+                    error = exc
+            self._exchange(0, error)
+            box = [payload]
+            dist.broadcast_object_list(box, src=0)
+            fold(i, pickle.loads(box[0]))
 
     def from_main(self, value: int) -> int:
         """Rank 0's ``value`` on every rank."""

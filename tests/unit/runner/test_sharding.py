@@ -39,12 +39,29 @@ DRIVER = textwrap.dedent("""
     import json, os, sys
     from geomlens.analysis import command, pipeline
     from geomlens.cli import main
+    from geomlens.runner import record_log
 
     rank = int(os.environ["RANK"])
     compute, fold, segments = (pipeline._AnalysisState.compute, pipeline._AnalysisState.fold,
                                command.load_model_segments)
 
-    seen = []
+    seen, reads = [], []
+    keeping, read = record_log.RecordLog.keeping, record_log.RecordLog.read
+
+    def failing_keeping(self, fold):
+        keep = keeping(self, fold)
+
+        def fold_and_keep(i, record):
+            keep(i, record)
+            raise RuntimeError("planted failure after the first record")
+
+        return fold_and_keep
+
+    def counting_read(self, i):
+        reads.append(i)
+        return read(self, i)
+
+    record_log.RecordLog.read = counting_read
 
     def counting_compute(self, b, *args):
         seen.append(b)
@@ -70,9 +87,10 @@ DRIVER = textwrap.dedent("""
         pipeline._AnalysisState.compute = failing_compute if fault == "compute" else counting_compute
         pipeline._AnalysisState.fold = failing_fold if fault == "fold" else fold
         command.load_model_segments = failing_segments if fault == "setup" else segments
-        seen.clear()
+        record_log.RecordLog.keeping = failing_keeping if fault == "record" else keeping
+        seen.clear(), reads.clear()
         codes[name] = main(args)
-        batches[name] = list(seen)
+        batches[name], batches[name + ":read"] = list(seen), list(reads)
     json.dump(codes, open(sys.argv[2] + f".{rank}", "w"))
     json.dump(batches, open(sys.argv[2] + f".batches.{rank}", "w"))
 """)
@@ -119,9 +137,13 @@ def runs(tmp_path_factory):
                 ("analyze", ANALYZE, None), ("kv", KV, None), ("ablate", ABLATE, None),
                 ("compute", ANALYZE, "compute"), ("fold", ANALYZE, "fold"),
                 ("setup", ANALYZE, "setup"), ("after", KV, None), ("refold", ANALYZE, "fold")]]
-    # a run that failed folding batch 1 resumes: its record of batch 0 is folded from disk
-    jobs.append(("resume", [*ANALYZE, "--model", str(model), "--out", str(tmp / "refold-2"),
-                            "--resume"], None))
+    # a run that failed folding batch 1 resumes: its record of batch 0 is folded from disk;
+    # kv and ablate (every rank folds) fail after their first record and resume
+    jobs += [("kvstop", [*KV, "--model", str(model), "--out", str(tmp / "kvstop-2")], "record"),
+             ("abstop", [*ABLATE, "--model", str(model), "--out", str(tmp / "abstop-2")], "record")]
+    jobs += [(f"resume-{name}", [*args, "--model", str(model), "--out", str(tmp / out), "--resume"],
+              None) for name, args, out in [("analyze", ANALYZE, "refold-2"), ("kv", KV, "kvstop-2"),
+                                            ("ablate", ABLATE, "abstop-2")]]
     (tmp / "jobs.json").write_text(json.dumps(jobs))
     start = time.monotonic()
     proc = _torchrun(tmp, DRIVER, str(tmp / "jobs.json"), str(tmp / "codes"))
@@ -186,18 +208,27 @@ def test_a_failing_rank_fails_the_run(runs, name, message):
     assert codes[0]["after"] == codes[1]["after"] == 0 and (tmp / "after-2" / "done").exists()
 
 
-def test_a_failed_run_resumes_on_two_ranks(runs):
+@pytest.mark.parametrize(("name", "failed", "tables"), [
+    ("analyze", "refold", ["per_segment.csv", "controls.csv", "layers.csv",
+                           "calibration_per_segment.csv", "per_layer.csv", "table61.md"]),
+    ("kv", "kvstop", ["per_segment.csv", "losses.csv", "sweep_layer.csv", "sweep_ge_m.csv"]),
+    ("ablate", "abstop", ["ablation.csv"]),
+])
+def test_a_failed_run_resumes_on_two_ranks(runs, name, failed, tables):
     tmp, codes, _, _ = runs
-    assert codes[0]["resume"] == codes[1]["resume"] == 0
-    resumed, whole = tmp / "refold-2", tmp / "analyze-1"
+    assert codes[0][failed] != 0 and codes[1][failed] != 0
+    assert codes[0][f"resume-{name}"] == codes[1][f"resume-{name}"] == 0
+    resumed, whole = tmp / f"{failed}-2", tmp / f"{name}-1"
     computed = [json.loads((tmp / f"codes.batches.{rank}").read_text()) for rank in (0, 1)]
-    assert (computed[0]["refold"], computed[1]["refold"]) == ([0], [1])
-    assert (computed[0]["resume"], computed[1]["resume"]) == ([1], [2])  # batch 0 read back
+    # rank 0 read back batch 0 (the one record stored before the failure), rank 1 nothing
+    assert (computed[0][f"resume-{name}:read"], computed[1][f"resume-{name}:read"]) == ([0], [])
+    if name == "analyze":
+        assert (computed[0]["refold"], computed[1]["refold"]) == ([0], [1])
+        assert (computed[0]["resume-analyze"], computed[1]["resume-analyze"]) == ([1], [2])
     assert (resumed / "done").exists() and not (resumed / "failed").exists()
     assert not (resumed / "records").exists()
     assert _summary(resumed) == _summary(whole)
-    for table in ["per_segment.csv", "controls.csv", "layers.csv", "calibration_per_segment.csv",
-                  "per_layer.csv", "table61.md"]:
+    for table in tables:
         assert (resumed / table).read_text() == (whole / table).read_text(), table
 
 
