@@ -281,8 +281,9 @@ def _write_provenance(path: Path, cfg: Any, seed: int | None, device: str | None
         keys = ("started_at", "git_hash", "torch_threads")
         env["history"] = prior.get("history", []) + [{k: prior.get(k) for k in keys}]
         if prior.get("torch_threads") not in (None, env.get("torch_threads")):
-            logger.warning("%s was started with %s torch threads and resumes with %s: training "
-                           "resumes bit-exactly only at the same thread count.", path,
+            logger.warning("%s was started with %s torch threads and resumes with %s: a run "
+                           "resumes bit-exactly only at the same thread count (float32 "
+                           "reductions on the CPU depend on it).", path,
                            prior["torch_threads"], env.get("torch_threads"))
     atomic_write(env_path, json.dumps(to_jsonable(env), indent=2))
 
