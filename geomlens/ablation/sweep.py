@@ -39,7 +39,7 @@ from geomlens.data.inputs import as_sequences
 from geomlens.errors import InputError
 from geomlens.models.inputs import check_layers
 from geomlens.runner.distributed import DistInfo
-from geomlens.runner.record_log import RecordLog
+from geomlens.runner.record_log import RecordLog, inputs_digest
 from geomlens.runner.sharding import Ranks
 
 if TYPE_CHECKING:  # annotations only: TransformerLens 4 has no HookedTransformer
@@ -186,7 +186,8 @@ def ablation_table(
             bar.update()
 
         ranks.map(len(batches), compute, fold, to_all=True,
-                  log=None if records is None else RecordLog(Path(records)))
+                  log=None if records is None else RecordLog(Path(records), inputs=inputs_digest(
+                      batches, list(conditions), method, k, seed, chunk_size)))
     base = {**clean.row(), "n_sequences": sum(len(tokens) for tokens, _ in batches)}
     rows = []
     for cond, tot in zip(conditions, totals):

@@ -45,7 +45,7 @@ from geomlens.errors import InputError
 from geomlens.fused import Fused
 from geomlens.models.load import model_info
 from geomlens.runner.distributed import DistInfo
-from geomlens.runner.record_log import RecordLog
+from geomlens.runner.record_log import RecordLog, inputs_digest
 from geomlens.runner.sharding import Ranks
 
 if TYPE_CHECKING:  # annotations only: TransformerLens 4 has no HookedTransformer
@@ -155,7 +155,8 @@ def analyze_tokens(
     starts = [0, *accumulate(int(lengths.sum()) for _, lengths in batches)]
     with ranks.together(), tqdm(total=len(batches), desc="analyze", unit="batch",
                                 disable=not ranks.is_main) as bar:
-        log = None if records is None else RecordLog(Path(records), RECORD_TYPES)
+        log = None if records is None else RecordLog(
+            Path(records), RECORD_TYPES, inputs_digest(cfg, seqs, segment_ids, domains))
         run = _AnalysisState.start(model, seqs, cfg, segment_ids, domains,
                                    per_token_path if ranks.is_main else None, ranks, log)
 

@@ -26,7 +26,7 @@ from geomlens.data.inputs import as_sequences
 from geomlens.kv.layer_map import LayerMap
 from geomlens.kv.patch import patch_kv
 from geomlens.runner.distributed import DistInfo
-from geomlens.runner.record_log import RecordLog
+from geomlens.runner.record_log import RecordLog, inputs_digest
 from geomlens.runner.sharding import Ranks
 
 if TYPE_CHECKING:  # annotations only: TransformerLens 4 has no HookedTransformer
@@ -74,7 +74,8 @@ def segment_losses(
     ctx = patch_kv(model, layer_map, mode) if layer_map is not None else contextlib.nullcontext()
     with ctx:
         ranks.map(len(batches), compute, fold, to_all=True,
-                  log=None if records is None else RecordLog(Path(records)))
+                  log=None if records is None else RecordLog(Path(records), inputs=inputs_digest(
+                      seqs, batch_size, layer_map, mode if layer_map is not None else None)))
     return torch.cat([p[0] for p in parts]).numpy(), torch.cat([p[1] for p in parts]).numpy()
 
 

@@ -16,6 +16,7 @@ made up front from its seed), so the resumed run's files equal an uninterrupted 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import shutil
@@ -23,7 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from geomlens.rundir import atomic_write
+import torch
+
+from geomlens.rundir import atomic_write, to_jsonable
 from geomlens.runner.records import RecordError, decode_record, encode_record
 from geomlens.runner.sharding import to_cpu
 
@@ -43,12 +46,20 @@ class RecordLog:
 
     directory: Path
     types: tuple[type, ...] = ()
+    inputs: str | None = None
+    """What the records are computed from (`inputs_digest` of the tokens and settings): a
+    folder that holds another call's records is refused instead of folded."""
 
     def path(self, i: int) -> Path:
         return Path(self.directory) / f"batch-{i:06d}.safetensors"
 
     def count(self, n: int) -> int:
-        """How many batches, from batch 0 on without a gap (at most ``n``), have a record."""
+        """How many batches, from batch 0 on without a gap (at most ``n``), have a record;
+        a folder written from other inputs raises `RecordError`."""
+        if self.inputs is not None and self.setting("inputs", self.inputs) != self.inputs:
+            raise RecordError(f"cannot resume from {self.directory}: its records were computed "
+                              "from other inputs (the text or a setting changed); use another "
+                              "folder, or delete it to start over")
         done = 0
         while done < n and self.path(done).is_file():
             done += 1
@@ -57,7 +68,7 @@ class RecordLog:
                         self.directory)
         return done
 
-    def setting(self, name: str, value: int) -> int:
+    def setting(self, name: str, value: Any) -> Any:
         """The value the run chose for ``name`` when it started (``settings.json``), else
         ``value``, stored for a resumed run: a choice that depends on the machine's state (the
         position chunk fitted to the free memory) must not change midway."""
@@ -100,3 +111,24 @@ class RecordLog:
     def remove(self) -> None:
         """Delete the folder (the run directory holds results, not a cache)."""
         shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def inputs_digest(*parts: Any) -> str:
+    """A SHA-256 of what a call's records are computed from (`RecordLog.inputs`): tensors by
+    dtype, shape and bytes, lists and tuples item by item, everything else as JSON."""
+    digest = hashlib.sha256()
+    _feed(digest, parts)
+    return digest.hexdigest()
+
+
+def _feed(digest, obj: Any) -> None:
+    if isinstance(obj, torch.Tensor):
+        flat = obj.detach().cpu().contiguous().reshape(-1)
+        digest.update(f"tensor {flat.dtype} {tuple(obj.shape)};".encode())
+        digest.update(flat.view(torch.uint8).numpy().tobytes())
+    elif isinstance(obj, (list, tuple)):
+        digest.update(f"list {len(obj)};".encode())
+        for item in obj:
+            _feed(digest, item)
+    else:
+        digest.update(json.dumps(to_jsonable(obj), sort_keys=True).encode() + b";")

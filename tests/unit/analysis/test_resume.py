@@ -13,6 +13,7 @@ import torch
 
 from geomlens.analysis import pipeline
 from geomlens.cli import main
+from geomlens.runner.records import RecordError
 
 FLAGS = ["analyze", "--domains", "news,technical", "--n-segments", "3", "--max-tokens", "24",
          "--batch-size", "2", "--device", "cpu", "--n-bootstrap", "50", "--n-permutations", "15",
@@ -113,7 +114,7 @@ def test_analyze_tokens_resumes_with_the_chunk_it_started_with(tiny_model, tmp_p
     chunk would split the control sums differently)."""
     from geomlens.analysis import AnalyzeConfig, analyze_tokens
 
-    chunks = iter([5, 5, 3])  # what the memory planner would fit: the machine changed
+    chunks = iter([5, 5, 3, 3])  # what the memory planner would fit: the machine changed
     monkeypatch.setattr(pipeline, "_position_chunk", lambda *args: next(chunks))
     seqs = [torch.arange(n) % 50 for n in (10, 7, 12, 5, 9, 11)]
     cfg = AnalyzeConfig(model="tiny", n_bootstrap=20, n_permutations=4, control_positions=25,
@@ -129,3 +130,7 @@ def test_analyze_tokens_resumes_with_the_chunk_it_started_with(tiny_model, tmp_p
     for name in ("per_segment", "controls", "per_token"):
         pd.testing.assert_frame_equal(getattr(resumed, name), getattr(whole, name),
                                       check_exact=True)
+    # the folder of a call on other tokens (a text edited between the two calls) is refused
+    seqs[3] = seqs[3].flip(0)
+    with pytest.raises(RecordError, match="computed from other inputs"):
+        analyze_tokens(tiny_model, seqs, cfg, records=tmp_path / "records")

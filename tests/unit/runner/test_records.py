@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 import torch
 
-from geomlens.runner.record_log import RecordLog
+from geomlens.runner.record_log import RecordLog, inputs_digest
 from geomlens.runner.records import RecordError, decode_record, encode_record
 
 LENGTHS = (10, 7, 12, 5, 9, 11)
@@ -166,3 +166,18 @@ def test_the_log_counts_records_from_batch_0_without_a_gap(tmp_path):
     assert log.setting("position_chunk", 7) == 7 and log.setting("position_chunk", 9) == 7
     log.remove()
     assert not (tmp_path / "records").exists()
+
+
+def test_a_folder_of_other_inputs_is_refused(tmp_path):
+    seqs = [torch.arange(5), torch.arange(3)]
+    key = inputs_digest
+    assert key(seqs, {"a": 1}) == key([torch.arange(5), torch.arange(3)], {"a": 1})
+    assert key(seqs, {"a": 1}) != key([torch.arange(5), torch.tensor([0, 1, 3])], {"a": 1})
+    assert key(seqs, {"a": 1}) != key(seqs, {"a": 2})
+    first = RecordLog(tmp_path / "records", inputs=key(seqs, {"a": 1}))
+    first.keeping(lambda i, record: None)(0, {"batch": 0})
+    assert first.count(3) == 1
+    other = RecordLog(tmp_path / "records", inputs=key(seqs, {"a": 2}))
+    with pytest.raises(RecordError, match="its records were computed from other inputs") as err:
+        other.count(3)
+    assert "\n" not in str(err.value) and str(tmp_path / "records") in str(err.value)
