@@ -98,8 +98,23 @@ def headline() -> tuple[list[dict], list[str]]:
         if uniform:
             mean = sum(u["overall"]["jsd"]["mean"] for u in uniform) / len(uniform)
             notes.append(f"{label}: JSD(p ‖ uniform) = {mean:.3f}")
+    notes += [n for names in GROUPS.values() for n in map(scale_note, names) if n]
     rows += [{"model": m, "tied": t, "target": "–", "thesis": v} for m, t, v in THESIS]
     return rows, notes
+
+
+def scale_note(name: str) -> str | None:
+    """The scale and wall time of a copy that records its wall time (``wall_time.json``: the
+    command, ``wall_s``, ``cpu_s`` and the machine, written by hand from ``/usr/bin/time``)."""
+    path = COPIES / name / "wall_time.json"
+    summary, config = load(name), COPIES / name / "config.json"
+    if not path.exists() or summary is None or not config.exists():
+        return None
+    wall, cfg, info = json.loads(path.read_text()), json.loads(config.read_text()), summary["info"]
+    return (f"{name}: {info['n_segments']:,} segments × {cfg['max_tokens']} tokens "
+            f"({info['n_positions']:,} positions), {cfg['n_permutations']:,} permutations, layer "
+            f"lens on {cfg['layer_lens_positions']:,} positions; wall time "
+            f"{wall['wall_s'] / 60:.0f} min on {wall['machine']}")
 
 
 def full_grid() -> pd.DataFrame:
