@@ -16,10 +16,18 @@ from helpers import SLEEP_ENV, toy_env, write_configs
 from geomlens.rundir import failure, is_done
 
 
+def _default_sigint() -> None:
+    """In the child before exec: SIGINT back to its default. A harness started in the
+    background of a non-interactive shell (``cmd &``) ignores SIGINT, every child inherits that,
+    and Python then installs no KeyboardInterrupt handler: Ctrl-C is what is tested here."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start(args: list[str], tmp_path: Path) -> subprocess.Popen:
     env = dict(os.environ, **{SLEEP_ENV: "0.2"})
     return subprocess.Popen([sys.executable, "-m", "geomlens", *args], env=env, cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_default_sigint)
 
 
 def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
