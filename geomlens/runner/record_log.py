@@ -89,8 +89,11 @@ class RecordLog:
 
     def read(self, i: int) -> Any:
         """Batch ``i``'s record (a damaged file raises `RecordError` naming it)."""
-        path = self.path(i)
-        return decode_record(path.read_bytes(), self.types, name=path)
+        return self.decode(i, self.path(i).read_bytes())
+
+    def decode(self, i: int, data: bytes) -> Any:
+        """The record in ``data``, the bytes of batch ``i``'s file (read on another rank)."""
+        return decode_record(data, self.types, name=self.path(i))
 
     def replay(self, done: int, fold: Fold) -> None:
         """``fold(i, record i)`` for the stored records of batches 0..done-1, in order."""

@@ -126,19 +126,20 @@ class Ranks:
         self._rounds(done, n, compute, fold, to_all)
 
     def _replay_to_all(self, log: RecordLog, done: int, fold: Callable[[int, Any], None]) -> None:
-        """Every rank folds the stored records of batches 0..done-1, which rank 0 reads and
-        sends (a record it cannot read fails every rank at the status exchange)."""
+        """Every rank folds the stored records of batches 0..done-1: rank 0 reads each one (a
+        record it cannot read fails every rank at the status exchange) and sends the file's
+        bytes, which the other ranks decode as data (`RecordLog.decode`), never unpickle."""
         for i in range(done):
-            payload, error = None, None
+            record, data, error = None, None, None
             if self.is_main:
                 try:
-                    payload = pickle.dumps(log.read(i))
+                    record, data = log.read(i), log.path(i).read_bytes()
                 except Exception as exc:  # noqa: BLE001  (announced below, then raised)
                     error = exc
             self._exchange(0, error)
-            box = [payload]
+            box = [data]
             dist.broadcast_object_list(box, src=0)
-            fold(i, pickle.loads(box[0]))
+            fold(i, record if self.is_main else log.decode(i, box[0]))
 
     def from_main(self, value: int) -> int:
         """Rank 0's ``value`` on every rank."""
