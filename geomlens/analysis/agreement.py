@@ -75,18 +75,22 @@ class Reference:
 
     def head(self, n_positions: int) -> Reference:
         """The same reference restricted to the first ``n_positions`` positions."""
-        first = slice(0, n_positions)
+        return self.rows(0, n_positions)
+
+    def rows(self, start: int, stop: int) -> Reference:
+        """The same reference at positions ``start..stop-1`` (views, no copy)."""
+        sl = slice(start, stop)
         rows, ranks = self.spearman_rows, self.ranks
         if rows is not None:
-            keep = rows < n_positions
-            rows, ranks = rows[keep], ranks[keep]
+            keep = (rows >= start) & (rows < stop)
+            rows, ranks = rows[keep] - start, ranks[keep]
         i, s = self.ideal, self.summary
         return Reference(
-            logits=self.logits[first], lse=self.lse[first], p=self.p[first],
-            ideal=IdealDCG(gains=i.gains[first], total=i.total[first],
-                           top_indices=i.top_indices[first], prefix=i.prefix[first],
-                           rest_lo=i.rest_lo[first], rest_hi=i.rest_hi[first]),
-            summary=RankSummary(*(getattr(s, f)[first] for f in s.__dataclass_fields__)),
+            logits=self.logits[sl], lse=self.lse[sl], p=self.p[sl],
+            ideal=IdealDCG(gains=i.gains[sl], total=i.total[sl],
+                           top_indices=i.top_indices[sl], prefix=i.prefix[sl],
+                           rest_lo=i.rest_lo[sl], rest_hi=i.rest_hi[sl]),
+            summary=RankSummary(*(getattr(s, f)[sl] for f in s.__dataclass_fields__)),
             ranks=ranks, spearman_rows=rows,
         )
 

@@ -22,7 +22,8 @@ row, n(h) = a·h + b·1 with a > 0, so n·e = a (h·e) + b Σ_j e_j and its scor
 update of the raw ones (`affine_fit` checks this numerically; otherwise n gets its own matmul).
 The logit lens needs its own matmul (`geomlens.geometry.lens.logit_chunks`; ln_final's gain
 makes its matrix differ from W_E); with tied embeddings distance_ln_final_gain comes from the
-logit lens's output (x·e = logit − b_U), otherwise ln_final(h) gets a third matmul.
+logit lens's output (x·e = logit − b_U; also when W_E is an exact positive multiple of W_U^T, as
+Gemma's folded embedding scale makes it), otherwise ln_final(h) gets a third matmul.
 
 Cost: (n_layers + 1) × 2 (tied) or 3 matmuls of [positions, d_model] × [d_model, d_vocab], so the lens runs on
 a seeded sample of positions (`sample_positions`), ``position_chunk`` positions at a time. The
@@ -53,7 +54,7 @@ from geomlens.data.inputs import TextInput, as_batch
 from geomlens.errors import InputError
 from geomlens.geometry.distances import row_sq_norms, sq_distance_chunks
 from geomlens.geometry.lens import apply_ln_final, ln_final_normalized, logit_chunks
-from geomlens.models.weights import weights_tied
+from geomlens.models.weights import tie_scale
 from geomlens.registry import Registry
 
 if TYPE_CHECKING:  # annotations only: TransformerLens 4 has no HookedTransformer
@@ -76,14 +77,19 @@ class LensContext:
     """‖W_E[v]‖²."""
     e_sum: Float[Tensor, "d_vocab"]
     """Σ_j W_E[v, j] (what a per-row shift of h adds to h·e)."""
-    tied: bool
-    """W_U == W_E^T exactly: then x·W_E[v] = logit_v − b_U[v] for x = ln_final(h)."""
+    tie_scale: float | None
+    """c with W_E == c · W_U^T exactly (`tie_scale`; 1 = tied, None = untied): then
+    x·W_E[v] = c (logit_v − b_U[v]) for x = ln_final(h)."""
+
+    @property
+    def tied(self) -> bool:
+        return self.tie_scale == 1.0
 
     @classmethod
     def of(cls, model: HookedTransformer) -> LensContext:
         W_E = view_of(model).W_E.detach().float()
         return cls(model=model, W_E=W_E, e_sq=row_sq_norms(W_E), e_sum=W_E.sum(-1),
-                   tied=weights_tied(model))
+                   tie_scale=tie_scale(model))
 
 
 AFFINE_TOL = 1e-4
@@ -93,35 +99,61 @@ fraction of max |n(h)| (every TransformerLens norm is: LN, LNPre, RMS, RMSPre)."
 
 @dataclass
 class LayerInputs:
-    """One layer's residual vectors and the raw distance scores its lenses share."""
+    """One layer's residual vectors and the score matrices its lenses share (each computed once,
+    for all rows; `rows` gives a slice that reads them)."""
 
     ctx: LensContext
     h: Float[Tensor, "n_positions d_model"]
-    _raw: Tensor | None = field(default=None, repr=False)
-    _logits: Tensor | None = field(default=None, repr=False)
+    _memo: dict[str, Tensor] = field(default_factory=dict, repr=False)
+    _parent: LayerInputs | None = field(default=None, repr=False)
+    _span: slice = field(default_factory=lambda: slice(None), repr=False)
+
+    def rows(self, start: int, stop: int) -> LayerInputs:
+        """The same layer at rows ``start..stop-1``: its shared matrices are row slices of this
+        one's (computed on first need for every row, so a matmul is never split)."""
+        return LayerInputs(self.ctx, self.h[start:stop], _parent=self, _span=slice(start, stop))
+
+    def whole(self, key: str, fn: Callable[[LayerInputs], Tensor]) -> Tensor:
+        """``fn(layer)`` [n_positions, ...] computed once for the whole layer (memo ``key``) and
+        sliced to these rows."""
+        if self._parent is not None:
+            return self._parent.whole(key, fn)[self._span]
+        if key not in self._memo:
+            self._memo[key] = fn(self)
+        return self._memo[key]
 
     def raw_scores(self) -> Float[Tensor, "n_positions d_vocab"]:
         """``2 h·e − ‖e‖²`` (= ‖h‖² − ‖h − e‖²) for every token: one matmul of the shared
         distance kernel (``relative=True``), negated in place; computed once."""
-        if self._raw is None:
-            self._raw = self.h.new_empty(self.h.shape[0], self.ctx.W_E.shape[0])
-            for _ in sq_distance_chunks(self.h, self.ctx.W_E, targets_sq=self.ctx.e_sq,
-                                        relative=True, out=self._raw):
-                pass
-            self._raw.neg_()
-        return self._raw
+        return self.whole("raw", _raw_matmul)
 
     def ln_final_out(self) -> Float[Tensor, "n_positions d_model"]:
         """``ln_final(h)``, gain included (= ``unembed.hook_in`` at the last layer)."""
-        return apply_ln_final(self.ctx.model, self.h[None])[0].float()
+        return self.whole("ln_final_out",
+                          lambda whole: apply_ln_final(whole.ctx.model, whole.h[None])[0].float())
+
+    def ln_final_normalized(self) -> Float[Tensor, "n_positions d_model"]:
+        """n(h): ``ln_final``'s normalisation without its gain (`ln_final_normalized`)."""
+        return self.whole("ln_final_normalized", lambda whole: ln_final_normalized(
+            whole.ctx.model, whole.h[None])[0].float())
 
     def lens_logits(self) -> Float[Tensor, "n_positions d_vocab"]:
         """The logit lens ``unembed(ln_final(h))``: one matmul; computed once."""
-        if self._logits is None:
-            model = self.ctx.model
-            ((_, self._logits),) = logit_chunks(model, self.ln_final_out(),
-                                                chunk_size=model.cfg.d_vocab_out)
-        return self._logits
+        return self.whole("logits", _logits_matmul)
+
+
+def _raw_matmul(layer: LayerInputs) -> Tensor:
+    raw = layer.h.new_empty(layer.h.shape[0], layer.ctx.W_E.shape[0])
+    for _ in sq_distance_chunks(layer.h, layer.ctx.W_E, targets_sq=layer.ctx.e_sq,
+                                relative=True, out=raw):
+        pass
+    return raw.neg_()
+
+
+def _logits_matmul(layer: LayerInputs) -> Tensor:
+    model = layer.ctx.model
+    ((_, logits),) = logit_chunks(model, layer.ln_final_out(), chunk_size=model.cfg.d_vocab_out)
+    return logits
 
 
 def affine_fit(
@@ -157,23 +189,26 @@ def _distance_ln_final(layer: LayerInputs) -> Tensor:
     NDCG), is  raw + (1 − 1/a) ‖e‖² + (2b/a) Σ_j e_j : one rank-2 update of the raw scores.
     Otherwise n gets its own matmul."""
     ctx = layer.ctx
-    n = ln_final_normalized(ctx.model, layer.h[None])[0].float()
+    n = layer.ln_final_normalized()
     fit = affine_fit(layer.h, n)
-    if fit is None:
-        return LayerInputs(ctx, n).raw_scores()
+    if fit is None:  # the whole layer's n gets its own matmul (this slice's rows of it)
+        return layer.whole("ln_final_raw",
+                           lambda whole: LayerInputs(ctx, whole.ln_final_normalized()).raw_scores())
     a, b = fit
     coef = torch.cat([1.0 - 1.0 / a, 2.0 * b / a], dim=-1)  # [n_positions 2]
     return torch.addmm(layer.raw_scores(), coef, torch.stack([ctx.e_sq, ctx.e_sum]))
 
 
 def _distance_ln_final_gain(layer: LayerInputs) -> Tensor:
-    """The raw scores of x = ln_final(h). With tied embeddings x·e = logit − b_U, so
-    (2 x·e − ‖e‖²) / 2 = logit − b_U − ‖e‖²/2 comes from the logit lens without a matmul;
-    otherwise x gets its own."""
+    """The raw scores of x = ln_final(h). With W_E = c W_U^T (`LensContext.tie_scale`; c = 1:
+    tied) x·e = c (logit − b_U), so (2 x·e − ‖e‖²) / 2c = logit − b_U − ‖e‖²/2c (a positive
+    scale: the same ranking) comes from the logit lens without a matmul; otherwise x gets its
+    own."""
     ctx = layer.ctx
-    if not ctx.tied:
-        return LayerInputs(ctx, layer.ln_final_out()).raw_scores()
-    shift = view_of(ctx.model).b_U.detach().float() + 0.5 * ctx.e_sq
+    if ctx.tie_scale is None:
+        return layer.whole("ln_final_gain_raw",
+                           lambda whole: LayerInputs(ctx, whole.ln_final_out()).raw_scores())
+    shift = view_of(ctx.model).b_U.detach().float() + ctx.e_sq / (2.0 * ctx.tie_scale)
     return layer.lens_logits() - shift
 
 

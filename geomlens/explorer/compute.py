@@ -19,8 +19,14 @@ registry `geomlens.analysis.layers.LENSES`, higher = ranked first):
     step_norm, attn_share ‖Δh^l‖ and ⟨attn_out, Δh⟩/‖Δh‖² of the row's block
                           (`geomlens.geometry.trajectory.movement_stats`)
 
-Memory: scores are formed for one row and at most ``vocab_budget // d_vocab`` positions at a
-time; no rows x positions x vocabulary tensor is ever held.
+Cost: one forward pass (`run_model`, whose cache `Explorer` also gives the movers) and per row
+the lenses' matmuls of [positions, d_model] x [d_model, d_vocab] (2 with tied embeddings,
+`geomlens.analysis.layers`). Rows are stacked so each matmul has up to `PRODUCT_ROWS` (row,
+position) cells: a CPU GEMM with 128 rows runs at ~75% of its rate with 512.
+
+Memory: scores are formed for at most min(`PRODUCT_ROWS`, ``vocab_budget // d_vocab``) cells at a
+time (a few rows of one block of positions); no rows x positions x vocabulary tensor of the
+whole grid is ever held.
 """
 
 from __future__ import annotations
@@ -33,20 +39,25 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from geomlens.analysis.agreement import Reference, reference, summary_metrics
+from geomlens.analysis.agreement import Reference, reference
 from geomlens.analysis.layers import LENSES, LayerInputs, LensContext
 from geomlens.fused import Fused
-from geomlens.geometry.lens import apply_ln_final, ln_final_normalized
 from geomlens.geometry.trajectory import movement_stats
 from geomlens.metrics.divergence import js_divergence_and_lse
-from geomlens.metrics.selection import count_above, rank_summary
+from geomlens.metrics.ranking import ndcg_topk
+from geomlens.metrics.selection import count_above, top_k
 
 if TYPE_CHECKING:  # annotations only: TransformerLens 4 has no HookedTransformer
-    from transformer_lens import HookedTransformer
+    from transformer_lens import ActivationCache, HookedTransformer
 
 TOP_K = 10
-VOCAB_BUDGET = 1 << 23
-"""[position, token] entries scored at once per lens (32 MiB per float32 matrix)."""
+VOCAB_BUDGET = 1 << 26
+"""[cell, token] entries scored at once per lens (256 MiB per float32 matrix)."""
+PRODUCT_ROWS = 512
+"""(row, position) cells per lens matmul at most (more adds little to a CPU GEMM's rate)."""
+POST_ENTRIES = 1 << 21
+"""Score entries per slice after a matmul (8 MiB: a slice's passes, and the derived lenses'
+scores, stay in cache)."""
 SUBLAYER_HOOKS = ("hook_resid_mid", "hook_attn_out", "hook_mlp_out")
 ROW_HOOK = "hook_resid_post"
 MEASURES = ("rank_final", "rank_next", "ndcg@10", "jsd", "step_norm", "attn_share")
@@ -81,42 +92,59 @@ def row_hooks(n_layers: int, sublayers: bool) -> list[tuple[int, str]]:
     return [(layer, f"blocks.{layer}.{k}") for layer in range(n_layers) for k in kinds]
 
 
-def _lens_vector(ctx: LensContext, lens: str, h: Tensor) -> Tensor:
+def _lens_vector(lens: str, layer: LayerInputs) -> Tensor:
     """The vector a distance lens compares with W_E (for its top-10 distances)."""
     if lens == "distance_ln_final":
-        return ln_final_normalized(ctx.model, h[None])[0].float()
+        return layer.ln_final_normalized()
     if lens == "distance_ln_final_gain":
-        return apply_ln_final(ctx.model, h[None])[0].float()
-    return h
+        return layer.ln_final_out()
+    return layer.h
 
 
 @torch.no_grad()
 def score_cells(
     ctx: LensContext, h: Float[Tensor, "n d_model"], ref: Reference,
-    targets: Int[Tensor, "n 2"], lenses: Sequence[str], fused: Fused,
+    targets: Int[Tensor, "n_pos 2"], lenses: Sequence[str], fused: Fused,
+    post_entries: int | None = None,
 ) -> dict[str, Tensor]:
-    """Every lens's top-10, target ranks, NDCG@10 and JSD for ``n`` positions of one row
-    (``ref``: `reference` of the final logits at those positions)."""
+    """Every lens's top-10, target ranks, NDCG@10 and JSD for ``h``: rows of the grid stacked,
+    each ``n_pos`` positions long (``ref``: `reference` of the final logits at those positions).
+    Each lens's scores come from one matmul over all of ``h``; the rest reads them in slices of
+    about ``post_entries`` entries (None: a row at a time), so its passes hit the cache."""
+    n_pos = targets.shape[0]
     layer = LayerInputs(ctx, h.float())
     logp = ref.logits - ref.lse
+    step = n_pos if post_entries is None else max(1, min(n_pos, post_entries // ref.p.shape[-1]))
     out: dict[str, list[Tensor]] = {k: [] for k in ("ids", "values", "ranks", "ndcg", "jsd")}
     for lens in lenses:
-        scores = LENSES.get(lens)(layer)
-        summary = rank_summary(scores, ref.ideal.gains, k=TOP_K)
-        ndcg = summary_metrics(summary, ref, ks=[TOP_K])[f"ndcg@{TOP_K}"]
-        ids = summary.top_indices
-        if lens == "logit":
-            jsd, lse = fused(js_divergence_and_lse, ref.p, logp, scores,
-                             n_elements=scores.numel())
-            values = (summary.top_values - lse).exp()
-        else:
-            x = _lens_vector(ctx, lens, layer.h)
-            values = (x[:, None, :] - ctx.W_E[ids]).norm(dim=-1)
-            jsd = torch.full_like(ndcg, float("nan"))
-        ranks = count_above(scores, scores.gather(1, targets))
-        for key, v in zip(out, (ids, values, ranks, ndcg, jsd)):
-            out[key].append(v)
+        fn = LENSES.get(lens)
+        parts: dict[str, list[Tensor]] = {k: [] for k in out}
+        for r0 in range(0, h.shape[0], n_pos):
+            for a in range(0, n_pos, step):
+                b = min(n_pos, a + step)
+                rows = layer.rows(r0 + a, r0 + b)  # the lens's matmuls run once, for all of h
+                x = None if lens == "logit" else _lens_vector(lens, rows)
+                cells = _slice_cells(ctx, fn(rows), ref.rows(a, b), logp[a:b], targets[a:b], x, fused)
+                for k, v in cells.items():
+                    parts[k].append(v)
+        for k in out:
+            out[k].append(torch.cat(parts[k]))
     return {k: torch.stack(v, 1) for k, v in out.items()}
+
+
+def _slice_cells(ctx: LensContext, scores: Tensor, ref: Reference, logp: Tensor, targets: Tensor,
+                 x: Tensor | None, fused: Fused) -> dict[str, Tensor]:
+    """One slice of `score_cells` (``x`` None: the logit lens, else the distance lens's vectors)."""
+    top_values, ids = top_k(scores, TOP_K)
+    ndcg = ndcg_topk(None, ref.ideal, ks=[TOP_K], score_top_indices=ids).values[TOP_K]
+    if x is None:
+        jsd, lse = fused(js_divergence_and_lse, ref.p, logp, scores, n_elements=scores.numel())
+        values = (top_values - lse).exp()
+    else:
+        values = (x[:, None, :] - ctx.W_E[ids]).norm(dim=-1)
+        jsd = torch.full_like(ndcg, float("nan"))
+    ranks = count_above(scores, scores.gather(1, targets))
+    return {"ids": ids, "values": values, "ranks": ranks, "ndcg": ndcg, "jsd": jsd}
 
 
 def capture_names(n_layers: int, sublayers: bool) -> set[str]:
@@ -142,6 +170,24 @@ def _movement(cache, n_layers: int) -> tuple[Tensor, Tensor]:
 
 
 @torch.no_grad()
+def run_model(
+    model: HookedTransformer, tokens: Int[Tensor, "pos"], names: set[str],
+    fwd_hooks: Sequence[tuple[str, Callable]] = (),
+    module_hooks: Sequence[tuple[torch.nn.Module, Callable]] = (),
+) -> tuple[Float[Tensor, "pos d_vocab"], ActivationCache]:
+    """One forward pass with ``fwd_hooks`` / ``module_hooks``, caching the hooks ``names``."""
+    handles = [module.register_forward_hook(fn) for module, fn in module_hooks]
+    try:
+        with model.hooks(fwd_hooks=list(fwd_hooks)):
+            logits, cache = model.run_with_cache(tokens.reshape(1, -1).to(model.cfg.device),
+                                                 names_filter=lambda n: n in names)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return logits[0].float(), cache
+
+
+@torch.no_grad()
 def compute_grid(
     model: HookedTransformer,
     tokens: Int[Tensor, "pos"],
@@ -155,33 +201,31 @@ def compute_grid(
 ) -> Grid:
     """The cells of one sequence (module doc), from one forward pass with ``fwd_hooks``
     (an intervention changes p too, so every row is rescored against the new p)."""
+    logits, cache = run_model(model, tokens, capture_names(model.cfg.n_layers, sublayers),
+                              fwd_hooks, module_hooks)
+    return grid_from_run(model, tokens, logits, cache, lenses=lenses, sublayers=sublayers,
+                         vocab_budget=vocab_budget, fused=fused)
+
+
+@torch.no_grad()
+def grid_from_run(
+    model: HookedTransformer, tokens: Int[Tensor, "pos"], logits: Float[Tensor, "pos d_vocab"],
+    cache: ActivationCache, *, lenses: Sequence[str], sublayers: bool,
+    vocab_budget: int = VOCAB_BUDGET, fused: Fused | None = None,
+) -> Grid:
+    """The cells of one sequence from a `run_model` pass that cached `capture_names`."""
     tokens = tokens.reshape(-1).to(model.cfg.device)
-    n_layers, n_pos = model.cfg.n_layers, tokens.shape[0]
-    names = capture_names(n_layers, sublayers)
-    handles = [module.register_forward_hook(fn) for module, fn in module_hooks]
-    try:
-        with model.hooks(fwd_hooks=list(fwd_hooks)):
-            logits, cache = model.run_with_cache(tokens[None], names_filter=lambda n: n in names)
-    finally:
-        for handle in handles:
-            handle.remove()
-    final_logits = logits[0].float()
-    final_top1 = final_logits.argmax(-1)
+    n_layers = model.cfg.n_layers
+    final_top1 = logits.argmax(-1)
     nxt = torch.cat([tokens[1:], tokens[-1:]])
     targets = torch.stack([final_top1, nxt], -1)
     rows = row_hooks(n_layers, sublayers)
-    ctx = LensContext.of(model)
-    chunk = max(1, vocab_budget // model.cfg.d_vocab)
-    parts: list[list[dict[str, Tensor]]] = [[] for _ in rows]
-    for s in range(0, n_pos, chunk):  # the reference once per chunk, for every row
-        ref = reference(final_logits[s:s + chunk], topk=TOP_K, gain="exp2")
-        for r, (_, hook) in enumerate(rows):
-            parts[r].append(score_cells(ctx, cache[hook][0, s:s + chunk], ref,
-                                        targets[s:s + chunk], lenses, fused or FUSED))
-    per_row = [{k: torch.cat([p[k] for p in row]) for k in row[0]} for row in parts]
+    cells = _score_rows(LensContext.of(model), [cache[hook][0] for _, hook in rows], logits,
+                        targets, tuple(lenses), _cells_per_product(model.cfg.d_vocab, vocab_budget),
+                        fused or FUSED)
     step_norm, attn_share = _movement(cache, n_layers)
     layer_of = [layer for layer, _ in rows]
-    grid = _assemble(tokens, rows, tuple(lenses), final_top1, per_row)
+    grid = _assemble(tokens, rows, tuple(lenses), final_top1, cells)
     grid.step_norm = step_norm[layer_of].cpu().numpy()
     grid.attn_share = attn_share[layer_of].cpu().numpy()
     grid.resid = {-1: cache["blocks.0.hook_resid_pre"][0].float().cpu(),
@@ -190,16 +234,42 @@ def compute_grid(
     return grid
 
 
-def _assemble(tokens, rows, lenses, final_top1, per_row) -> Grid:
-    def stack(key: str) -> np.ndarray:
-        return np.stack([p[key].cpu().numpy() for p in per_row])
+def _cells_per_product(d_vocab: int, vocab_budget: int) -> int:
+    return max(1, min(PRODUCT_ROWS, vocab_budget // d_vocab))
 
-    ranks = stack("ranks")
+
+def _score_rows(
+    ctx: LensContext, hs: list[Float[Tensor, "pos d_model"]], logits: Float[Tensor, "pos d_vocab"],
+    targets: Int[Tensor, "pos 2"], lenses: tuple[str, ...], cells: int, fused: Fused,
+) -> dict[str, Tensor]:
+    """`score_cells` of every row: positions in blocks of up to ``cells``, and within a block
+    as many rows stacked as fit in ``cells``. Returns each output as [row, pos, lens, ...]."""
+    n_pos = logits.shape[0]
+    block = min(n_pos, cells)
+    per_product = max(1, cells // block)
+    out: list[list[dict[str, Tensor]]] = [[] for _ in hs]
+    for s in range(0, n_pos, block):  # the reference once per block of positions
+        e = min(n_pos, s + block)
+        ref = reference(logits[s:e], topk=TOP_K, gain="exp2")
+        for r0 in range(0, len(hs), per_product):
+            group = range(r0, min(len(hs), r0 + per_product))
+            scored = score_cells(ctx, torch.cat([hs[r][s:e] for r in group]), ref, targets[s:e],
+                                 lenses, fused, POST_ENTRIES)
+            for j, r in enumerate(group):
+                out[r].append({k: v[j * (e - s):(j + 1) * (e - s)] for k, v in scored.items()})
+    return {k: torch.stack([torch.cat([p[k] for p in row]) for row in out]) for k in out[0][0]}
+
+
+def _assemble(tokens, rows, lenses, final_top1, cells: dict[str, Tensor]) -> Grid:
+    def get(key: str) -> np.ndarray:
+        return cells[key].cpu().numpy()
+
+    ranks = get("ranks")
     return Grid(
         token_ids=tokens.cpu().numpy(), rows=rows, lenses=lenses,
         final_top1=final_top1.cpu().numpy(),
-        top_ids=stack("ids").astype(np.int64), top_values=stack("values").astype(np.float32),
+        top_ids=get("ids").astype(np.int64), top_values=get("values").astype(np.float32),
         rank_final=ranks[..., 0].astype(np.int64), rank_next=ranks[..., 1].astype(np.int64),
-        ndcg=stack("ndcg").astype(np.float32), jsd=stack("jsd").astype(np.float32),
+        ndcg=get("ndcg").astype(np.float32), jsd=get("jsd").astype(np.float32),
         step_norm=np.empty(0), attn_share=np.empty(0),
     )

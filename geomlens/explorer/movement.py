@@ -13,22 +13,28 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from geomlens.errors import InputError
-from geomlens.projection.attribution import step_attribution
+from geomlens.projection.attribution import attribution_from_run, step_attribution
 
 if TYPE_CHECKING:  # annotations only: TransformerLens 4 has no HookedTransformer
-    from transformer_lens import HookedTransformer
+    from transformer_lens import ActivationCache, HookedTransformer
 
 FIELDS = ("component", "head", "neuron", "push", "step_share", "top_tokens")
 
 
 def movers(
     model: HookedTransformer, tokens: torch.Tensor, *, pos: int, layers: list[int], top: int = 5,
-    n_tokens: int = 5,
+    n_tokens: int = 5, run: tuple[torch.Tensor, ActivationCache] | None = None,
 ) -> dict[int, dict[str, Any]]:
-    """layer -> {"rows": the ``top`` parts by push, best first (`FIELDS`)} or {"error": why}."""
+    """layer -> {"rows": the ``top`` parts by push, best first (`FIELDS`)} or {"error": why}.
+    ``run``: (logits [pos, d_vocab], cache) of a forward pass of ``tokens`` that cached
+    `geomlens.projection.attribution.attribution_hooks` (None: one is made)."""
     try:
-        table = step_attribution(model, tokens.reshape(1, -1), pos=pos, layers=layers, top=top,
-                                 n_tokens=n_tokens)
+        if run is None:
+            table = step_attribution(model, tokens.reshape(1, -1), pos=pos, layers=layers, top=top,
+                                     n_tokens=n_tokens)
+        else:
+            table = attribution_from_run(model, tokens, *run, pos=pos, layers=layers, top=top,
+                                         n_tokens=n_tokens)
     except InputError as exc:
         return {layer: {"error": str(exc)} for layer in layers}
     out: dict[int, dict[str, Any]] = {}

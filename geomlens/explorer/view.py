@@ -21,8 +21,16 @@ from geomlens.data.inputs import as_sequences as text_sequences
 from geomlens.data.token_map import token_map
 from geomlens.errors import InputError
 from geomlens.explorer import movement, paths, payload
-from geomlens.explorer.compute import MEASURES, Grid, compute_grid
+from geomlens.explorer.compute import (
+    MEASURES,
+    Grid,
+    capture_names,
+    compute_grid,
+    grid_from_run,
+    run_model,
+)
 from geomlens.explorer.interventions import Intervention
+from geomlens.projection.attribution import attribution_hooks
 
 if TYPE_CHECKING:  # annotations only: TransformerLens 4 has no HookedTransformer
     from transformer_lens import HookedTransformer
@@ -47,13 +55,19 @@ class Explorer:
         self.movers_top, self.n_near = movers_top, n_near
         self.sequences = as_sequences(model, inputs)
         self.labels = token_map(model).labels
-        self.grids = [compute_grid(model, t, lenses=self.lenses, sublayers=sublayers)
-                      for t in self.sequences]
+        n_layers = model.cfg.n_layers
+        names = capture_names(n_layers, sublayers) | set(attribution_hooks(n_layers))
+        self.grids, self.movers = [], []
+        for t in self.sequences:  # one forward pass per sequence serves the grid and the movers
+            logits, cache = run_model(model, t, names)
+            self.grids.append(grid_from_run(model, t, logits, cache, lenses=self.lenses,
+                                            sublayers=sublayers))
+            self.movers.append(movement.movers(model, t, pos=len(t) - 1, layers=list(range(n_layers)),
+                                               top=movers_top, run=(logits, cache)))
+            del cache
         W_E = view_of(model).W_E.detach().float().cpu()
         self.paths = [paths.sequence_paths(g.resid, W_E, n_near=n_near, known=_known_near(g, n_near))
                       for g in self.grids]
-        self.movers = [movement.movers(model, t, pos=len(t) - 1, layers=list(range(model.cfg.n_layers)),
-                                       top=movers_top) for t in self.sequences]
         self.changed: list[Grid] | None = None
         self.changed_label = ""
 

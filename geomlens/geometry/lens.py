@@ -43,16 +43,20 @@ def ln_final_normalized(
     """What ``ln_final.hook_normalized`` would record if ``resid`` entered ``ln_final``.
 
     Runs the model's own ``ln_final`` with a temporary hook, so it is right for every norm
-    type TransformerLens has (LN, LNPre, RMS, RMSPre) without re-implementing any of them.
+    type TransformerLens has (LN, LNPre, RMS, RMSPre) without re-implementing any of them. The
+    hook is a plain torch forward hook on the hook point, removed by its own handle (the
+    model's hook context would reset every hook point of the model: ~7 ms a call).
     """
     grabbed: dict[str, Tensor] = {}
 
-    def grab(tensor: Tensor, *, hook) -> Tensor:
-        grabbed["x"] = tensor
-        return tensor
+    def grab(module, inputs, output: Tensor) -> None:
+        grabbed["x"] = output
 
-    with model.hooks(fwd_hooks=[("ln_final.hook_normalized", grab)]):
+    handle = model.ln_final.hook_normalized.register_forward_hook(grab)
+    try:
         model.ln_final(resid)
+    finally:
+        handle.remove()
     return grabbed["x"]
 
 

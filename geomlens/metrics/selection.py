@@ -94,7 +94,25 @@ def top_k(
 ) -> tuple[Float[Tensor, "n_positions k"], Int[Tensor, "n_positions k"]]:
     """The ``k`` best entries of every row, best first, "better" being the larger value, then
     the smaller index: a strict total order, so the result does not depend on how `torch.topk`
-    breaks ties (which it leaves unspecified). No NaN in ``values``."""
+    breaks ties (which it leaves unspecified). No NaN in ``values``. One native pass per row
+    where available (the top-K part of `rank_summary`), else torch: the same values and indices."""
+    k = min(k, values.shape[-1])
+    lib = native.library("rank")
+    if lib is None or values.dtype != torch.float32 or not native.usable(values) or k < 1:
+        return _torch_top_k(values, k)
+    n, width = values.shape
+    top_values = torch.empty(n, k, dtype=torch.float32)
+    top_indices = torch.empty(n, k, dtype=torch.int64)
+    i64 = ctypes.c_int64
+    native.run_rows(lambda r0, r1: lib.topk_rows(
+        native.ptr(values), i64(r0), i64(r1), i64(width), i64(k), native.ptr(top_values),
+        native.ptr(top_indices)), n)
+    return top_values, top_indices
+
+
+def _torch_top_k(
+    values: Float[Tensor, "n_positions d_vocab"], k: int
+) -> tuple[Float[Tensor, "n_positions k"], Int[Tensor, "n_positions k"]]:
     top_values, top_indices = values.topk(k, dim=-1)
     kth = top_values[:, -1:]
     # rows with more entries equal to the k-th value than the top k holds: take the smallest
@@ -114,7 +132,7 @@ def top_k(
 
 
 def _torch(values: Tensor, gains: Tensor, k: int, n_buckets: int) -> RankSummary:
-    top_values, top_indices = top_k(values, k)
+    top_values, top_indices = _torch_top_k(values, k)
     low = values.amin(-1, keepdim=True)
     scale = (n_buckets / (top_values[:, -1:] - low)).nan_to_num(0.0, posinf=0.0, neginf=0.0)
     bucket = bucket_index(values, low, scale, n_buckets)

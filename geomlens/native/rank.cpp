@@ -11,6 +11,7 @@
  *   counts[b], gsums[b]     number of entries and sum of gains per bucket
  *                           b = trunc(clamp((v - low) * scale, 0, n_buckets - 1)); the sums are
  *                           float64, taken in index order (as torch's scatter_add_ does)
+ * (`topk_rows` gives the top K alone, without the bucket pass.)
  * Selection: the K-th largest of the maxima of blocks of GROUP entries is a threshold t; the
  * entries >= t (at least K) are the candidates, and a quickselect + sort finds the K best among
  * them. No NaN in the input (NaN breaks any ordering).
@@ -196,6 +197,32 @@ static void buckets(const float *row, const float *gains, int64_t V, float low, 
     }
 }
 
+/* The K best entries of row[0..V), best first, into top_values/top_indices; the row minimum
+ * into *low. bmax, bins, work (nblk each) and buf (V) are workspace. */
+static void best_of_row(const float *row, int64_t V, int64_t K, int64_t nblk, float *bmax,
+                        int32_t *bins, float *work, pair_t *buf, float *top_values,
+                        int64_t *top_indices, float *low) {
+    block_max(row, V, bmax, low);
+    int64_t c = candidates(row, V, K, bmax, bins, work, nblk, buf);
+    select_best(buf, c, K);
+    sort_best(buf, K);
+    for (int64_t k = 0; k < K; k++) {
+        top_values[k] = buf[k].v;
+        top_indices[k] = buf[k].i;
+    }
+}
+
+/* Workspace of `best_of_row` for rows of V entries. */
+struct Workspace {
+    std::vector<float> bmax, work;
+    std::vector<int32_t> bins;
+    std::vector<pair_t> buf;
+    int64_t nblk;
+    explicit Workspace(int64_t V)
+        : bmax((size_t)((V + GROUP - 1) / GROUP)), work((size_t)((V + GROUP - 1) / GROUP)),
+          bins((size_t)((V + GROUP - 1) / GROUP)), buf((size_t)V), nblk((V + GROUP - 1) / GROUP) {}
+};
+
 /* Rows [r0, r1) of values [n, V] (gains likewise); outputs are indexed by the global row.
  * Returns non-zero when the workspace cannot be allocated or an argument is out of range. */
 static int rank_range(const float *values, const float *gains, int64_t r0, int64_t r1, int64_t V,
@@ -203,31 +230,38 @@ static int rank_range(const float *values, const float *gains, int64_t r0, int64
                       float *low_out, float *high_out, float *scale_out, int64_t *counts,
                       double *gsums) {
     if (nb < 1 || nb > 256 || K < 1 || K > V) return 2;
-    int64_t nblk = (V + GROUP - 1) / GROUP;
-    std::vector<float> bmax_((size_t)nblk), work_((size_t)nblk);
-    std::vector<int32_t> bins_((size_t)nblk);
-    std::vector<pair_t> buf_((size_t)V);
-    float *bmax = bmax_.data(), *work = work_.data();
-    int32_t *bins = bins_.data();
-    pair_t *buf = buf_.data();
+    Workspace ws(V);
     for (int64_t r = r0; r < r1; r++) {
         const float *row = values + r * V;
         float low;
-        block_max(row, V, bmax, &low);
-        int64_t c = candidates(row, V, K, bmax, bins, work, nblk, buf);
-        select_best(buf, c, K);
-        sort_best(buf, K);
-        for (int64_t k = 0; k < K; k++) {
-            top_values[r * K + k] = buf[k].v;
-            top_indices[r * K + k] = buf[k].i;
-        }
-        float high = buf[K - 1].v;
+        best_of_row(row, V, K, ws.nblk, ws.bmax.data(), ws.bins.data(), ws.work.data(),
+                    ws.buf.data(), top_values + r * K, top_indices + r * K, &low);
+        float high = top_values[r * K + K - 1];
         float scale = (float)nb / (high - low);
         if (!isfinite(scale)) scale = 0.0f;
         low_out[r] = low; high_out[r] = high; scale_out[r] = scale;
         buckets(row, gains + r * V, V, low, scale, nb, counts + r * nb, gsums + r * nb);
     }
     return 0;
+}
+
+/* Top-K only (no buckets): rows [r0, r1) of values [n, V] -> top_values/top_indices [n, K]. */
+static int topk_range(const float *values, int64_t r0, int64_t r1, int64_t V, int64_t K,
+                      float *top_values, int64_t *top_indices) {
+    if (K < 1 || K > V) return 2;
+    Workspace ws(V);
+    float low;
+    for (int64_t r = r0; r < r1; r++)
+        best_of_row(values + r * V, V, K, ws.nblk, ws.bmax.data(), ws.bins.data(), ws.work.data(),
+                    ws.buf.data(), top_values + r * K, top_indices + r * K, &low);
+    return 0;
+}
+
+extern "C" int topk_rows(const float *values, int64_t r0, int64_t r1, int64_t V, int64_t K,
+                         float *top_values, int64_t *top_indices) {
+    return split_rows(r0, r1, [&](int64_t a, int64_t b) {
+        return topk_range(values, a, b, V, K, top_values, top_indices);
+    });
 }
 
 /* The bucket of every entry of rows [r0, r1) of values [n, V], one byte each: the arithmetic of

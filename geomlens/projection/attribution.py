@@ -98,33 +98,68 @@ def _ranks(x: Float[Tensor, "n"]) -> np.ndarray:
     return ranks.cpu().numpy()
 
 
-def _layer_rows(model, parts, step, direction, layer, top, n_tokens, T) -> pd.DataFrame:
-    """The ``top`` parts of one layer by step_proj and by push (union), with their scores."""
-    n_heads = parts["attn"].shape[0]
+def _chosen(parts, step, direction, top) -> dict[str, object]:
+    """The ``top`` parts of one layer by step_proj and by push (union, by step_proj rank)."""
     U = torch.cat([parts["attn"], parts["mlp"]])  # [head + d_mlp, d_model]
     step_proj = U @ step / step.norm()
     push = U @ direction
     rank_step, rank_push = _ranks(step_proj), _ranks(push)
     chosen = np.flatnonzero((rank_step < top) | (rank_push < top))
     chosen = chosen[np.argsort(rank_step[chosen])]
-    _, ids = vector_topk(U[torch.as_tensor(chosen)], T, n_tokens)
-    labels = token_map(model).labels(ids.reshape(-1).tolist())
+    return {"U": U[torch.as_tensor(chosen)], "chosen": chosen, "step_proj": step_proj[chosen],
+            "step_norm": step.norm(), "push": push[chosen], "rank_step": rank_step[chosen],
+            "rank_push": rank_push[chosen], "n_heads": parts["attn"].shape[0],
+            "act": parts["mlp_act"].float().cpu().numpy()}
+
+
+def _layer_frame(layer: int, c: dict, top_tokens: list[str]) -> pd.DataFrame:
+    chosen, n_heads, act = c["chosen"], c["n_heads"], c["act"]
     is_head = chosen < n_heads
-    act = parts["mlp_act"].float().cpu().numpy()
     return pd.DataFrame({
         "layer": layer,
         "component": np.where(is_head, "attn", "mlp"),
-        "head": pd.array([int(c) if h else pd.NA for c, h in zip(chosen, is_head)], dtype="Int64"),
-        "neuron": pd.array([pd.NA if h else int(c - n_heads) for c, h in zip(chosen, is_head)],
+        "head": pd.array([int(i) if h else pd.NA for i, h in zip(chosen, is_head)], dtype="Int64"),
+        "neuron": pd.array([pd.NA if h else int(i - n_heads) for i, h in zip(chosen, is_head)],
                            dtype="Int64"),
-        "activation": [np.nan if h else float(act[c - n_heads]) for c, h in zip(chosen, is_head)],
-        "norm": U[torch.as_tensor(chosen)].norm(dim=-1).double().cpu().numpy(),
-        "step_proj": step_proj[chosen].double().cpu().numpy(),
-        "step_share": (step_proj[chosen] / step.norm()).double().cpu().numpy(),
-        "push": push[chosen].double().cpu().numpy(),
-        "rank_step": rank_step[chosen], "rank_push": rank_push[chosen],
-        "top_tokens": [" | ".join(labels[i * n_tokens:(i + 1) * n_tokens]) for i in range(len(chosen))],
+        "activation": [np.nan if h else float(act[i - n_heads]) for i, h in zip(chosen, is_head)],
+        "norm": c["U"].norm(dim=-1).double().cpu().numpy(),
+        "step_proj": c["step_proj"].double().cpu().numpy(),
+        "step_share": (c["step_proj"] / c["step_norm"]).double().cpu().numpy(),
+        "push": c["push"].double().cpu().numpy(),
+        "rank_step": c["rank_step"], "rank_push": c["rank_push"], "top_tokens": top_tokens,
     })
+
+
+TOPK_ROWS = 256
+"""Chosen parts projected through W_U per matmul (all layers' parts share the matmuls)."""
+
+
+@torch.no_grad()
+def attribution_from_run(
+    model: HookedTransformer, tokens: Int[Tensor, "*batch pos"], logits: Float[Tensor, "pos d_vocab"],
+    cache: ActivationCache, *, pos: int, layers: Sequence[int], top: int, n_tokens: int,
+) -> pd.DataFrame:
+    """`step_attribution` from a forward pass that cached `attribution_hooks` (``logits``: its
+    logits at every position of batch row 0)."""
+    target = int(logits[pos].argmax())
+    T = token_matrix(model, "W_U")
+    direction = T[target] / T[target].norm()
+    per_layer = []
+    for layer in layers:
+        step = (cache[f"blocks.{layer}.hook_resid_post"] - cache[f"blocks.{layer}.hook_resid_pre"])[0, pos]
+        per_layer.append(_chosen(component_parts(model, cache, layer, pos), step, direction, top))
+    _, ids = vector_topk(torch.cat([c["U"] for c in per_layer]), T, n_tokens, chunk_size=TOPK_ROWS)
+    labels = token_map(model).labels(ids.reshape(-1).tolist())
+    frames, at = [], 0
+    for layer, c in zip(layers, per_layer):
+        n = len(c["chosen"])
+        frames.append(_layer_frame(layer, c, [" | ".join(labels[(at + i) * n_tokens:(at + i + 1) * n_tokens])
+                                              for i in range(n)]))
+        at += n
+    out = pd.concat(frames, ignore_index=True)
+    labels = token_map(model).labels([int(tokens.reshape(-1)[pos]), target])
+    out["pos"], out["token"], out["target_token"] = pos, labels[0], labels[1]
+    return out[list(COLUMNS)]
 
 
 @torch.no_grad()
@@ -155,15 +190,5 @@ def step_attribution(
     layers = list(range(model.cfg.n_layers)) if layers is None else list(layers)
     wanted = set(attribution_hooks(model.cfg.n_layers))
     logits, cache = model.run_with_cache(tokens, names_filter=lambda n: n in wanted)
-    target = int(logits[0, pos].argmax())
-    T = token_matrix(model, "W_U")
-    direction = T[target] / T[target].norm()
-    frames = []
-    for layer in layers:
-        step = (cache[f"blocks.{layer}.hook_resid_post"] - cache[f"blocks.{layer}.hook_resid_pre"])[0, pos]
-        parts = component_parts(model, cache, layer, pos)
-        frames.append(_layer_rows(model, parts, step, direction, layer, top, n_tokens, T))
-    out = pd.concat(frames, ignore_index=True)
-    labels = token_map(model).labels([int(tokens[0, pos]), target])
-    out["pos"], out["token"], out["target_token"] = pos, labels[0], labels[1]
-    return out[list(COLUMNS)]
+    return attribution_from_run(model, tokens, logits[0], cache, pos=pos, layers=layers, top=top,
+                                n_tokens=n_tokens)

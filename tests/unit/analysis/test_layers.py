@@ -127,21 +127,25 @@ def test_affine_fit_and_its_fallback_agree(monkeypatch):
     pd.testing.assert_frame_equal(fast, slow, atol=1e-5, rtol=0)
 
 
-def _tie(model):
+def _tie(model, scale: float = 1.0):
+    """W_U = W_E^T / scale (scale a power of 2: then W_E == scale · W_U^T exactly)."""
     with torch.no_grad():
-        model.unembed.W_U.copy_(model.W_E.T)
+        model.unembed.W_U.copy_(model.W_E.T / scale)
         model.unembed.b_U.copy_(torch.randn(model.cfg.d_vocab))  # the shortcut subtracts it
     return model
 
 
-def test_tied_shortcut_of_the_gain_lens_equals_its_own_matmul(monkeypatch):
-    model = _tie(_model())
+@pytest.mark.parametrize("scale", [1.0, 4.0])
+def test_tied_shortcut_of_the_gain_lens_equals_its_own_matmul(monkeypatch, scale):
+    """W_E = c W_U^T (c = 1: tied; c = 4: an embedding scale folded into W_E, as Gemma's loader
+    does): the gain lens from the logit lens equals its own matmul of ln_final(h) with W_E."""
+    model = _tie(_model(), scale)
     tokens = torch.randint(0, 50, (2, 7))
-    assert layers_mod.LensContext.of(model).tied
+    assert layers_mod.LensContext.of(model).tie_scale == scale
     fast = layer_ndcg(model, tokens, positions=None, topk=10, lenses=["distance_ln_final_gain"])
     of = layers_mod.LensContext.of
     monkeypatch.setattr(layers_mod.LensContext, "of",
-                        classmethod(lambda cls, m: dataclasses.replace(of(m), tied=False)))
+                        classmethod(lambda cls, m: dataclasses.replace(of(m), tie_scale=None)))
     slow = layer_ndcg(model, tokens, positions=None, topk=10, lenses=["distance_ln_final_gain"])
     pd.testing.assert_frame_equal(fast, slow, atol=1e-5, rtol=0)
 

@@ -111,8 +111,11 @@ def test_movement_measures(grid, cache):
         np.testing.assert_allclose(grid.attn_share[r], share.numpy(), rtol=1e-4, atol=1e-6)
 
 
-def test_position_chunks_give_the_same_cells(model, grid):
-    small = compute_grid(model, TOKENS, sublayers=True, vocab_budget=3 * model.cfg.d_vocab)
+@pytest.mark.parametrize("cells", [3, 25])
+def test_position_chunks_give_the_same_cells(model, grid, cells):
+    """3 cells per matmul: blocks of 3 positions, one row each; 25: all 10 positions, 2 rows
+    stacked; the fixture: all 8 rows stacked in one matmul."""
+    small = compute_grid(model, TOKENS, sublayers=True, vocab_budget=cells * model.cfg.d_vocab)
     for name in ("top_ids", "rank_final", "rank_next"):
         assert np.array_equal(getattr(small, name), getattr(grid, name)), name
     for name in ("top_values", "ndcg", "step_norm"):

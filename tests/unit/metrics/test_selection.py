@@ -36,15 +36,32 @@ def test_native_matches_torch(k, heavy):
         assert torch.equal(getattr(nat, field), getattr(ref, field)), field
 
 
+@pytest.mark.parametrize("use_native", [False, True])
 @pytest.mark.parametrize("k", [1, 10, 45, 3000])
-def test_top_k_breaks_ties_by_index(k):
-    """Larger value first, then the smaller index: the order of a stable descending sort."""
+def test_top_k_breaks_ties_by_index(k, use_native, monkeypatch):
+    """Larger value first, then the smaller index: the order of a stable descending sort, on
+    the torch path and the native one (skipped where there is none)."""
+    if use_native and native.library("rank") is None:
+        pytest.skip("no native code")
+    if not use_native:
+        monkeypatch.setattr(native, "library", lambda name: None)
     values, _ = _rows(d_vocab=3000)
     values[2] = torch.round(values[2])  # many ties at every value
     v, i = selection.top_k(values, k)
     want = values.argsort(dim=-1, descending=True, stable=True)[:, :k]
     assert torch.equal(i, want)
     assert torch.equal(v, values.gather(1, want))
+
+
+@needs_native
+@pytest.mark.parametrize("heavy", [False, True])
+@pytest.mark.parametrize("k", [1, 10, 256, 3001])
+def test_native_top_k_equals_rank_summary_top(k, heavy):
+    """The top-K-only pass is rank_summary's selection: the same values and indices."""
+    values, gains = _rows(d_vocab=3001, heavy=heavy)
+    v, i = selection.top_k(values, k)
+    s = rank_summary(values, gains, k=k)
+    assert torch.equal(v, s.top_values) and torch.equal(i, s.top_indices)
 
 
 def test_tail_gains_are_float64_sums():
