@@ -34,7 +34,7 @@ def movers(
                                      n_tokens=n_tokens)
         else:
             table = attribution_from_run(model, tokens, *run, pos=pos, layers=layers, top=top,
-                                         n_tokens=n_tokens)
+                                         n_tokens=n_tokens, rank_by=("push",))
     except InputError as exc:
         return {layer: {"error": str(exc)} for layer in layers}
     out: dict[int, dict[str, Any]] = {}

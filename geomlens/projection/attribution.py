@@ -98,13 +98,19 @@ def _ranks(x: Float[Tensor, "n"]) -> np.ndarray:
     return ranks.cpu().numpy()
 
 
-def _chosen(parts, step, direction, top) -> dict[str, object]:
-    """The ``top`` parts of one layer by step_proj and by push (union, by step_proj rank)."""
+RANKINGS = ("step", "push")
+"""What a part can be chosen by: its step_proj rank, its push rank."""
+
+
+def _chosen(parts, step, direction, top, rank_by=RANKINGS) -> dict[str, object]:
+    """The ``top`` parts of one layer by each ranking in ``rank_by`` (union, by step_proj
+    rank)."""
     U = torch.cat([parts["attn"], parts["mlp"]])  # [head + d_mlp, d_model]
     step_proj = U @ step / step.norm()
     push = U @ direction
     rank_step, rank_push = _ranks(step_proj), _ranks(push)
-    chosen = np.flatnonzero((rank_step < top) | (rank_push < top))
+    chosen = np.flatnonzero((("step" in rank_by) & (rank_step < top))
+                            | (("push" in rank_by) & (rank_push < top)))
     chosen = chosen[np.argsort(rank_step[chosen])]
     return {"U": U[torch.as_tensor(chosen)], "chosen": chosen, "step_proj": step_proj[chosen],
             "step_norm": step.norm(), "push": push[chosen], "rank_step": rank_step[chosen],
@@ -138,16 +144,22 @@ TOPK_ROWS = 256
 def attribution_from_run(
     model: HookedTransformer, tokens: Int[Tensor, "*batch pos"], logits: Float[Tensor, "pos d_vocab"],
     cache: ActivationCache, *, pos: int, layers: Sequence[int], top: int, n_tokens: int,
+    rank_by: Sequence[str] = RANKINGS,
 ) -> pd.DataFrame:
     """`step_attribution` from a forward pass that cached `attribution_hooks` (``logits``: its
-    logits at every position of batch row 0)."""
+    logits at every position of batch row 0). ``rank_by``: the rankings whose ``top`` parts are
+    kept (both: `step_attribution`'s union; the explorer's movers need only ``push``)."""
+    unknown = set(rank_by) - set(RANKINGS)
+    if unknown or not rank_by:
+        raise InputError(f"rank_by must name some of {list(RANKINGS)}, got {list(rank_by)}")
     target = int(logits[pos].argmax())
     T = token_matrix(model, "W_U")
     direction = T[target] / T[target].norm()
     per_layer = []
     for layer in layers:
         step = (cache[f"blocks.{layer}.hook_resid_post"] - cache[f"blocks.{layer}.hook_resid_pre"])[0, pos]
-        per_layer.append(_chosen(component_parts(model, cache, layer, pos), step, direction, top))
+        per_layer.append(_chosen(component_parts(model, cache, layer, pos), step, direction, top,
+                                 tuple(rank_by)))
     _, ids = vector_topk(torch.cat([c["U"] for c in per_layer]), T, n_tokens, chunk_size=TOPK_ROWS)
     labels = token_map(model).labels(ids.reshape(-1).tolist())
     frames, at = [], 0

@@ -69,6 +69,15 @@ def test_payload_round_trip(ex):
     assert movers and {m["component"] for m in movers} <= {"attn", "mlp"}
 
 
+def test_movers_from_the_shared_pass_equal_their_own_pass(ex, model):
+    """Explorer gives the movers the grid's forward pass and ranks by push only; the movers'
+    own pass (`step_attribution`, both rankings, then the push top) gives the same rows."""
+    from geomlens.explorer import movement
+
+    own = movement.movers(model, TOKENS, pos=len(TOKENS) - 1, layers=[0, 1], top=ex.movers_top)
+    assert ex.movers[0] == own
+
+
 def test_intervene_message_zero_attention(ex, model):
     reply = ex.handle({"type": "intervene", "target": "attn", "layer": 1, "method": "zero", "lens": "logit"})
     assert reply == {"type": "changed", "label": "zero ablation of block 1 attn"}
