@@ -20,13 +20,12 @@ registry `geomlens.analysis.layers.LENSES`, higher = ranked first):
                           (`geomlens.geometry.trajectory.movement_stats`)
 
 Cost: one forward pass (`run_model`, whose cache `Explorer` also gives the movers) and per row
-the lenses' matmuls of [positions, d_model] x [d_model, d_vocab] (2 with tied embeddings,
-`geomlens.analysis.layers`). Rows are stacked so each matmul has up to `PRODUCT_ROWS` (row,
-position) cells, into two score matrices reused by every matmul.
+the lenses' matmuls of [positions, d_model] x [d_model, d_vocab] (2 with tied embeddings),
+rows stacked into large matmuls by `geomlens.analysis.lenses.lens_slices`.
 
-Memory: scores are formed for at most min(`PRODUCT_ROWS`, ``vocab_budget // d_vocab``) cells at a
-time (a few rows of one block of positions); no rows x positions x vocabulary tensor of the
-whole grid is ever held.
+Memory: scores are formed for at most `product_cells` (row, position) cells at a time (1,024,
+or ``vocab_budget // d_vocab`` if fewer: a few rows of one block of positions), in two reused
+matrices; no rows x positions x vocabulary tensor of the whole grid is ever held.
 """
 
 from __future__ import annotations
@@ -40,7 +39,14 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from geomlens.analysis.agreement import Reference, reference
-from geomlens.analysis.layers import LENSES, LayerInputs, LensContext
+from geomlens.analysis.lenses import (
+    STACK_BUDGET,
+    LayerInputs,
+    LensContext,
+    lens_slices,
+    product_cells,
+    score_buffers,
+)
 from geomlens.fused import Fused
 from geomlens.geometry.trajectory import movement_stats
 from geomlens.metrics.divergence import js_divergence_and_lse
@@ -51,14 +57,8 @@ if TYPE_CHECKING:  # annotations only: TransformerLens 4 has no HookedTransforme
     from transformer_lens import ActivationCache, HookedTransformer
 
 TOP_K = 10
-VOCAB_BUDGET = 1 << 26
-"""[cell, token] entries scored at once per lens (256 MiB per float32 matrix)."""
-PRODUCT_ROWS = 1024
-"""(row, position) cells per lens matmul at most (a CPU GEMM runs ~15% faster with 1,024 rows
-than 512, ~35% faster than 128; more adds little)."""
-POST_ENTRIES = 1 << 21
-"""Score entries per slice after a matmul (8 MiB: a slice's passes, and the derived lenses'
-scores, stay in cache)."""
+VOCAB_BUDGET = STACK_BUDGET
+"""[cell, token] entries scored at once per lens (`geomlens.analysis.lenses.STACK_BUDGET`)."""
 SUBLAYER_HOOKS = ("hook_resid_mid", "hook_attn_out", "hook_mlp_out")
 ROW_HOOK = "hook_resid_post"
 MEASURES = ("rank_final", "rank_next", "ndcg@10", "jsd", "step_norm", "attn_share")
@@ -102,41 +102,9 @@ def _lens_vector(lens: str, layer: LayerInputs) -> Tensor:
     return layer.h
 
 
-@torch.no_grad()
-def score_cells(
-    ctx: LensContext, h: Float[Tensor, "n d_model"], ref: Reference,
-    targets: Int[Tensor, "n_pos 2"], lenses: Sequence[str], fused: Fused,
-    post_entries: int | None = None, buffers: dict[str, Tensor] | None = None,
-) -> dict[str, Tensor]:
-    """Every lens's top-10, target ranks, NDCG@10 and JSD for ``h``: rows of the grid stacked,
-    each ``n_pos`` positions long (``ref``: `reference` of the final logits at those positions).
-    Each lens's scores come from one matmul over all of ``h``; the rest reads them in slices of
-    about ``post_entries`` entries (None: a row at a time), so its passes hit the cache.
-    ``buffers``: `LayerInputs.buffers` for the shared matrices."""
-    n_pos = targets.shape[0]
-    layer = LayerInputs(ctx, h.float(), buffers=buffers or {})
-    logp = ref.logits - ref.lse
-    step = n_pos if post_entries is None else max(1, min(n_pos, post_entries // ref.p.shape[-1]))
-    out: dict[str, list[Tensor]] = {k: [] for k in ("ids", "values", "ranks", "ndcg", "jsd")}
-    for lens in lenses:
-        fn = LENSES.get(lens)
-        parts: dict[str, list[Tensor]] = {k: [] for k in out}
-        for r0 in range(0, h.shape[0], n_pos):
-            for a in range(0, n_pos, step):
-                b = min(n_pos, a + step)
-                rows = layer.rows(r0 + a, r0 + b)  # the lens's matmuls run once, for all of h
-                x = None if lens == "logit" else _lens_vector(lens, rows)
-                cells = _slice_cells(ctx, fn(rows), ref.rows(a, b), logp[a:b], targets[a:b], x, fused)
-                for k, v in cells.items():
-                    parts[k].append(v)
-        for k in out:
-            out[k].append(torch.cat(parts[k]))
-    return {k: torch.stack(v, 1) for k, v in out.items()}
-
-
 def _slice_cells(ctx: LensContext, scores: Tensor, ref: Reference, logp: Tensor, targets: Tensor,
                  x: Tensor | None, fused: Fused) -> dict[str, Tensor]:
-    """One slice of `score_cells` (``x`` None: the logit lens, else the distance lens's vectors)."""
+    """The cells of one `lens_slices` slice (``x`` None: the logit lens, else the distance lens's vectors)."""
     top_values, ids = top_k(scores, TOP_K)
     ndcg = ndcg_topk(None, ref.ideal, ks=[TOP_K], score_top_indices=ids).values[TOP_K]
     if x is None:
@@ -223,8 +191,7 @@ def grid_from_run(
     targets = torch.stack([final_top1, nxt], -1)
     rows = row_hooks(n_layers, sublayers)
     cells = _score_rows(LensContext.of(model), [cache[hook][0] for _, hook in rows], logits,
-                        targets, tuple(lenses), _cells_per_product(model.cfg.d_vocab, vocab_budget),
-                        fused or FUSED)
+                        targets, tuple(lenses), vocab_budget, fused or FUSED)
     step_norm, attn_share = _movement(cache, n_layers)
     layer_of = [layer for layer, _ in rows]
     grid = _assemble(tokens, rows, tuple(lenses), final_top1, cells)
@@ -236,32 +203,31 @@ def grid_from_run(
     return grid
 
 
-def _cells_per_product(d_vocab: int, vocab_budget: int) -> int:
-    return max(1, min(PRODUCT_ROWS, vocab_budget // d_vocab))
-
-
 def _score_rows(
     ctx: LensContext, hs: list[Float[Tensor, "pos d_model"]], logits: Float[Tensor, "pos d_vocab"],
-    targets: Int[Tensor, "pos 2"], lenses: tuple[str, ...], cells: int, fused: Fused,
+    targets: Int[Tensor, "pos 2"], lenses: tuple[str, ...], vocab_budget: int, fused: Fused,
 ) -> dict[str, Tensor]:
-    """`score_cells` of every row: positions in blocks of up to ``cells``, and within a block
-    as many rows stacked as fit in ``cells``. Returns each output as [row, pos, lens, ...]."""
+    """Every row's cells (`_slice_cells` of each `lens_slices` slice), positions in blocks of
+    up to `product_cells` (the reference once per block). Returns each output as
+    [row, pos, lens, ...]."""
     n_pos = logits.shape[0]
+    cells = product_cells(ctx.W_E.shape[0], vocab_budget)
     block = min(n_pos, cells)
-    per_product = max(1, cells // block)
-    out: list[list[dict[str, Tensor]]] = [[] for _ in hs]
-    shape = (min(cells, block * len(hs)), logits.shape[-1])
-    buffers = {k: logits.new_empty(shape) for k in ("raw", "logits")}  # reused by every matmul
-    for s in range(0, n_pos, block):  # the reference once per block of positions
+    buffers = score_buffers(ctx, block, len(hs), cells)
+    keys = ("ids", "values", "ranks", "ndcg", "jsd")
+    out: dict[tuple[int, str], list[dict[str, Tensor]]] = {}
+    for s in range(0, n_pos, block):
         e = min(n_pos, s + block)
         ref = reference(logits[s:e], topk=TOP_K, gain="exp2")
-        for r0 in range(0, len(hs), per_product):
-            group = range(r0, min(len(hs), r0 + per_product))
-            scored = score_cells(ctx, torch.cat([hs[r][s:e] for r in group]), ref, targets[s:e],
-                                 lenses, fused, POST_ENTRIES, buffers)
-            for j, r in enumerate(group):
-                out[r].append({k: v[j * (e - s):(j + 1) * (e - s)] for k, v in scored.items()})
-    return {k: torch.stack([torch.cat([p[k] for p in row]) for row in out]) for k in out[0][0]}
+        logp = ref.logits - ref.lse
+        resid = torch.stack([h[s:e] for h in hs])
+        for r, lens, a, b, scores, rows in lens_slices(ctx, resid, lenses, cells=cells,
+                                                        buffers=buffers):
+            x = None if lens == "logit" else _lens_vector(lens, rows)
+            out.setdefault((r, lens), []).append(_slice_cells(
+                ctx, scores, ref.rows(a, b), logp[a:b], targets[s + a:s + b], x, fused))
+    return {k: torch.stack([torch.stack([torch.cat([c[k] for c in out[r, lens]]) for lens in lenses], 1)
+                            for r in range(len(hs))]) for k in keys}
 
 
 def _assemble(tokens, rows, lenses, final_top1, cells: dict[str, Tensor]) -> Grid:
