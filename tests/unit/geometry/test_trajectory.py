@@ -151,3 +151,16 @@ def test_text_in_and_token_columns():
     assert by_text.token.tolist() == [decode([i]) for i in by_text.token_id]
     assert by_text.nearest_token.tolist() == [decode([i]) for i in by_text.nearest_token_id]
     assert (by_text.token_id.to_numpy() == tokens[by_text.batch_idx, by_text.pos].numpy()).all()
+
+
+def test_stacked_layers_give_the_same_rows(tiny_model, batch, monkeypatch):
+    """Lens ranks of all layers computed in one stacked matmul per vocabulary chunk equal one
+    layer at a time (STACK_ROWS = 1): the grouping changes speed only."""
+    import importlib
+
+    traj = importlib.import_module("geomlens.geometry.trajectory")  # the package's `trajectory` is a function
+    tokens, lengths = batch
+    stacked = traj.trajectory_stats(tiny_model, tokens, lengths)
+    monkeypatch.setattr(traj, "STACK_ROWS", 1)
+    one_by_one = traj.trajectory_stats(tiny_model, tokens, lengths)
+    pd.testing.assert_frame_equal(stacked, one_by_one)
