@@ -72,10 +72,6 @@ class LensContext:
     262,144 tokens). A copy of W_U when W_U is not already such a transposed view."""
     b_U: Float[Tensor, "d_vocab_out"]
 
-    @property
-    def tied(self) -> bool:
-        return self.tie_scale == 1.0
-
     @classmethod
     def of(cls, model: HookedTransformer) -> LensContext:
         """The context of ``model``; ‖W_E[v]‖², Σ_j W_E[v, j] and W_U's rows are kept on the
